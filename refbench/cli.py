@@ -264,6 +264,11 @@ def toy_pairs(
         typer.echo(f"{split}: {path}")
 
 
+from .cli_analysis import register as _register_analysis_commands  # noqa: E402
+
+_register_analysis_commands(app)
+
+
 def _format(fmt: str) -> str:
     valid = ("table", "csv", "json", "markdown")
     if fmt not in valid:

@@ -14,6 +14,7 @@ one line naming the field.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 import types
 import typing
@@ -39,20 +40,29 @@ __all__ = [
 ]
 
 
+# Objectives without a reference model (the trainer skips the reference pass for them), and
+# the fields that only steer a reference's updates, refused with them.
+REFERENCE_FREE_OBJECTIVES = ("sft", "mapo")
+_REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
+
+
 def _require(condition: bool, field_name: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{field_name}: {message}")
 
 
 def _check_literals(obj: Any, section: str) -> None:
-    """Every Literal-typed field must hold one of its allowed values."""
+    """Every Literal-typed field must hold one of its allowed values, every float field a finite
+    number (TOML, JSON and the command line all accept nan and inf)."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         hint = hints[f.name]
+        value = getattr(obj, f.name)
         if get_origin(hint) is Literal:
             allowed = get_args(hint)
-            value = getattr(obj, f.name)
             _require(value in allowed, f"{section}.{f.name}", f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+        elif hint is float and isinstance(value, float):
+            _require(math.isfinite(value), f"{section}.{f.name}", f"must be a finite number; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,9 @@ class MethodConfig:
     """What makes a method: its objective, reference handling and timestep treatment."""
 
     name: str = "refdpo"
-    objective: Literal["dpo", "sft"] = "dpo"
-    reference: Literal["none", "fixed", "sync"] = "sync"  # none: no reference (sft)
+    # dpo: Diffusion-DPO; sft: winners only; dspo, kto, mapo: the baselines (see baseline_losses)
+    objective: Literal["dpo", "sft", "dspo", "kto", "mapo"] = "dpo"
+    reference: Literal["none", "fixed", "sync"] = "sync"  # none: no reference (sft, mapo)
     tau: int = 32  # sync period in optimizer steps
     delta: float = 0.005  # threshold on D(ref, init)
     on_exceed: Literal["freeze", "reinit", "none"] = "freeze"  # none: unregularised updates
@@ -70,7 +81,10 @@ class MethodConfig:
     gamma: float = 0.9
     bins: int = 50
     reward_scale: str = "inv-sqrt-snr"
-    beta: float = 5000.0  # T of Eq. 6 folded in, as in the official code
+    beta: float = 5000.0  # T of Eq. 6 folded in, as in the official code; each objective's own beta
+    desirable_weight: float = 1.0  # kto: lambda_D, weight of desirable images (winners)
+    undesirable_weight: float = 1.0  # kto: lambda_U, weight of undesirable images (losers)
+    mapo_snr: float = 0.5  # mapo: the official --snr_value in f(e) = snr*e / (exp(snr*e) - 1)
 
     def __post_init__(self) -> None:
         _check_literals(self, "method")
@@ -83,10 +97,14 @@ class MethodConfig:
         _require(self.beta > 0, "method.beta", f"must be > 0; got {self.beta}")
         names = reward_scale_names()
         _require(self.reward_scale in names, "method.reward_scale", f"must be one of {', '.join(names)}; got {self.reward_scale!r}")
-        if self.objective == "sft":
-            _require(self.reference == "none", "method.reference", "must be 'none' for the sft objective")
+        for name in ("desirable_weight", "undesirable_weight", "mapo_snr"):
+            value = getattr(self, name)
+            _require(value > 0, f"method.{name}", f"must be > 0; got {value}")
+        if self.objective in REFERENCE_FREE_OBJECTIVES:
+            _require(self.reference == "none", "method.reference",
+                     f"must be 'none': the {self.objective} objective is reference-free; got {self.reference!r}")
         else:
-            _require(self.reference != "none", "method.reference", "the dpo objective needs a 'fixed' or 'sync' reference")
+            _require(self.reference != "none", "method.reference", f"the {self.objective} objective needs a 'fixed' or 'sync' reference")
 
     def reference_rule(self) -> ReferenceUpdateRule:
         return ReferenceUpdateRule(
@@ -123,6 +141,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.source), "data.source", "must not be empty")
+        _require(bool(self.split), "data.split", "must not be empty")
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
 
 
@@ -144,16 +163,21 @@ class TrainingConfig:
     monitor_every: int = 1  # steps between divergence measurements (syncs always measure)
     monitor_size: int = 16  # winners in the divergence monitor set (fixed per run and process)
     checkpoint_every: int = 100
+    # Steps skipped for a non-finite loss or gradient (never written into the weights) before
+    # the run stops as diverged.
+    max_nonfinite_steps: int = 10
 
     def __post_init__(self) -> None:
         _check_literals(self, "training")
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "monitor_every", "monitor_size", "checkpoint_every"):
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "monitor_every", "monitor_size",
+                     "checkpoint_every", "max_nonfinite_steps"):
             value = getattr(self, name)
             _require(value >= 1, f"training.{name}", f"must be >= 1; got {value}")
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0; got {self.learning_rate}")
         _require(self.lr_warmup_steps >= 0, "training.lr_warmup_steps", f"must be >= 0; got {self.lr_warmup_steps}")
         _require(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0; got {self.weight_decay}")
         _require(self.max_grad_norm > 0, "training.max_grad_norm", f"must be > 0; got {self.max_grad_norm}")
+        _require(0 <= self.seed < 2**63, "training.seed", f"must be in [0, 2**63); got {self.seed}")
 
     def effective_batch_size(self, num_processes: int = 1) -> int:
         return self.batch_size * self.gradient_accumulation_steps * num_processes
@@ -173,8 +197,11 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self) -> None:
-        valid = all(c.isalnum() or c in "-_.=," for c in self.name)
-        _require(bool(self.name) and valid, "name", f"must be letters, digits and - _ . = , only; got {self.name!r}")
+        # The name is a folder under --out: no separators, no leading dot ("." and ".." would escape it).
+        valid = all(c.isalnum() or c in "-_.=," for c in self.name) and not self.name.startswith(".") and len(self.name) <= 200
+        _require(bool(self.name) and valid, "name", f"must be 1-200 letters, digits and - _ . = , not starting with a dot; got {self.name!r}")
+        presets = preset_names()
+        _require(self.preset in presets, "preset", f"must be one of {', '.join(presets)}; got {self.preset!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -298,10 +325,26 @@ def load_config(
     method = method or from_file.get("method", {}).get("name") or "refdpo"
     raw: dict = {"preset": preset}
     raw = _merge(raw, _read_preset("models", preset))
-    raw = _merge(raw, _read_preset("methods", method))
+    method_preset = _read_preset("methods", method)
+    raw = _merge(raw, method_preset)
     raw = _merge(raw, {k: v for k, v in from_file.items() if k not in ("preset",)})
     raw["method"]["name"] = method
     raw = _merge(raw, overrides or {})
     raw["name"] = name or from_file.get("name") or method
-    return config_from_dict(raw)
+    config = config_from_dict(raw)
+    _refuse_reference_updates(config, method_preset, from_file, overrides or {})
+    return config
+
+
+def _refuse_reference_updates(config: RunConfig, *layers: dict) -> None:
+    """tau, delta, on_exceed or mixup_alpha given for a reference-free method (above the model
+    preset, whose numbers serve every method) would do nothing: refuse them, naming the field."""
+    objective = config.method.objective
+    if objective not in REFERENCE_FREE_OBJECTIVES:
+        return
+    for layer in layers:
+        section = layer.get("method")
+        for key in _REFERENCE_UPDATE_FIELDS:
+            if isinstance(section, dict) and section.get(key) is not None:
+                raise ConfigError(f"method.{key}: the {objective} objective has no reference model to update; remove {key}")
 

@@ -11,6 +11,7 @@ not usable at all (missing file, not parquet, missing columns, no usable rows) i
 from __future__ import annotations
 
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,18 +44,20 @@ class SkipCounts:
 
 def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
     """Encoded bytes -> uint8 RGB (H, W, 3), resized (bicubic) and centre-cropped to ``size`` if given."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
-            if size is not None and image.size != (size, size):
-                scale = size / min(image.size)
-                resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
-                left, top = (resized.width - size) // 2, (resized.height - size) // 2
-                image = resized.crop((left, top, left + size, top + size))
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, TypeError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the image is used or skipped anyway
+            with Image.open(io.BytesIO(data)) as image:
+                image = image.convert("RGB")
+                if size is not None and image.size != (size, size):
+                    scale = size / min(image.size)
+                    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
+                    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+                    image = resized.crop((left, top, left + size, top + size))
+                return np.asarray(image, dtype=np.uint8)
+    except Exception as exc:  # web data: besides OSError, PIL's plugins raise SyntaxError, struct.error, EOFError, bombs...
         raise ValueError(f"not a readable image ({type(exc).__name__})") from None
 
 
@@ -70,7 +73,7 @@ def load_pairs_table(source: str | Path, split: str = "train"):
             raise DataError(f"no parquet files in {path}")
         try:
             table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:  # not parquet, truncated, or parts with clashing schemas
             raise DataError(f"{path} is not a readable parquet file: {str(exc).splitlines()[0]}") from None
     elif "/" in str(source) and not str(source).startswith((".", "/")):
         table = _load_hub_dataset(str(source), split)
@@ -122,11 +125,14 @@ class PreferencePairs:
         self._table = table.take(keep)
         self._winner_is_0 = np.asarray(winner_first)
         self.captions = [captions[i] for i in keep]
+        self._unreadable: set[int] = set()  # pairs found unreadable: counted once, not decoded again
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def __getitem__(self, index: int):
+        if index in self._unreadable:
+            return None
         row = self._table.slice(index, 1)
         first, second = row.column("jpg_0")[0].as_py(), row.column("jpg_1")[0].as_py()
         if isinstance(first, dict):  # datasets' Image feature stores {"bytes", "path"}
@@ -134,11 +140,19 @@ class PreferencePairs:
         try:
             image_0, image_1 = decode_image(first, self.resolution), decode_image(second, self.resolution)
         except ValueError:
+            self._unreadable.add(index)
             self.skipped.add("unreadable image")
             return None
         if self._winner_is_0[index]:
             return self.captions[index], image_0, image_1
         return self.captions[index], image_1, image_0
+
+    def check_readable(self, probe: int = 32) -> None:
+        """One DataError before training if none of the first ``probe`` pairs has readable images
+        (a wrong image column, a data set of broken files); some unreadable pairs are skips."""
+        if all(self[i] is None for i in range(min(probe, len(self)))):
+            raise DataError(f"none of the first {min(probe, len(self))} usable pairs has readable images in jpg_0 and "
+                            f"jpg_1 (encoded image bytes expected)")
 
     @staticmethod
     def collate(items):

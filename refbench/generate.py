@@ -53,6 +53,8 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
 
         config = config_from_dict(record["config"])
         final = Path(record["run_dir"]) / "final"
+        if not final.is_dir() and record["status"] == "diverged":
+            raise RefbenchError(f"run {run!r} diverged and has no final model ({record['message']})")
         if not final.is_dir():
             raise RefbenchError(f"run {run!r} has no final model yet (status {record['status']}); finish it with "
                                 f"`refbench train --name {run} --resume`")

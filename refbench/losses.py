@@ -11,6 +11,8 @@ pair's winner and loser share their noise and timestep.
 
 The implicit reward of Eq. 6 is ``r_t(x) = -(err_theta(x) - err_ref(x))``, so the margin
 ``r_t(w) - r_t(l) = -(model_diff - ref_diff)`` and ``inside = 0.5 * beta * lambda * margin``.
+
+The baselines (DSPO, Diffusion-KTO, MaPO) live in ``baseline_losses`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PreferenceLoss", "diffusion_dpo_loss", "sft_loss", "per_sample_error"]
+__all__ = ["PreferenceLoss", "diffusion_dpo_loss", "sft_loss", "per_sample_error",
+           "dspo_loss", "diffusion_kto_loss", "kto_image_losses", "mapo_loss"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,8 @@ class PreferenceLoss:
     margin:      per pair, r_t(w) - r_t(l) (detached).
     accuracy:    share of pairs with margin > 0 (a float in [0, 1]; ties count as wrong).
     reward_w/l:  per pair implicit rewards r_t(w), r_t(l) (detached).
-    logits:      per pair, the argument of logsigmoid (detached).
+    logits:      per pair, the argument of the loss's (log)sigmoid (detached); per image,
+                 winners then losers, for Diffusion-KTO.
     """
 
     loss: torch.Tensor
@@ -101,3 +105,7 @@ def sft_loss(model_err_w: torch.Tensor) -> torch.Tensor:
     if model_err_w.dim() != 1:
         raise ValueError(f"model_err_w must be 1-D, got shape {tuple(model_err_w.shape)}")
     return model_err_w.mean()
+
+
+# The baselines build on the definitions above, so they are imported last.
+from .baseline_losses import diffusion_kto_loss, dspo_loss, kto_image_losses, mapo_loss  # noqa: E402

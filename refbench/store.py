@@ -162,6 +162,32 @@ class Store:
         with self.connect() as con:
             con.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
 
+    # -- parquet export / import ---------------------------------------------------------
+    def export_parquet(self, folder: str | Path) -> list[Path]:
+        """Every table as ``folder/TABLE.parquet`` (git-friendly, readable without refbench)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        with self.connect(read_only=True) as con:
+            for table in TABLES:
+                path = folder / f"{table}.parquet"
+                con.execute(f"COPY (SELECT * FROM {table}) TO '{_quote(path)}' (FORMAT parquet)")
+                written.append(path)
+        return written
+
+    def import_parquet(self, folder: str | Path) -> int:
+        """Load a parquet export into this store (rows with the same key are replaced); returns rows read."""
+        folder = Path(folder)
+        count = 0
+        with self.connect() as con:
+            for table in TABLES:
+                path = folder / f"{table}.parquet"
+                if path.is_file():
+                    columns = ", ".join(_columns(table))
+                    con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM read_parquet('{_quote(path)}')")
+                    count += con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()[0]
+        return count
+
     # -- runs --------------------------------------------------------------------------
     def create_run(self, name: str, *, method: str, preset: str, config: dict, seed: int, run_dir: str,
                    git_revision: str | None, versions: dict[str, str]) -> str:
@@ -189,17 +215,23 @@ class Store:
         return row
 
     def list_runs(self):
-        """One row per run with its progress (last logged step) and number of reference events."""
+        """One row per run with its progress (last logged step) and number of reference events
+        (sync, freeze, reinit; the 'nonfinite-*' events of skipped steps are not counted)."""
         return self.query(
             """
             SELECT r.name, r.method, r.preset, r.status, m.last_step AS steps, e.events AS ref_events,
                    r.seed, strftime(r.created_at, '%Y-%m-%d %H:%M') AS created, r.git_revision
             FROM runs r
             LEFT JOIN (SELECT run, max(step) AS last_step FROM train_metrics GROUP BY run) m ON m.run = r.name
-            LEFT JOIN (SELECT run, count(*) AS events FROM ref_events GROUP BY run) e ON e.run = r.name
+            LEFT JOIN (SELECT run, count(*) AS events FROM ref_events WHERE kind NOT LIKE 'nonfinite%' GROUP BY run) e
+                ON e.run = r.name
             ORDER BY r.created_at
             """
         )
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def _to_sql(value: Any) -> Any:

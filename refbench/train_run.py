@@ -1,12 +1,17 @@
 """A training run end to end: its row in the store, its folder, resume, interruption.
 
-``RUN_ROOT/NAME/`` holds ``config.json``, ``checkpoint/`` (for ``--resume``) and, when the
-run finishes, ``final/`` (the policy UNet as a diffusers folder, or the LoRA adapter).
+``RUN_ROOT/NAME/`` holds ``config.json``, ``checkpoint/`` (for ``--resume``), ``.lock`` (held
+while a process trains the run) and, when the run finishes, ``final/`` (the policy UNet as a
+diffusers folder, or the LoRA adapter). A run's status in the store: running, finished,
+interrupted (Ctrl-C / SIGTERM), diverged (too many non-finite steps) or failed; a run killed
+outright stays "running" until ``--resume`` continues it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .config import RunConfig, config_from_dict
@@ -50,12 +55,13 @@ def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
 
 def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = False, progress: bool = True,
                  overrides: dict | None = None) -> Path | None:
-    """Train; returns the run folder on the main process and None on the others."""
-    from accelerate import Accelerator
+    """Train; returns the run folder on the main process and None on the others.
 
-    from .provenance import git_revision, package_versions
-    from .run_log import RunLog
-    from .trainer import Trainer, TrainingInterrupted
+    Everything that can be checked is checked before the first step: the database opens for
+    writing, the run folder is writable and not in use by another process (a lock file held
+    for the whole run, released by the OS even after SIGKILL), the model exists, and the data
+    has usable pairs with readable images."""
+    from accelerate import Accelerator
 
     import torch
 
@@ -64,9 +70,21 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu)
     main = accelerator.is_main_process
-    store = Store(db) if main else None
-    existing = store.get_run(config.name) if main else None
+    store = Store(db) if main else None  # a database that cannot be opened for writing: one line, now
     run_dir = Path(out_root) / config.name
+    with run_lock(run_dir, config.name) if main else nullcontext():
+        return _run_training(config, accelerator, store, run_dir, db=db, resume=resume, progress=progress,
+                             overrides=overrides)
+
+
+def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, db: Path, resume: bool,
+                  progress: bool, overrides: dict | None) -> Path | None:
+    from .provenance import git_revision, package_versions
+    from .run_log import RunLog
+    from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
+
+    main = accelerator.is_main_process
+    existing = store.get_run(config.name) if main else None
     if existing and not resume:
         raise RefbenchError(f"run {config.name!r} already exists in {db} (status {existing['status']}); "
                             f"add --resume to continue it, or pick another --name")
@@ -77,9 +95,9 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
     check_model_source(config.model)
     with accelerator.main_process_first():  # the main process builds the toy pairs if they are missing
         pairs = load_preference_pairs(config)
+        pairs.check_readable()
     if main:
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         except OSError as exc:
             raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror}") from None
@@ -87,7 +105,8 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
             store.create_run(config.name, method=config.method.name, preset=config.preset, config=config.to_dict(),
                              seed=config.training.seed, run_dir=str(run_dir), git_revision=git_revision(),
                              versions=package_versions())
-        store.set_run_status(config.name, "running")
+        # Skips found on load are stored now, so a killed run keeps them too.
+        store.set_run_status(config.name, "running", f"data skips: {pairs.skipped.as_dict()}")
     run_log = RunLog(store, config.name) if main else None
     trainer = None
     try:
@@ -100,23 +119,73 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
         step = trainer.step if trainer else 0
         if main:
             run_log.flush()
-            store.set_run_status(config.name, "interrupted", f"stopped at step {step}")
+            store.set_run_status(config.name, "interrupted", f"stopped at step {step}; {_skips(trainer, pairs)}")
         what = "checkpoint saved" if saved else "the last periodic checkpoint is kept"
         raise RefbenchError(f"interrupted at step {step}; {what}. Continue with: "
                             f"refbench train --name {config.name} --resume") from None
+    except TrainingDiverged as exc:
+        if main:
+            store.set_run_status(config.name, "diverged", f"{exc}; {_skips(trainer, pairs)}"[:1000])
+        raise RefbenchError(f"run {config.name} diverged: {exc}; its metrics and events are in the store "
+                            f"(status 'diverged')") from None
     except BaseException as exc:
+        step = trainer.step if trainer else 0
         if main:
             run_log.flush()
-            store.set_run_status(config.name, "failed", f"{type(exc).__name__}: {exc}"[:500])
+            store.set_run_status(config.name, "failed", f"step {step}: {type(exc).__name__}: {exc}"[:500])
+        if isinstance(exc, OSError):  # a full disk, a folder removed under the run: one line
+            raise RefbenchError(f"training stopped at step {step}: {exc}") from None
         raise
     report = trainer.process_report()
     if main:
         (run_dir / "processes.json").write_text(json.dumps(report, indent=1))
         _save_final(trainer, run_dir / "final")
-        message = f"{trainer.skipped_steps} steps skipped; data skips: {pairs.skipped.as_dict()}"
+        message = _skips(trainer, pairs)
         run_log.flush(final=True)
         store.set_run_status(config.name, "finished", message)
+        if trainer.skipped_steps or pairs.skipped.counts:
+            print(f"{config.name}: {message}", flush=True)
     return run_dir if main else None
+
+
+def _skips(trainer, pairs) -> str:
+    """What was left out, for the run's message in the store and the end of the run."""
+    steps = f"{trainer.skipped_steps} steps skipped ({trainer.nonfinite_steps} non-finite)" if trainer else "0 steps skipped"
+    return f"{steps}; data skips: {pairs.skipped.as_dict()}"
+
+
+@contextmanager
+def run_lock(run_dir: Path, name: str):
+    """Hold ``RUN/.lock`` while a run trains, so that two processes never train one run (a sweep
+    launched twice, a --resume while the run still goes). The OS drops the lock when its process
+    ends, even by SIGKILL, so a stale lock never blocks a resume. Creating it also proves the run
+    folder is writable before anything else happens."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / ".lock", "a+")
+    except OSError as exc:
+        raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                who = f" (process {holder})" if holder.isdigit() else ""
+                raise RefbenchError(f"run {name!r} is being trained by another process{who}; "
+                                    f"wait for it to end, or pick another --name") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def _save_final(trainer, folder: Path) -> None:

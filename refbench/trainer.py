@@ -2,8 +2,10 @@
 
 Per optimizer step, for each micro-batch of B pairs:
   1. winners and losers share noise eps and timestep t ~ timestep_sampler;
-  2. the policy runs on the concatenated 2B batch with gradients, the reference without;
-  3. loss = diffusion_dpo_loss(..., weight=lambda(t)) (or the SFT loss on winners).
+  2. the policy runs on the concatenated 2B batch with gradients, the reference without
+     (reference-free objectives, sft and mapo, skip the reference pass);
+  3. loss = the objective's loss (objectives.OBJECTIVES: dpo, dspo, kto, mapo) with
+     weight = lambda(t), or the SFT loss on winners.
 Then the optimizer steps, and the reference-update rule decides: at multiples of tau the
 reference becomes (a mix with) the policy, D(ref, init) is measured on a few winners and
 averaged over processes, and past delta the reference freezes or returns to init. Every
@@ -16,6 +18,7 @@ generators seeded per step, so a resumed run repeats an uninterrupted one exactl
 from __future__ import annotations
 
 import hashlib
+import math
 import signal
 import threading
 import time
@@ -31,8 +34,9 @@ from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .data import PreferencePairs
 from .divergence import divergence
-from .losses import diffusion_dpo_loss, sft_loss
+from .losses import per_sample_error, sft_loss
 from .modelset import POLICY, REFERENCE, build_model_set
+from .objectives import OBJECTIVES, PairForward
 from .reference_update import Action, ReferenceUpdater
 from .run_log import RunLog
 from .timesteps import make_timestep_sampler, reward_scale
@@ -71,6 +75,11 @@ class StepBatch:
 
 class TrainingInterrupted(Exception):
     """Raised at a step boundary after Ctrl-C / SIGTERM, once the checkpoint is saved."""
+
+
+class TrainingDiverged(Exception):
+    """Raised at a step boundary once ``training.max_nonfinite_steps`` steps had a non-finite loss
+    or gradient (none of them reached the weights); the metrics logged so far are flushed."""
 
 
 @contextmanager
@@ -123,6 +132,7 @@ class Trainer:
         self.policy_forward, self.optimizer = self.accelerator.prepare(self.models.policy_module, optimizer)
         self.order = PairOrder(len(pairs), training.seed)
         self.step, self.elapsed, self.skipped_steps = 0, 0.0, 0
+        self.nonfinite_steps = 0  # skipped for a non-finite loss or gradient (also in skipped_steps)
         self._monitor = None
         self._encoded: dict[int, tuple[torch.Tensor, Conditioning] | None] | None = {} if config.data.cache_latents else None
 
@@ -179,16 +189,23 @@ class Trainer:
         target = backend.target(batch.x0, noise, timesteps_all)
         cond = batch.cond.repeat(copies)
         with self.accelerator.autocast(), self.models.use(POLICY, self.policy_forward) as policy:
-            model_err = backend.errors(policy, x_t, timesteps_all, cond, target)
+            model_pred = backend.predict(policy, x_t, timesteps_all, cond)
         if method.objective == "sft":
+            model_err = per_sample_error(model_pred, target)
             return {"loss": sft_loss(model_err), "model_err_w": model_err.detach().mean()}
-        with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
-            ref_err = backend.errors(reference, x_t, timesteps_all, cond, target)
-        out = diffusion_dpo_loss(model_err[:pairs], model_err[pairs:], ref_err[:pairs], ref_err[pairs:],
-                                 beta=method.beta, weight=self.lambdas[timesteps])
-        return {"loss": out.loss, "accuracy": torch.tensor(out.accuracy), "margin": out.margin.mean(),
-                "model_err_w": model_err[:pairs].detach().mean(), "model_err_l": model_err[pairs:].detach().mean(),
-                "ref_err_w": ref_err[:pairs].mean(), "ref_err_l": ref_err[pairs:].mean()}
+        ref_pred = None
+        if method.reference != "none":  # reference-free objectives (mapo) never run a reference
+            with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
+                ref_pred = backend.predict(reference, x_t, timesteps_all, cond)
+        forward = PairForward(pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
+        out = OBJECTIVES[method.objective](method, forward)
+        model_w, model_l = forward.halves(forward.model_err.detach())
+        values = {"loss": out.loss, "accuracy": torch.tensor(out.accuracy), "margin": out.margin.mean(),
+                  "model_err_w": model_w.mean(), "model_err_l": model_l.mean()}
+        if ref_pred is not None:
+            ref_w, ref_l = forward.halves(forward.ref_err)
+            values.update(ref_err_w=ref_w.mean(), ref_err_l=ref_l.mean())
+        return values
 
     # -- divergence monitor -------------------------------------------------------------
     def _monitor_set(self) -> tuple[torch.Tensor, Conditioning, torch.Tensor, torch.Tensor]:
@@ -210,25 +227,40 @@ class Trainer:
             timesteps = ((torch.arange(count) + 0.5) * backend.num_train_timesteps / count).long().to(acc.device)
             noise = torch.randn(x0.shape, generator=generator).to(acc.device)
             self._monitor = (x0, cond, timesteps, noise)
+            self._monitor_cache: dict[str, tuple[int, torch.Tensor]] = {}  # frozen models' errors, see _monitor_errors
         return self._monitor
+
+    @torch.no_grad()
+    def _monitor_errors(self, name: str) -> torch.Tensor:
+        """Per-sample errors of one model on the monitor set. The inputs never change, so the
+        frozen models' errors are computed once and reused: the initial model's for the whole run,
+        the reference's until its weights next change (``models.reference_version``: a sync, a
+        re-init, a load). Only the policy, which moves every step, runs at every measurement."""
+        if name == REFERENCE and self.config.method.reference != "sync":
+            name = "initial"  # a fixed reference is the initial model
+        version = {"initial": 0, REFERENCE: self.models.reference_version}.get(name)  # None: never cached
+        x0, cond, timesteps, noise = self._monitor_set()
+        cached = self._monitor_cache.get(name)
+        if version is not None and cached is not None and cached[0] == version:
+            return cached[1]
+        backend = self.backend
+        x_t, target = backend.add_noise(x0, noise, timesteps), backend.target(x0, noise, timesteps)
+        with self.accelerator.autocast(), self.models.use(name) as module:
+            was_training = module.training
+            module.eval()
+            errors = backend.errors(module, x_t, timesteps, cond, target)
+            module.train(was_training)
+        if version is not None:
+            self._monitor_cache[name] = (version, errors)
+        return errors
 
     @torch.no_grad()
     def _divergences(self, which: tuple[str, ...]) -> dict[str, float]:
         """D(model, init) for each named model on the monitor set, averaged over processes so
         every process takes the same decision."""
-        backend, device = self.backend, self.accelerator.device
-        x0, cond, timesteps, noise = self._monitor_set()
-        x_t, target = backend.add_noise(x0, noise, timesteps), backend.target(x0, noise, timesteps)
-        with self.accelerator.autocast(), self.models.use("initial") as initial:
-            init_err = backend.errors(initial, x_t, timesteps, cond, target)
-        values = []
-        for name in which:
-            with self.accelerator.autocast(), self.models.use(name) as module:
-                was_training = module.training
-                module.eval()
-                values.append(divergence(backend.errors(module, x_t, timesteps, cond, target), init_err))
-                module.train(was_training)
-        reduced = self.accelerator.reduce(torch.stack(values).float().to(device), reduction="mean")
+        init_err = self._monitor_errors("initial")
+        values = [divergence(self._monitor_errors(name), init_err) for name in which]
+        reduced = self.accelerator.reduce(torch.stack(values).float().to(self.accelerator.device), reduction="mean")
         return {name: float(v) for name, v in zip(which, reduced.cpu())}
 
     # -- reference update -----------------------------------------------------------------
@@ -237,7 +269,11 @@ class Trainer:
             return {}
         rule = self.updater.rule
         self.models.sync_reference(rule.mixup_alpha)
-        measured = self._divergences((POLICY, REFERENCE))
+        if rule.mixup_alpha == 1.0:  # a hard copy: the policy holds the reference's weights, so the same errors
+            measured = self._divergences((REFERENCE,))
+            measured = {POLICY: measured[REFERENCE], REFERENCE: measured[REFERENCE]}
+        else:
+            measured = self._divergences((POLICY, REFERENCE))
         action = self.updater.after_sync(step, measured[REFERENCE])
         if action is Action.REINIT:
             self.models.reset_reference()
@@ -260,6 +296,7 @@ class Trainer:
                 reference=self.models.reference_state() if self.config.method.reference == "sync" else None,
                 optimizer=self.optimizer.state_dict(), lr_scheduler=self.lr_scheduler.state_dict(),
                 state={"step": self.step, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
+                       "nonfinite_steps": self.nonfinite_steps,
                        "updater": self.updater.state_dict()},
             )
         if self.log:
@@ -277,6 +314,7 @@ class Trainer:
         self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
         state = saved["state"]
         self.step, self.elapsed, self.skipped_steps = state["step"], state["elapsed"], state["skipped_steps"]
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
         self.updater.load_state_dict(state["updater"])
         return True
 
@@ -312,6 +350,7 @@ class Trainer:
             step = self.step + 1
             totals: dict[str, torch.Tensor] = {}
             batch = None
+            nonfinite_loss = torch.zeros(1, device=self.accelerator.device)  # micro-batches with a NaN/Inf loss
             for micro in range(accumulation):
                 micro_batch = self._batch((step - 1) * accumulation + micro)
                 if micro_batch is None:  # every image of this micro-batch was unreadable
@@ -322,17 +361,35 @@ class Trainer:
                 context = self.accelerator.no_sync(self.policy_forward) if micro < accumulation - 1 else nullcontext()
                 with context:
                     values = self._micro_step(batch, generator)
+                    nonfinite_loss += (~torch.isfinite(values["loss"].detach())).any().float()
                     self.accelerator.backward(values["loss"] / accumulation)
                 for key, value in values.items():
                     totals[key] = totals.get(key, 0.0) + value.detach().float() / accumulation
             grad_norm = self.accelerator.clip_grad_norm_(self.models.trainable_parameters(), training.max_grad_norm)
-            if batch is None or not torch.isfinite(torch.as_tensor(grad_norm)):
-                self.skipped_steps += 1  # nothing usable or a non-finite gradient: never written into the weights
-            else:
+            # A non-finite loss (an Inf loss can have finite gradients) or gradient norm on any process:
+            # the step is skipped on every process, so it never reaches the weights.
+            if self.accelerator.num_processes > 1:
+                nonfinite_loss = self.accelerator.reduce(nonfinite_loss, reduction="sum")
+            loss_ok, grad_ok = nonfinite_loss.item() == 0, bool(torch.isfinite(torch.as_tensor(grad_norm)))
+            nonfinite = None
+            if batch is None:
+                self.skipped_steps += 1  # nothing usable in this step
+            elif loss_ok and grad_ok:
                 self.optimizer.step()
+            elif loss_ok and self.accelerator.scaler is not None:
+                # fp16 loss scaling: an overflowing gradient is the scaler's to handle; its step skips the
+                # update and lowers the scale (never calling it would keep the scale too high for good).
+                self.optimizer.step()
+                self.skipped_steps += 1
+            else:
+                self.skipped_steps += 1
+                self.nonfinite_steps += 1
+                nonfinite = "nonfinite-loss" if not loss_ok else "nonfinite-grad"
             self.optimizer.zero_grad(set_to_none=True)
             self.lr_scheduler.step()
             self.step = step
+            if nonfinite and self.log:
+                self.log.event(step, nonfinite, None)
 
             measured = self._update_reference(step)
             if not measured and step % training.monitor_every == 0:
@@ -347,8 +404,9 @@ class Trainer:
                 stacked = torch.stack(list(totals.values())).to(self.accelerator.device)
                 metrics = dict(zip(totals, self.accelerator.reduce(stacked, reduction="mean").cpu().tolist()))
             if self.log and step % training.log_every == 0:
-                self.log.metrics(step, **metrics, **(last_divergence if measured else {}),
-                                 lr=self.lr_scheduler.get_last_lr()[0], seconds=self.elapsed)
+                row = {**metrics, **(last_divergence if measured else {})}
+                row = {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # NULL, not NaN, in SQL
+                self.log.metrics(step, **row, lr=self.lr_scheduler.get_last_lr()[0], seconds=self.elapsed)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                             d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}", refresh=False)
@@ -356,6 +414,12 @@ class Trainer:
             if self.accelerator.num_processes > 1:  # stop together, or the others wait forever
                 flag = torch.tensor([float(stop)], device=self.accelerator.device)
                 stop = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+            if self.nonfinite_steps >= training.max_nonfinite_steps:  # the same count on every process
+                if self.log:
+                    self.log.flush()
+                raise TrainingDiverged(
+                    f"{self.nonfinite_steps} steps had a non-finite loss or gradient, the last at step {step} "
+                    f"(training.max_nonfinite_steps = {training.max_nonfinite_steps}); none of them reached the weights")
             if stop or step % training.checkpoint_every == 0 or step == training.max_steps:
                 self.save()
             if stop:

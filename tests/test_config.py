@@ -14,6 +14,10 @@ METHOD_TABLE = {
     "ref-reinit": ("dpo", "sync", "reinit", "uniform", "constant"),
     "ref-explore": ("dpo", "sync", "freeze", "uniform", "constant"),
     "refdpo": ("dpo", "sync", "freeze", "gamma", "inv-sqrt-snr"),
+    # The baselines the paper compares against (a loss swap in the same loop).
+    "dspo": ("dspo", "fixed", None, "uniform", "constant"),
+    "diff-kto": ("kto", "fixed", None, "uniform", "constant"),
+    "mapo": ("mapo", "none", None, "uniform", "constant"),
 }
 
 
@@ -47,7 +51,7 @@ def test_paper_presets():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown method 'dpo'; valid: diff-dpo, ref-explore, ref-noreg, ref-reinit, refdpo, sft, timestep-only"):
+    with pytest.raises(ConfigError, match=r"unknown method 'dpo'; valid: diff-dpo, diff-kto, dspo, mapo, ref-explore, ref-noreg, ref-reinit, refdpo, sft, timestep-only"):
         load_config(method="dpo")
     with pytest.raises(ConfigError, match=r"unknown preset 'sd2'; valid: sd15, sdxl, toy"):
         load_config(preset="sd2")

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..losses import per_sample_error
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def check_weights(folder: Path, parts: tuple[str, ...]) -> None:
+    """One ConfigError sentence if a model folder lacks a part or a part has no weight file."""
+    for part in parts:
+        sub = folder / part
+        if not (sub / "config.json").is_file():
+            raise ConfigError(f"model.pretrained: {folder} has no {part}/config.json; a diffusers model folder needs {', '.join(parts)}")
+        if not any(f.name.endswith(WEIGHT_SUFFIXES) for f in sub.iterdir()):
+            raise ConfigError(f"model.pretrained: {folder} has no weights in {part}/ (expected a .safetensors or .bin file)")
 
 
 @dataclass

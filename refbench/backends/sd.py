@@ -18,7 +18,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Backend, Conditioning
+from .base import Backend, Conditioning, check_weights
 
 
 def check_source(source: str) -> None:
@@ -26,6 +26,7 @@ def check_source(source: str) -> None:
     if path.exists():
         if not (path / "unet" / "config.json").is_file():
             raise ConfigError(f"model.pretrained: {path} is not a diffusers pipeline folder (no unet/config.json)")
+        check_weights(path, ("unet", "vae", "text_encoder"))
         return
     if source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ConfigError(f"model.pretrained: {source} does not exist (give a local diffusers folder or a hub id)")

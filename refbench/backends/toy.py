@@ -12,7 +12,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Backend, Conditioning
+from .base import Backend, Conditioning, check_weights
 
 
 def toy_model_folder(pretrained: str) -> Path:
@@ -21,8 +21,9 @@ def toy_model_folder(pretrained: str) -> Path:
     if pretrained in ("toy:base", "toy"):
         return BASE_CHECKPOINT
     folder = Path(pretrained)
-    if not (folder / "unet" / "config.json").is_file():
+    if not folder.is_dir():
         raise ConfigError(f"model.pretrained: no toy model at {folder} (expected unet/, text_encoder/, tokenizer/, scheduler/)")
+    check_weights(folder, ("unet", "text_encoder"))
     return folder
 
 
@@ -34,7 +35,10 @@ class ToyBackend(Backend):
 
         self.folder = toy_model_folder(model.pretrained)
         self.device = torch.device(device)
-        self.components = load_components(self.folder)
+        try:
+            self.components = load_components(self.folder)
+        except (OSError, ValueError) as exc:  # truncated or mismatched weight files
+            raise ConfigError(f"model.pretrained: cannot load the toy model at {self.folder}: {str(exc).splitlines()[0]}") from None
         self.components.text_encoder.requires_grad_(False).to(self.device)
         self.unet = self.components.unet.to(self.device)
         self.noise_scheduler = self.components.noise_scheduler

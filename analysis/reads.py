@@ -1,0 +1,91 @@
+"""What the analyses read from the store, as pandas DataFrames. Read-only; SQL goes through Store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from refbench.store import Store
+
+__all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
+           "run_settings", "winrates", "existing_runs"]
+
+
+def open_store(db: str | Path | Store) -> Store:
+    return db if isinstance(db, Store) else Store(db)
+
+
+def _in(runs: list[str]) -> tuple[str, list[str]]:
+    return "(" + ", ".join("?" for _ in runs) + ")", list(runs)
+
+
+def existing_runs(db, runs: list[str]) -> list[str]:
+    """The given runs that are in the store (order kept); 'base' counts if it has samples."""
+    store = open_store(db)
+    known = set(store.query("SELECT name FROM runs")["name"]) | set(store.query("SELECT DISTINCT run FROM samples")["run"])
+    return [r for r in runs if r in known]
+
+
+def train_curves(db, runs: list[str]) -> pd.DataFrame:
+    """Per run and step: loss, accuracy, margin and the divergences (NaN where not measured)."""
+    marks, params = _in(runs)
+    return open_store(db).query(
+        f"SELECT run, step, loss, accuracy, margin, div_policy, div_ref FROM train_metrics WHERE run IN {marks} "
+        "ORDER BY run, step", params)
+
+
+def ref_events(db, runs: list[str]) -> pd.DataFrame:
+    marks, params = _in(runs)
+    return open_store(db).query(f"SELECT run, step, kind, divergence FROM ref_events WHERE run IN {marks} ORDER BY run, step",
+                                params)
+
+
+def timestep_stats(db, runs: list[str], analysis: str = "reference") -> pd.DataFrame:
+    marks, params = _in(runs)
+    return open_store(db).query(
+        f"SELECT * FROM timestep_stats WHERE analysis = ? AND run IN {marks} ORDER BY run, bin", [analysis, *params])
+
+
+def mean_scores(db, runs: list[str], *, prompt_set: str = "toy-test", metrics: list[str] | None = None) -> pd.DataFrame:
+    """Mean score per (run, metric) over the run's samples on the prompt set; columns run, metric, mean, n."""
+    marks, params = _in(runs)
+    frame = open_store(db).query(
+        f"SELECT run, metric, avg(value) AS mean, count(*) AS n FROM scores JOIN samples USING (sample_id) "
+        f"WHERE prompt_set = ? AND run IN {marks} GROUP BY run, metric ORDER BY run, metric", [prompt_set, *params])
+    return frame if metrics is None else frame[frame["metric"].isin(metrics)]
+
+
+def final_divergence(db, runs: list[str]) -> pd.DataFrame:
+    """Last measured D(policy, init) and D(ref, init) per run."""
+    marks, params = _in(runs)
+    return open_store(db).query(
+        f"""SELECT run, arg_max(div_policy, step) AS div_policy, arg_max(div_ref, step) AS div_ref
+            FROM train_metrics WHERE run IN {marks} AND div_policy IS NOT NULL GROUP BY run""", params)
+
+
+SETTING_COLUMNS = ["run", "method", "objective", "reference", "tau", "on_exceed", "timestep_sampler", "gamma",
+                   "reward_scale", "beta", "learning_rate", "max_steps"]
+
+
+def run_settings(db, runs: list[str]) -> pd.DataFrame:
+    """The settings that tell runs apart: method, tau, on_exceed, sampler, gamma, lambda, beta, lr, steps."""
+    marks, params = _in(runs)
+    frame = open_store(db).query(f"SELECT name, method, config FROM runs WHERE name IN {marks}", params)
+    rows = []
+    for name, method, config in frame.itertuples(index=False):
+        config = json.loads(config) if isinstance(config, str) else config
+        m, t = config["method"], config["training"]
+        rows.append({"run": name, "method": method, "objective": m.get("objective"), "reference": m["reference"],
+                     "tau": m["tau"], "on_exceed": m["on_exceed"], "timestep_sampler": m["timestep_sampler"],
+                     "gamma": m["gamma"], "reward_scale": m["reward_scale"], "beta": m["beta"],
+                     "learning_rate": t["learning_rate"], "max_steps": t["max_steps"]})
+    return pd.DataFrame(rows, columns=SETTING_COLUMNS)
+
+
+def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -> pd.DataFrame:
+    marks, params = _in(baselines)
+    return open_store(db).query(
+        f"SELECT baseline, metric, n, rate, ci_low, ci_high, mean_run, mean_baseline FROM winrates "
+        f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks}", [run, prompt_set, *params])

@@ -1,0 +1,70 @@
+"""The toy world's reproduction plan: which runs make which table and figure of the paper.
+
+Pure data, no I/O: `refbench reproduce` trains these runs, and the analysis functions use
+the same names as their defaults. The toy preset's tau is 8 (the paper's 32 scaled to a
+300-step budget), so the paper's tau sweep {16, 32, 64} becomes {4, 8, 16} here.
+"""
+
+from __future__ import annotations
+
+from .sweep import RunSpec
+
+__all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs"]
+
+TOY_TAUS = (4, 8, 16)
+
+
+def _spec(name: str, preset_method: str, **sections: dict) -> RunSpec:
+    return RunSpec(name, preset_method, {k: v for k, v in sections.items() if v})
+
+
+PLAN: list[RunSpec] = [
+    # Table 1: the paper's method against every baseline, same data and budget.
+    _spec("refdpo", "refdpo"),
+    _spec("diff-dpo", "diff-dpo"),
+    _spec("sft", "sft"),
+    _spec("dspo", "dspo"),
+    _spec("diff-kto", "diff-kto"),
+    _spec("mapo", "mapo"),
+    # Table 3: other ways to explore.
+    _spec("diff-dpo-lr5x", "diff-dpo", training={"learning_rate": 5e-5}),
+    _spec("diff-dpo-beta1000", "diff-dpo", method={"beta": 1000.0}),
+    _spec("ref-reinit", "ref-reinit"),
+    # Table 4: timestep-aware training with and without exploration, with and without lambda(t).
+    _spec("timestep-only", "timestep-only"),
+    _spec("ref-explore", "ref-explore"),
+    _spec("refdpo-gamma0.8-constant", "refdpo", method={"gamma": 0.8, "reward_scale": "constant"}),
+    _spec("refdpo-gamma0.8", "refdpo", method={"gamma": 0.8}),
+    _spec("refdpo-constant", "refdpo", method={"reward_scale": "constant"}),
+    # Fig. 1(b) and Fig. 4: unregularised updates, and the tau sweep with and without regularisation.
+    _spec("ref-noreg", "ref-noreg"),
+    *[_spec(f"refdpo-tau{tau}", "refdpo", method={"tau": tau}) for tau in TOY_TAUS if tau != 8],
+    *[_spec("refdpo-noreg" + (f"-tau{tau}" if tau != 8 else ""), "refdpo", method={"tau": tau, "on_exceed": "none"})
+      for tau in TOY_TAUS],
+]
+
+# (row label, run) in the paper's order.
+TABLE1 = [("vs. SFT", "sft"), ("vs. Diff-DPO", "diff-dpo"), ("vs. DSPO", "dspo"), ("vs. Diff-KTO", "diff-kto"),
+          ("vs. MaPO", "mapo"), ("vs. base model", "base")]
+TABLE1_RUN = "refdpo"
+TABLE3 = [("Diff-DPO", "diff-dpo"), ("LR x5", "diff-dpo-lr5x"), ("beta = 1000", "diff-dpo-beta1000"),
+          ("Re-Init", "ref-reinit"), ("Ours", "refdpo")]
+TABLE4 = [("Diff-DPO", "diff-dpo"), ("Time. only", "timestep-only"), ("Exploration only", "ref-explore"),
+          ("gamma = 0.8", "refdpo-gamma0.8-constant"), ("gamma = 0.8 + Scale", "refdpo-gamma0.8"),
+          ("gamma = 0.9", "refdpo-constant"), ("gamma = 0.9 + Scale (Ours)", "refdpo")]
+FIG1B = ["diff-dpo", "ref-noreg", "refdpo"]
+FIG4 = {"with regularisation": [f"refdpo-tau{t}" if t != 8 else "refdpo" for t in TOY_TAUS],
+        "without regularisation": ["refdpo-noreg" + (f"-tau{t}" if t != 8 else "") for t in TOY_TAUS],
+        "baseline": "diff-dpo"}
+# Fig. 5: divergence per interval relative to the reference-update-only run (100%).
+FIG5 = {"relative_to": "ref-explore", "runs": {"gamma 0.9 without scale": "refdpo-constant", "gamma 0.9 + scale": "refdpo"}}
+TIMESTEP_RUNS = ["diff-dpo", "ref-explore", "refdpo-constant", "refdpo"]
+
+
+def plan_specs(max_steps: int | None = None, only: list[str] | None = None) -> list[RunSpec]:
+    """The plan's specs, optionally with another step budget or a subset of names."""
+    specs = [s for s in PLAN if only is None or s.name in only]
+    if max_steps is None:
+        return specs
+    return [RunSpec(s.name, s.method, {**s.overrides, "training": {**s.overrides.get("training", {}), "max_steps": max_steps}},
+                    s.preset) for s in specs]
