@@ -10,7 +10,7 @@ import pandas as pd
 from refbench.store import Store
 
 __all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
-           "run_settings", "winrates", "existing_runs"]
+           "run_settings", "winrates", "existing_runs", "load_results"]
 
 
 def open_store(db: str | Path | Store) -> Store:
@@ -89,3 +89,28 @@ def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -
     return open_store(db).query(
         f"SELECT baseline, metric, n, rate, ci_low, ci_high, mean_run, mean_baseline FROM winrates "
         f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks}", [run, prompt_set, *params])
+
+
+def load_results(db: str | Path | None = None) -> Store:
+    """The store the notebooks read: ``db``, else $REFBENCH_DB, else results/reproduce.duckdb, else
+    the committed parquet export results/data/ loaded into a temporary DuckDB file. results/ is
+    $REFBENCH_RESULTS or results/ in the working directory, and failing both the repository's
+    results/ (a notebook's working directory is notebooks/)."""
+    import os
+    import tempfile
+
+    for candidate in (db, os.environ.get("REFBENCH_DB"), "results/reproduce.duckdb"):
+        if candidate and Path(candidate).is_file():
+            return Store(candidate)
+    export = Path(os.environ.get("REFBENCH_RESULTS", "results")) / "data"
+    repository = Path(__file__).resolve().parents[1] / "results"
+    if not (export / "runs.parquet").is_file():
+        if (repository / "reproduce.duckdb").is_file():
+            return Store(repository / "reproduce.duckdb")
+        if not (repository / "data" / "runs.parquet").is_file():
+            raise FileNotFoundError(f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` "
+                                    f"(looked in {export} and {repository})")
+        export = repository / "data"
+    store = Store(Path(tempfile.mkdtemp(prefix="refbench-results-")) / "results.duckdb")
+    store.import_parquet(export)
+    return store

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         intervals: int = typer.Option(10, "--intervals", help="Equal intervals of [0, T)."),
         batch: int = typer.Option(128, "--batch", help="(pair, interval) evaluations per forward pass."),
         seed: int = typer.Option(0, "--seed", help="Seed of the timesteps and noise."),
+        data: Optional[str] = typer.Option(None, "--data", help="Validation pairs (parquet or hub id; default: the run's validation split)."),
         figure: Optional[Path] = typer.Option(None, "--figure", help="PNG to write (default results/figures/timestep_RUN.png)."),
         db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
         fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         from .timestep_analysis import analyse_run
 
         frame = analyse_run(run, db=db, against=against, num_pairs=pairs, intervals=intervals, batch_pairs=batch,
-                            seed=seed, progress=progress and fmt == "table")
+                            seed=seed, data=data, progress=progress and fmt == "table")
         if not frame.empty and (frame["reward_scale"] == 0).all():
             typer.echo(f"note: {run}'s policy equals its reference (a sync at the last step), so r_t = 0 everywhere; "
                        f"--against init compares it with the initial model", err=True)
@@ -139,13 +140,16 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(2, "--seeds", help="Seeds per toy-test prompt for evaluation."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the toy preset's 300)."),
         only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of the plan's runs."),
+        num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N toy-test prompts (quick checks)."),
+        timestep_pairs: int = typer.Option(256, "--timestep-pairs", help="Validation pairs of each timestep analysis."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """The toy world's full reproduction: every run of the paper's tables, evaluated and analysed, into results/."""
         from .reproduce import reproduce as run_reproduce
 
         summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, max_steps=max_steps,
-                                only=_list(only) or None, progress=progress)
+                                only=_list(only) or None, num_prompts=num_prompts,
+                                timestep_pairs=timestep_pairs, progress=progress)
         typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")
         if summary["failed"]:
             raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")

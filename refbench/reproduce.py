@@ -2,11 +2,11 @@
 
 Stages, each resumable (finished work is found in the store and skipped):
   1. train every run of ``reproduce_plan.PLAN`` (``jobs`` at a time), then in the same job
-     generate its toy-test samples and score them with the oracle metrics;
+     generate its toy-test samples, score them with the oracle metrics, and for the runs of
+     Fig. 2 and Fig. 5 run the timestep analysis;
   2. the base model's samples and scores;
   3. win rates of refdpo against every baseline (Table 1);
-  4. timestep analyses (Fig. 2, Fig. 5);
-  5. tables (markdown), figures (PNG), the store as parquet, and results/README.md, whose
+  4. tables (markdown), figures (PNG), the store as parquet, and results/README.md, whose
      claims table is computed from the numbers (``analysis.claims``).
 """
 
@@ -28,13 +28,12 @@ def _stage(name: str, started: float) -> None:
 
 def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int = DEFAULT_SEEDS,
               max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
-              progress: bool = True) -> dict:
+              num_prompts: int | None = None, progress: bool = True) -> dict:
     from . import reproduce_plan as plan
     from .evaluate import TOY_METRICS, compute_winrates
     from .generate import generate
     from .score import score
     from .sweep import run_specs
-    from .timestep_analysis import analyse_run
     from .toy.dataset import ensure_toy_pairs
 
     started = time.perf_counter()
@@ -47,11 +46,20 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
     specs = plan.plan_specs(max_steps=max_steps, only=only)
-    sample_flags = ["--prompts", "toy-test", "--seeds", str(seeds), "--db", str(db), "--no-progress"]
+    sample_flags = ["--prompts", "toy-test", "--seeds", str(seeds), "--db", str(db), "--no-progress",
+                    *(["--num-prompts", str(num_prompts)] if num_prompts else [])]
+
+    from .store import Store
+
+    analysed = set(Store(db).query("SELECT DISTINCT run FROM timestep_stats WHERE analysis = 'reference'")["run"])
 
     def then(spec):
-        return [["generate", spec.name, *sample_flags, "--out", str(out_root)],
-                ["score", spec.name, "--metrics", ",".join(TOY_METRICS), "--db", str(db), "--no-progress"]]
+        commands = [["generate", spec.name, *sample_flags, "--out", str(out_root)],
+                    ["score", spec.name, "--metrics", ",".join(TOY_METRICS), "--db", str(db), "--no-progress"]]
+        if spec.name in plan.TIMESTEP_RUNS and spec.name not in analysed:
+            commands.append(["timestep-analysis", spec.name, "--db", str(db), "--pairs", str(timestep_pairs),
+                             "--figure", str(out_root / spec.name / "timestep.png"), "--format", "csv", "--no-progress"])
+        return commands
 
     _stage(f"training, sampling and scoring {len(specs)} runs, {jobs} at a time", started)
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, progress=progress, then=then)
@@ -61,19 +69,16 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     done = [s.name for s in specs if s.name not in failed]
 
     _stage("base model samples and scores", started)
-    generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=seeds, progress=progress)
+    generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=seeds, num_prompts=num_prompts,
+             progress=progress)
     score("base", metrics=",".join(TOY_METRICS), db=db, progress=False)
 
     _stage("win rates (Table 1)", started)
     if plan.TABLE1_RUN in done:
         for _, baseline in plan.TABLE1:
             if baseline == "base" or baseline in done:
-                compute_winrates(plan.TABLE1_RUN, baseline, db=db, out_root=out_root, seeds=seeds, progress=False)
-
-    _stage("timestep analyses (Fig. 2, Fig. 5)", started)
-    for run in plan.TIMESTEP_RUNS:
-        if run in done:
-            analyse_run(run, db=db, num_pairs=timestep_pairs, progress=progress)
+                compute_winrates(plan.TABLE1_RUN, baseline, db=db, out_root=out_root, seeds=seeds,
+                                 num_prompts=num_prompts, progress=False)
 
     _stage("tables, figures, parquet export, results/README.md", started)
     from analysis.report import write_report

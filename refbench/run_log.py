@@ -33,12 +33,13 @@ class RunLog:
     def event(self, step: int, kind: str, divergence: float | None) -> None:
         self._events.append({"run": self.run, "step": step, "kind": kind, "divergence": divergence})
 
-    def flush(self, *, final: bool = False) -> None:
-        """Write buffered rows. A busy store keeps them for the next flush, except the final one."""
+    def flush(self, *, final: bool = False) -> bool:
+        """Write buffered rows; True once all are committed. A busy store keeps them for the next
+        flush (False), except the final one, which raises."""
         self._last_flush = time.monotonic()
         if self.store is None:
             self._metrics, self._events = [], []
-            return
+            return True
         try:
             if self._events:
                 self.store.upsert("ref_events", self._events)
@@ -50,3 +51,5 @@ class RunLog:
             if final:
                 raise
             warnings.warn(f"metrics kept in memory for now: {exc}", stacklevel=2)
+            return False
+        return True

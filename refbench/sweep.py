@@ -51,7 +51,7 @@ def grid_specs(methods: list[str], *, preset: str = "toy", max_steps: int | None
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
         raise RefbenchError(f"unknown sweep axis {unknown[0]!r}; valid: {', '.join(AXES)}")
-    given = [(axis, values) for axis, values in axes.items() if values]
+    given = [(axis, axes[axis]) for axis in AXES if axes.get(axis)]  # fixed order: one grid, one set of names
     specs = []
     for method in methods:
         for combination in itertools.product(*(values for _, values in given)):

@@ -117,9 +117,12 @@ def evaluate_errors(backend, models, pairs, *, which: tuple[str, ...], intervals
 
 
 def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: int | None = None,
-                intervals: int = DEFAULT_INTERVALS, batch_pairs: int = 128, seed: int = 0,
+                intervals: int = DEFAULT_INTERVALS, batch_pairs: int = 128, seed: int = 0, data: str | None = None,
                 progress: bool = True):
-    """Run the analysis, store it in ``timestep_stats`` (replacing an earlier one) and return its rows."""
+    """Run the analysis, store it in ``timestep_stats`` (replacing an earlier one) and return its rows.
+
+    The pairs are the validation split of the run's data (the toy world's validation pairs, or a
+    hub dataset's ``validation`` split), or ``data``: a parquet file or folder, or a hub id."""
     import pandas as pd
 
     from .interval_stats import interval_statistics
@@ -138,7 +141,9 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
     backend, models, reference_mode = _build_models(config, checkpoint, device)
     if intervals > backend.num_train_timesteps:
         raise RefbenchError(f"--intervals must be at most {backend.num_train_timesteps}")
-    validation = dataclasses.replace(config, data=dataclasses.replace(config.data, split="validation", max_pairs=num_pairs))
+    source = {"source": data} if data else {}
+    validation = dataclasses.replace(config, data=dataclasses.replace(config.data, split="validation", max_pairs=num_pairs,
+                                                                      **source))
     pairs = load_preference_pairs(validation)
     # With a fixed reference (or --against init) the reference is the initial model: one pass fewer.
     reference = REFERENCE if (against == "reference" and reference_mode == "sync") else "initial"

@@ -289,7 +289,11 @@ class Trainer:
         return self.run_dir / "checkpoint"
 
     def save(self) -> None:
-        if self.accelerator.is_main_process:
+        # Metrics and events first: a checkpoint at step N promises that every row up to N is
+        # committed, since a run resumed from it starts at N + 1 and never logs them again. While the
+        # store stays busy, the previous checkpoint is kept and the next one tries again.
+        committed = self.log.flush() if self.log else True
+        if self.accelerator.is_main_process and committed:
             save_checkpoint(
                 self._checkpoint_dir(),
                 policy=self.models.policy_state(),
@@ -299,8 +303,6 @@ class Trainer:
                        "nonfinite_steps": self.nonfinite_steps,
                        "updater": self.updater.state_dict()},
             )
-        if self.log:
-            self.log.flush()
         self.accelerator.wait_for_everyone()
 
     def restore(self) -> bool:

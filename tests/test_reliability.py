@@ -131,9 +131,9 @@ def shared_db(toy_world, tmp_path_factory):
         except (OSError, ValueError, KeyError):
             return 0
 
-    def count(sql: str) -> int:
+    def count(sql: str, wait: float = 0.2) -> int:
         try:
-            return int(Store(db, lock_timeout=0.2).query(sql).iloc[0, 0])
+            return int(Store(db, lock_timeout=wait).query(sql).iloc[0, 0])
         except RefbenchError:  # not created yet, or busy: ask again
             return 0
 
@@ -154,7 +154,7 @@ def shared_db(toy_world, tmp_path_factory):
         if child.poll() is None and count("select count(*) from samples") > 0:
             child.send_signal(signal.SIGKILL)
             child.wait()
-            result["made"] = count("select count(*) from samples")
+            result["made"] = count("select count(*) from samples", wait=60)
         writer.upsert("winrates", [{"run": "writer", "baseline": "base", "metric": f"m{written + i}", "prompt_set": "x",
                                     "rate": 0.5} for i in range(5)])
         written += 5
@@ -171,7 +171,7 @@ def shared_db(toy_world, tmp_path_factory):
     wait_for(lambda: count("select count(*) from scores") > 0, 120, "the first score batch", child)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    result["scored"] = count("select count(*) from scores")
+    result["scored"] = count("select count(*) from scores", wait=60)
     result["score child"] = child.returncode
     result["score rerun"] = score("base", metrics="all", db=db, progress=False)
     result["resumed"] = (resumed.wait(timeout=240), *resumed.communicate())
@@ -214,6 +214,24 @@ def test_sigkill_at_a_random_step_then_resume_loses_and_duplicates_nothing(share
     expected = shared_db["straight_store"].query("select step, kind from ref_events order by step, kind")
     assert events.values.tolist() == expected.values.tolist(), where
     assert store.get_run("killed")["status"] == "finished"
+
+
+def test_a_checkpoint_is_written_only_once_its_rows_are_committed(toy_world, tmp_path, monkeypatch):
+    """A run resumed from the checkpoint of step N starts at N + 1, so the rows up to N must be in
+    the store before that checkpoint exists: a kill between the two would lose them for good (the
+    SIGKILL test above found this when the store was busy)."""
+    import refbench.trainer as trainer_module
+
+    original, seen = trainer_module.save_checkpoint, []
+
+    def checking(folder, **kwargs):
+        stored = Store(tmp_path / "db.duckdb").query("select step from train_metrics order by step")["step"].tolist()
+        seen.append((kwargs["state"]["step"], stored))
+        return original(folder, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", checking)
+    train(config_for(toy_world, max_steps=4), tmp_path)
+    assert seen == [(2, [1, 2]), (4, [1, 2, 3, 4])]
 
 
 def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(shared_db):

@@ -1,0 +1,165 @@
+"""Write the notebooks of this folder, one per figure or table of the paper (run: python notebooks/build_notebooks.py).
+
+Every notebook only calls `analysis` functions and names from `refbench.reproduce_plan`,
+on the store `analysis.load_results()` finds: $REFBENCH_DB, else results/reproduce.duckdb,
+else the parquet export results/data/ (what `refbench reproduce` writes and commits).
+The notebooks are committed without outputs; edit this script, not the .ipynb files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else `results/reproduce.duckdb`, "
+         "else the committed parquet export `results/data/` (run `refbench reproduce` to regenerate them).")
+
+SETUP = """%matplotlib inline
+# analysis.figures selects matplotlib's Agg backend (files only); the line above shows figures here.
+import matplotlib.pyplot as plt
+from IPython.display import Markdown
+
+from analysis import load_results, figures, tables
+from refbench import reproduce_plan as plan
+
+store = load_results()"""
+
+
+def figure(call: str) -> str:
+    """A cell drawing one figure and showing it exactly once, whichever backend is active."""
+    return f"figure = {call}\nplt.close(figure)  # displayed once, as the cell's value\nfigure"
+
+
+# file name -> (markdown introduction, code cells after the setup cell)
+NOTEBOOKS: dict[str, tuple[str, list[str]]] = {
+    "fig1b_kl.ipynb": (
+        """# Fig. 1(b): reward margin and divergence from the initial model
+
+The paper's Fig. 1(b): the implicit reward margin (left) and the divergence from the initial
+model (right, dotted) over training, for Diffusion-DPO (`diff-dpo`, fixed reference), reference
+updates without regularisation (`ref-noreg`) and the method (`refdpo`).
+
+What to look for: Diffusion-DPO stays close to the initial model and its margin flattens;
+without regularisation the reference keeps drifting away (and the margin keeps growing); with
+regularisation the reference's divergence stops near delta when the reference freezes.""",
+        [figure("figures.plot_kl(store, plan.FIG1B)")],
+    ),
+    "fig1c_divergence_vs_score.ipynb": (
+        """# Fig. 1(c): divergence against preference score
+
+The paper's Fig. 1(c): each run's final divergence D(policy, init) against its mean `human`
+oracle score on toy-test (the toy's PickScore), with a quadratic trend.
+
+What to look for: the score rises with divergence and then falls, so the best run sits at a
+moderate divergence, not at the largest.""",
+        [figure("figures.plot_divergence_vs_score(store, [spec.name for spec in plan.PLAN])")],
+    ),
+    "fig2_timestep.ipynb": (
+        """# Fig. 2: the implicit reward per timestep interval
+
+The paper's Fig. 2: per interval of [0, T) (the noisiest, start of generation, on the left) the
+model's denoising loss, the scale of the implicit reward |r_t|, the preference accuracy
+r_t(w) > r_t(l) and the reward scale lambda(t), measured against each run's reference.
+
+What to look for: at the noisy end the implicit reward is smaller and its accuracy nearer 50%
+(a weaker training signal), which lambda(t) compensates for.""",
+        [figure("figures.plot_timestep(store, plan.TIMESTEP_RUNS)"),
+         "from analysis import reads\n\nreads.timestep_stats(store, plan.TIMESTEP_RUNS)"],
+    ),
+    "fig4_tau.ipynb": (
+        """# Fig. 4: sensitivity to the reference update period tau
+
+The paper's Fig. 4: mean `human` score against tau, with and without regularisation, beside
+Diffusion-DPO (dashed). The paper's tau {16, 32, 64} is scaled to {4, 8, 16} for the toy's
+300-step budget.
+
+What to look for: without regularisation a shorter tau (more drift) scores lower; with
+regularisation every tau beats Diffusion-DPO.""",
+        [figure("figures.plot_tau(store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, baseline=plan.FIG4['baseline'])")],
+    ),
+    "fig5_divergence_by_timestep.ipynb": (
+        """# Fig. 5: divergence per timestep interval
+
+The paper's Fig. 5: the divergence from the initial model in each timestep interval, as a
+percentage of the exploration-only run's (`ref-explore` = 100%), with and without the reward
+scale lambda(t).
+
+What to look for: with the reward scale the model spends less divergence at the noisy,
+early timesteps (left) than without it.""",
+        [figure("figures.plot_divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to'])"),
+         "figures.relative_divergence(store, plan.FIG5['runs'], plan.FIG5['relative_to'])"],
+    ),
+    "table1_winrates.ipynb": (
+        """# Table 1: win rates against the baselines
+
+The paper's Table 1: the win rate of the method (`refdpo`) against each baseline under each
+reward model (here the toy's five oracle metrics), in %, with a 95% bootstrap interval;
+ties count half.
+
+What to look for: rates above 50% whose interval lies above 50% as well, against every
+baseline and under most metrics.""",
+        ["Markdown(tables.to_markdown(tables.winrate_table(store, plan.TABLE1_RUN, plan.TABLE1)))"],
+    ),
+    "table3_exploration.ipynb": (
+        """# Table 3: other ways to explore
+
+The paper's Table 3: mean oracle scores of Diffusion-DPO with a 5x learning rate, with
+beta = 1000, with a re-initialised reference, and of the method; the best value of each
+metric in bold.
+
+What to look for: the larger learning rate degrades Diffusion-DPO, beta = 1000 and
+re-initialisation do not reach the method's scores.""",
+        ["Markdown(tables.to_markdown(tables.raw_score_table(store, plan.TABLE3)))"],
+    ),
+    "table4_timestep_aware.ipynb": (
+        """# Table 4: timestep-aware training
+
+The paper's Table 4: mean oracle scores of Diffusion-DPO, timestep-aware training alone,
+exploration alone, and their combinations with gamma 0.8 / 0.9 with and without the reward
+scale lambda(t); the best value of each metric in bold.
+
+What to look for: timestep-aware training alone does not help, exploration alone does, the
+two together help most, and lambda(t) improves both gamma settings.""",
+        ["Markdown(tables.to_markdown(tables.raw_score_table(store, plan.TABLE4)))"],
+    ),
+    "claims.ipynb": (
+        """# The paper's claims, one by one
+
+Every claim of the paper that the toy world can test, with what was measured and a verdict
+("holds", "does not hold", or "not measured" when a run it needs is missing), computed by
+`analysis.claims` from the same store as the figures and tables.
+
+What to look for: which claims hold at toy scale. One training seed per run: a verdict on a
+small gap is weak evidence either way.""",
+        ["from analysis import claims\n\nMarkdown(tables.to_markdown(claims.claims_table(store)))"],
+    ),
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    introduction, cells = NOTEBOOKS[name]
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    notebook.cells = [nbformat.v4.new_markdown_cell(introduction + "\n\n" + STORE), nbformat.v4.new_code_cell(SETUP),
+                      *[nbformat.v4.new_code_cell(code) for code in cells]]
+    for index, cell in enumerate(notebook.cells):  # stable ids: rebuilding gives identical files
+        cell["id"] = f"cell-{index}"
+    return notebook
+
+
+def main(folder: Path = HERE) -> list[Path]:
+    written = []
+    for name in NOTEBOOKS:
+        path = folder / name
+        nbformat.write(build(name), path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in main():
+        print(path)
