@@ -99,7 +99,11 @@ def load_results(db: str | Path | None = None) -> Store:
     import os
     import tempfile
 
-    for candidate in (db, os.environ.get("REFBENCH_DB"), "results/reproduce.duckdb"):
+    if db is not None:  # asked for by name: no silent fallback
+        if not Path(db).is_file():
+            raise FileNotFoundError(f"no database at {db}")
+        return Store(db)
+    for candidate in (os.environ.get("REFBENCH_DB"), "results/reproduce.duckdb"):
         if candidate and Path(candidate).is_file():
             return Store(candidate)
     export = Path(os.environ.get("REFBENCH_RESULTS", "results")) / "data"

@@ -88,7 +88,7 @@ def config(
 
 @app.command()
 def train(
-    method: Optional[str] = typer.Option(None, "--method", help="Named method: refdpo (default), diff-dpo, sft, timestep-only, ref-noreg, ref-reinit, ref-explore."),
+    method: Optional[str] = typer.Option(None, "--method", help="Named method: refdpo (default), diff-dpo, sft, timestep-only, ref-noreg, ref-reinit, ref-explore, dspo, diff-kto, mapo."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy (default), sd15, sdxl."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the method's name); runs are addressed by name."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON config file."),

@@ -94,16 +94,24 @@ def register(app: typer.Typer) -> None:
         runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs (default: the reproduction's)."),
         metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
         out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default results/figures/KIND.png)."),
-        db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
+        db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: results/refbench.duckdb with --runs; "
+                                          "without, the reproduction's (results/reproduce.duckdb or results/data/)."),
     ) -> None:
         """Draw a figure of the paper (PNG) or print a table (markdown), from the store."""
-        from analysis import figures, tables
+        from analysis import figures, load_results, tables
 
         from . import reproduce_plan as plan
 
         if kind not in PLOT_KINDS:
             raise RefbenchError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
         chosen = _list(runs)
+        if db is None and not chosen:  # the plan's runs live in the reproduction's store
+            try:
+                db = load_results()
+            except FileNotFoundError as exc:
+                raise RefbenchError(str(exc)) from None
+        elif db is None:
+            db = Path("results/refbench.duckdb")
         if kind.startswith("table"):
             rows = [(r, r) for r in chosen] or {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
             frame = (tables.winrate_table(db, plan.TABLE1_RUN, rows) if kind == "table1"
