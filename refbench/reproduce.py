@@ -63,7 +63,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
     _stage(f"training, sampling and scoring {len(specs)} runs, {jobs} at a time", started)
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, progress=progress, then=then)
-    failed = {name: outcome for name, outcome in outcomes.items() if outcome.startswith("failed")}
+    failed = {name: outcome for name, outcome in outcomes.items() if outcome not in ("trained", "done", "skipped")}
     for name, outcome in failed.items():
         print(f"  {name}: {outcome} (log: {out_root / '_sweep' / (name + '.log')})", flush=True)
     done = [s.name for s in specs if s.name not in failed]

@@ -71,11 +71,12 @@ def grid_specs(methods: list[str], *, preset: str = "toy", max_steps: int | None
 
 
 def spec_status(spec: RunSpec, store) -> str:
-    """'finished', 'partial' (exists, can resume) or 'new'."""
+    """'finished', 'diverged' (stopped on non-finite steps: resuming repeats it), 'partial' (exists,
+    can resume) or 'new'."""
     record = store.get_run(spec.name)
     if record is None:
         return "new"
-    return "finished" if record["status"] == "finished" else "partial"
+    return record["status"] if record["status"] in ("finished", "diverged") else "partial"
 
 
 def _config_file(spec: RunSpec, folder: Path) -> Path:
@@ -106,6 +107,9 @@ def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, 
     queue = []
     for spec in specs:
         status = spec_status(spec, store)
+        if status == "diverged":  # recorded as such; its evaluation has no final model to use
+            outcomes[spec.name] = "diverged"
+            continue
         commands = [] if status == "finished" else [
             ["train", *spec.train_arguments(), "--config", str(_config_file(spec, log_folder)), "--db", str(db),
              "--out", str(out_root), "--no-progress", *(["--resume"] if status == "partial" else [])]]
