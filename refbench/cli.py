@@ -269,6 +269,20 @@ from .cli_analysis import register as _register_analysis_commands  # noqa: E402
 _register_analysis_commands(app)
 
 
+@app.command("bench")
+def bench_command(
+    quick: bool = typer.Option(False, "--quick", help="Fewer repetitions and a smaller toy batch (about a minute on 2 cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON instead of the table."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    repetitions: Optional[int] = typer.Option(None, "--repetitions", help="Interleaved repetitions (default 3 quick, 7 full)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+) -> None:
+    """Time training and analysis against their bare passes, side by side (see benchmarks/RESULTS.md)."""
+    from .bench import bench
+
+    typer.echo(bench(quick=quick, as_json=as_json, out=out, repetitions=repetitions, threads=threads))
+
+
 def _format(fmt: str) -> str:
     valid = ("table", "csv", "json", "markdown")
     if fmt not in valid:
