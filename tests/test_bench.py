@@ -22,22 +22,22 @@ def result(tmp_path_factory):
     one repetition, 1 pair per toy step, 2 validation pairs for the timestep analysis."""
     from accelerate import Accelerator
 
-    from refbench import bench
+    from refbench.bench import common, memory as bench_memory, report, timing
 
     root = tmp_path_factory.mktemp("bench")
-    saved = bench.MIN_BLOCK_STEPS, dict(bench.ANALYSIS_PAIRS)
-    bench.MIN_BLOCK_STEPS, bench.ANALYSIS_PAIRS[True] = 2, 2
+    saved = common.MIN_BLOCK_STEPS, dict(timing.ANALYSIS_PAIRS)
+    common.MIN_BLOCK_STEPS, timing.ANALYSIS_PAIRS[True] = 2, 2
     try:
         accelerator = Accelerator(mixed_precision="no", cpu=True)
-        worlds = [bench.toy_world(root, quick=True), bench.sd_world(root, quick=True)]
+        worlds = [common.toy_world(root, quick=True), common.sd_world(root, quick=True)]
         for world in worlds:
             world.overrides["method"]["tau"] = 2
             world.overrides.setdefault("training", {}).update(monitor_every=2, batch_size=1, monitor_size=2)
-        timings = {w.name: bench.time_world(w, accelerator, 1, uncached=w.name == "sd15-tiny") for w in worlds}
-        memory = bench.memory_table(worlds, accelerator, quick=True)
+        timings = {w.name: timing.time_world(w, accelerator, 1, uncached=w.name == "sd15-tiny") for w in worlds}
+        memory = bench_memory.memory_table(worlds, accelerator, quick=True)
     finally:
-        bench.MIN_BLOCK_STEPS, bench.ANALYSIS_PAIRS[True] = saved[0], saved[1][True]
-    out = bench.summarise(timings, memory, quick=True, repetitions=1, seconds=1.0, load=((0.0,) * 3, (0.0,) * 3))
+        common.MIN_BLOCK_STEPS, timing.ANALYSIS_PAIRS[True] = saved[0], saved[1][True]
+    out = report.summarise(timings, memory, quick=True, repetitions=1, seconds=1.0, load=((0.0,) * 3, (0.0,) * 3))
     return json.loads(json.dumps(out))  # what --json prints
 
 
