@@ -10,7 +10,7 @@ import pandas as pd
 from refbench.store import Store
 
 __all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
-           "run_settings", "winrates", "existing_runs", "load_results"]
+           "run_settings", "winrates", "load_results"]
 
 
 def open_store(db: str | Path | Store) -> Store:
@@ -19,13 +19,6 @@ def open_store(db: str | Path | Store) -> Store:
 
 def _in(runs: list[str]) -> tuple[str, list[str]]:
     return "(" + ", ".join("?" for _ in runs) + ")", list(runs)
-
-
-def existing_runs(db, runs: list[str]) -> list[str]:
-    """The given runs that are in the store (order kept); 'base' counts if it has samples."""
-    store = open_store(db)
-    known = set(store.query("SELECT name FROM runs")["name"]) | set(store.query("SELECT DISTINCT run FROM samples")["run"])
-    return [r for r in runs if r in known]
 
 
 def train_curves(db, runs: list[str]) -> pd.DataFrame:

@@ -9,7 +9,6 @@ import typer
 
 from .errors import RefbenchError
 
-DB_HELP = "DuckDB file holding every run and metric."
 PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep", "table1", "table3", "table4")
 
 
@@ -23,6 +22,8 @@ def _list(text: Optional[str], kind=str) -> list:
 
 
 def register(app: typer.Typer) -> None:
+    from .cli import DB_HELP  # registered from cli.py once it is defined
+
     @app.command("timestep-analysis")
     def timestep_analysis(
         run: str = typer.Argument(..., help="A trained run."),

@@ -51,6 +51,12 @@ def grid_specs(methods: list[str], *, preset: str = "toy", max_steps: int | None
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
         raise RefbenchError(f"unknown sweep axis {unknown[0]!r}; valid: {', '.join(AXES)}")
+    from .config import method_names
+
+    unknown_methods = [m for m in methods if m not in method_names()]
+    if unknown_methods or not methods:
+        raise RefbenchError(f"unknown method {unknown_methods[0] if unknown_methods else '(none)'!r}; "
+                            f"valid: {', '.join(method_names())}")
     given = [(axis, axes[axis]) for axis in AXES if axes.get(axis)]  # fixed order: one grid, one set of names
     specs = []
     for method in methods:

@@ -8,16 +8,7 @@ from refbench.config import load_config
 from refbench.divergence import divergence
 from refbench.modelset import POLICY, REFERENCE
 
-
-@pytest.fixture(scope="module")
-def toy_world(tmp_path_factory):
-    from refbench.toy.model import build_components, save_components
-    from refbench.toy.pairs import build_pairs, write_pairs
-
-    root = tmp_path_factory.mktemp("toy")
-    save_components(build_components(seed=0), root / "base")
-    write_pairs(build_pairs(32, "train", seed=0), root / "pairs.parquet")
-    return root
+from test_trainer import toy_world  # noqa: F401  (the shared random-weight toy model and pairs)
 
 
 def trainer_for(toy_world, tmp_path, lora_rank):

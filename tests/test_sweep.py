@@ -27,6 +27,8 @@ def test_grid_names_runs_after_their_settings():
 def test_grid_refuses_unknown_axes_and_clashing_names():
     with pytest.raises(RefbenchError, match="unknown sweep axis 'eta'"):
         grid_specs(["refdpo"], eta=[1])
+    with pytest.raises(RefbenchError, match="unknown method 'nope'; valid: "):
+        grid_specs(["nope"])
     with pytest.raises(RefbenchError, match="names two runs alike"):
         grid_specs(["refdpo", "refdpo"])
 
