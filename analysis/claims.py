@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from refbench import reproduce_plan as plan
+from refbench.experiments import reproduce_plan as plan
 
 from . import reads
 from .figures import relative_divergence

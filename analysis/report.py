@@ -6,7 +6,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from refbench import reproduce_plan as plan
+from refbench.experiments import reproduce_plan as plan
 
 from . import figures, reads, tables
 from .claims import claims_table

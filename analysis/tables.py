@@ -38,7 +38,7 @@ def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[st
 def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test",
                     digits: int = 3) -> pd.DataFrame:
     """Tables 3 and 4: mean score per (row, metric); the best value of each metric in bold."""
-    from refbench.metrics import get_metric
+    from refbench.evaluation.metrics import get_metric
 
     metrics = metrics or TOY_METRICS
     scores = reads.mean_scores(db, [run for _, run in rows], prompt_set=prompt_set, metrics=metrics)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refbench.metrics import get_metric
+from refbench.evaluation.metrics import get_metric
 from refbench.toy.prompts import ToyPrompt, all_prompts
 from refbench.toy.render import Corruption, random_corruption, render_clean, render_corrupted
 

@@ -1,6 +1,6 @@
 """Write the notebooks of this folder, one per figure or table of the paper (run: python notebooks/build_notebooks.py).
 
-Every notebook only calls `analysis` functions and names from `refbench.reproduce_plan`,
+Every notebook only calls `analysis` functions and names from `refbench.experiments.reproduce_plan`,
 on the store `analysis.load_results()` finds: $REFBENCH_DB, else results/reproduce.duckdb,
 else the parquet export results/data/ (what `refbench reproduce` writes and commits).
 The notebooks are committed without outputs; edit this script, not the .ipynb files.
@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
 from analysis import load_results, figures, tables
-from refbench import reproduce_plan as plan
+from refbench.experiments import reproduce_plan as plan
 
 store = load_results()"""
 

@@ -7,4 +7,4 @@ import os
 # that; it must be set before torch is first imported, which refbench does lazily.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
-from .reference_update import ReferenceUpdateRule
-from .timesteps import reward_scale_names
+from .method.reference_update import ReferenceUpdateRule
+from .method.timesteps import reward_scale_names
 
 __all__ = [
     "MethodConfig",

@@ -1,7 +1,7 @@
 """A small but complete synthetic store for the analysis tests and notebooks (not a test file).
 
 ``build_synthetic_store(path)`` writes every table the analyses read, for every run of
-``refbench.reproduce_plan.PLAN`` plus ``base``, with numbers chosen so that the tables'
+``refbench.experiments.reproduce_plan.PLAN`` plus ``base``, with numbers chosen so that the tables'
 bold cells, the win-rate cells, Fig. 5's percentages and each claim's verdict are known by
 construction (the tests assert them; the constants below are the ground truth).
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refbench import reproduce_plan as plan
+from refbench.experiments import reproduce_plan as plan
 from refbench.config import load_config
-from refbench.generate import prompt_texts, sample_id
+from refbench.evaluation.generate import prompt_texts, sample_id
 from refbench.store import Store
 
 METRICS = ["human", "colour", "count", "shape", "aesthetic"]

@@ -21,3 +21,15 @@ def synthetic_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic") / "synthetic.duckdb"
     build_synthetic_store(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def toy_world(tmp_path_factory):
+    """A random-weight toy model (same architecture as the committed one) and 64 toy pairs."""
+    from refbench.toy.model import build_components, save_components
+    from refbench.toy.pairs import build_pairs, write_pairs
+
+    root = tmp_path_factory.mktemp("toy")
+    save_components(build_components(seed=0), root / "base")
+    write_pairs(build_pairs(64, "train", seed=0), root / "pairs.parquet")
+    return root

@@ -89,8 +89,8 @@ def sd_world(root: Path, quick: bool) -> World:
 
 # -- driving the real trainer --------------------------------------------------------------
 def make_trainer(world: World, method: str, accelerator, *, lora_rank: int = 0, sections: dict | None = None):
-    from ..train_run import load_preference_pairs
-    from ..trainer import Trainer
+    from ..training.run import load_preference_pairs
+    from ..training.trainer import Trainer
 
     config = world.config(method, lora_rank=lora_rank, sections=sections)
     pairs = load_preference_pairs(config)
@@ -120,7 +120,7 @@ class TimedRunLog:
     (``append_seconds``) and every flush with the rows it wrote (``flushes``)."""
 
     def __new__(cls, store, run: str):
-        from ..run_log import RunLog
+        from ..training.run_log import RunLog
 
         class _Timed(RunLog):
             append_seconds = 0.0
@@ -195,7 +195,7 @@ class BarePasses:
 
         self.trainer = trainer
         backend = trainer.backend
-        batch = trainer._batch(0)
+        batch = trainer.batches.micro_batch(0)
         generator = torch.Generator().manual_seed(0)
         pairs = batch.pairs
         noise = torch.randn(batch.x0[:pairs].shape, generator=generator).to(batch.x0.device)
@@ -209,7 +209,7 @@ class BarePasses:
     def block(self, steps: int) -> float:
         import torch
 
-        from ..modelset import POLICY, REFERENCE
+        from ..training.modelset import POLICY, REFERENCE
 
         trainer, backend = self.trainer, self.trainer.backend
         params = trainer.models.trainable_parameters()

@@ -181,7 +181,7 @@ def time_world(world: World, accelerator, repetitions: int, *, uncached: bool) -
 # timestep analysis's evaluation once on the trainer's models, or ``(None, reason)`` to skip (the
 # bench prints the reason and reports ``analysis_over_bare_forward`` as null). The bare side
 # needs nothing more: the UNet calls of one run are recorded and replayed as they were. Wire it to
-# refbench.timestep_analysis's entry point (name still to be announced); the tentative wiring
+# refbench.experiments.timestep_analysis's entry point (name still to be announced); the tentative wiring
 # below calls ``evaluate_errors``.
 ANALYSIS_PAIRS = {True: 3, False: 24}  # validation pairs per analysis run (--quick, full)
 ANALYSIS_INTERVALS = 10
@@ -191,14 +191,14 @@ ANALYSIS_BATCH_PAIRS = 120  # -> 12 pairs x 10 intervals x 2 images = 240 images
 def analysis_workload(world: World, trainer, quick: bool):
     """(run, None) for the timestep analysis on ``trainer``'s models, or (None, reason)."""
     try:
-        from .. import timestep_analysis
+        from ..experiments import timestep_analysis
     except ImportError:
-        return None, "refbench/timestep_analysis.py does not exist yet"
+        return None, "refbench/experiments/timestep_analysis.py does not exist yet"
     entry = getattr(timestep_analysis, "evaluate_errors", None)  # LEAD: the announced entry point
     if entry is None:
-        return None, "refbench.timestep_analysis has no evaluate_errors (hook not wired)"
-    from ..modelset import POLICY, REFERENCE
-    from ..train_run import load_preference_pairs
+        return None, "refbench.experiments.timestep_analysis has no evaluate_errors (hook not wired)"
+    from ..training.modelset import POLICY, REFERENCE
+    from ..training.run import load_preference_pairs
 
     config = trainer.config
     validation = dataclasses.replace(config, data=dataclasses.replace(config.data, max_pairs=ANALYSIS_PAIRS[quick]))

@@ -14,7 +14,7 @@ def toy_grid(path: Path, *, prompt_set: str = "toy-test", prompts: int = 8, samp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..samplers import ToySampler
+    from ..evaluation.samplers import ToySampler
     from .model import BASE_CHECKPOINT
     from .prompts import prompt_set as toy_prompt_set
     from .render import render_clean, render_web
@@ -22,7 +22,7 @@ def toy_grid(path: Path, *, prompt_set: str = "toy-test", prompts: int = 8, samp
     chosen = toy_prompt_set(prompt_set)[:: max(1, len(toy_prompt_set(prompt_set)) // prompts)][:prompts]
     sampler = ToySampler(BASE_CHECKPOINT, unet_folder)
     texts = [p.text for p in chosen for _ in range(samples)]
-    from ..samplers import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from ..evaluation.samplers import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     images = sampler(texts, [s for _ in chosen for s in range(samples)], guidance_scale=DEFAULT_GUIDANCE["toy"],
                      steps=DEFAULT_STEPS)

@@ -88,7 +88,7 @@ def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
 
 def toy_words() -> list[str]:
     """Every word of the toy grammar, sorted (the tokenizer's whole-word tokens)."""
-    from refbench.toy.prompts import all_prompts
+    from .prompts import all_prompts
 
     return sorted({w for p in all_prompts() for w in p.text.split()})
 

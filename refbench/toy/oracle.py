@@ -1,6 +1,6 @@
 """Oracle reward models of the toy world, computed from pixels.
 
-Importing this module registers six metrics in ``refbench.metrics``:
+Importing this module registers six metrics in ``refbench.evaluation.metrics``:
 ``colour``, ``count``, ``shape`` (prompt adherence), ``background`` (adherence),
 ``aesthetic`` (prompt-independent: sharpness x contrast x low noise) and
 ``human`` (the hidden "human" reward that labels toy Pick-a-Pic pairs):
@@ -33,9 +33,9 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from refbench.metrics import register_metric
-from refbench.toy.prompts import PALETTE, SHAPES, parse_prompt
-from refbench.toy.render import SHAPE_HALF, shape_coverage
+from ..evaluation.metrics import register_metric
+from .prompts import PALETTE, SHAPES, parse_prompt
+from .render import SHAPE_HALF, shape_coverage
 
 HUMAN_WEIGHTS: dict[str, float] = {
     "colour": 0.25,

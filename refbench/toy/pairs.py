@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refbench.toy.oracle import analyse
-from refbench.toy.prompts import ToyPrompt, prompt_set
-from refbench.toy.render import render_web, to_png_bytes
+from .oracle import analyse
+from .prompts import ToyPrompt, prompt_set
+from .render import render_web, to_png_bytes
 
 Generator = Callable[[list[ToyPrompt], np.random.Generator], list[np.ndarray]]
 

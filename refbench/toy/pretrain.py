@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refbench.toy.model import build_components, encode_prompts, images_to_tensor, save_components
+from .model import build_components, encode_prompts, images_to_tensor, save_components
 
 STATE_FILE = "train_state.pt"
 MODEL_DIR = "model"
@@ -58,7 +58,7 @@ def _lr_lambda(warmup: int, steps: int, final_frac: float = 0.1):
 
 def _batch(prompts: list, step: int, seed: int, batch_size: int, caption_dropout: float):
     """The step's batch, from a generator seeded by (seed, step) only."""
-    from refbench.toy.render import render_web
+    from .render import render_web
 
     rng = np.random.default_rng([seed, step])
     idx = rng.integers(len(prompts), size=batch_size)
@@ -174,7 +174,7 @@ def pretrain(
 def _pretrain(
     out_dir: Path, cfg: PretrainSettings, resume: bool, progress: bool, checkpoint_every: int, stop_after: int | None
 ) -> Path:
-    from refbench.toy.prompts import prompt_set
+    from .prompts import prompt_set
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE

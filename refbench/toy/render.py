@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from refbench.toy.prompts import BACKGROUNDS, COLOURS, PALETTE, SHAPES, ToyPrompt
+from .prompts import BACKGROUNDS, COLOURS, PALETTE, SHAPES, ToyPrompt
 
 IMAGE_SIZE = 16
 MAX_OBJECTS = 4  # layouts exist for 0..4 objects; count corruptions are clipped to this

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from refbench.toy.model import ToyComponents, encode_prompts, tensor_to_images
+from .model import ToyComponents, encode_prompts, tensor_to_images
 
 # Measured on the toy-test prompts x 4 seeds, 50 steps, committed base checkpoint: mean
 # oracle "human" score 0.398 / 0.523 / 0.550 / 0.554 at guidance 1 / 3 / 5 / 7.5

@@ -1,0 +1,64 @@
+"""The analysis command: plot draws a figure of the paper or prints a table, from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RefbenchError
+from .common import DB_HELP, parse_list
+
+PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep", "table1", "table3", "table4")
+
+
+def plot(
+    kind: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, tau, divergence-by-timestep, table1, table3, table4."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs (default: the reproduction's)."),
+    metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default results/figures/KIND.png)."),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: results/refbench.duckdb with --runs; "
+                                      "without, the reproduction's (results/reproduce.duckdb or results/data/)."),
+) -> None:
+    """Draw a figure of the paper (PNG) or print a table (markdown), from the store."""
+    from analysis import figures, load_results, tables
+
+    from ..experiments import reproduce_plan as plan
+
+    if kind not in PLOT_KINDS:
+        raise RefbenchError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    chosen = parse_list(runs)
+    if db is None and not chosen:  # the plan's runs live in the reproduction's store
+        try:
+            db = load_results()
+        except FileNotFoundError as exc:
+            raise RefbenchError(str(exc)) from None
+    elif db is None:
+        db = Path("results/refbench.duckdb")
+    if kind.startswith("table"):
+        rows = [(r, r) for r in chosen] or {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
+        frame = (tables.winrate_table(db, plan.TABLE1_RUN, rows) if kind == "table1"
+                 else tables.raw_score_table(db, rows))
+        if frame.empty:
+            raise RefbenchError(f"no data for {kind} in {db}; run `refbench reproduce` or train and score the runs")
+        typer.echo(tables.to_markdown(frame))
+        return
+    out = out or Path("results/figures") / f"{kind}.png"
+    try:
+        if kind == "kl":
+            figures.plot_kl(db, chosen or plan.FIG1B, out=out)
+        elif kind == "divergence-vs-score":
+            figures.plot_divergence_vs_score(db, chosen or [s.name for s in plan.PLAN], metric=metric, out=out)
+        elif kind == "timestep":
+            figures.plot_timestep(db, chosen or plan.TIMESTEP_RUNS, out=out)
+        elif kind == "tau":
+            groups = {"runs": chosen} if chosen else {k: v for k, v in plan.FIG4.items() if k != "baseline"}
+            figures.plot_tau(db, groups, baseline=plan.FIG4["baseline"], metric=metric, out=out)
+        else:
+            runs_map = {r: r for r in chosen[1:]} if chosen else plan.FIG5["runs"]
+            figures.plot_divergence_by_timestep(db, runs_map, relative_to=chosen[0] if chosen else plan.FIG5["relative_to"],
+                                                out=out)
+    except ValueError as exc:
+        raise RefbenchError(str(exc)) from None
+    typer.echo(f"figure: {out}")

@@ -1,0 +1,29 @@
+"""What the command groups share: the store option and the parsers of list and format flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RefbenchError
+
+DB_HELP = "DuckDB file holding every run and metric."
+DB_OPTION = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP)
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+def parse_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise RefbenchError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return fmt
+
+
+def parse_list(text: Optional[str], kind=str) -> list:
+    if not text:
+        return []
+    try:
+        return [kind(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RefbenchError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}") from None

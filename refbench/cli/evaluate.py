@@ -1,0 +1,78 @@
+"""Commands that evaluate runs: generate, score, winrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import DB_OPTION, parse_format
+
+
+def generate(
+    run: str = typer.Argument(..., help="A run name, or 'base' for the initial model."),
+    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set: toy-train, toy-test."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt (0 .. N-1)."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default 50)."),
+    preset: str = typer.Option("toy", "--preset", help="For 'base': the preset whose model to sample."),
+    model: Optional[str] = typer.Option(None, "--model", help="For 'base': a hub id or local diffusers folder."),
+    db: Path = DB_OPTION,
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders (images go to RUN/samples/)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Generate images for a prompt set (noise fixed by prompt and seed); skips what exists."""
+    from ..evaluation.generate import generate as run_generate
+
+    counts = run_generate(run, prompt_set=prompts, db=db, out_root=out, seeds=seeds, num_prompts=num_prompts,
+                          guidance_scale=guidance_scale, steps=steps, progress=progress, preset=preset, model=model)
+    if counts["main"]:
+        typer.echo(f"{run} on {prompts}: {counts['generated']} images generated, {counts['present']} already there")
+
+
+def score(
+    run: str = typer.Argument(..., help="A run name, or 'base'."),
+    metrics: str = typer.Option("all", "--metrics", help="Comma-separated metric names, or 'all'."),
+    db: Path = DB_OPTION,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score a run's samples with reward metrics; skips what is already scored."""
+    from ..evaluation.score import score as run_score
+
+    added = run_score(run, metrics=metrics, db=db, progress=progress)
+    typer.echo(", ".join(f"{name}: {count} new" for name, count in added.items()))
+    typer.echo(f"means: refbench query \"select metric, avg(value) from scores join samples using (sample_id) "
+               f"where run = '{run}' group by metric\" --db {db}")
+
+
+def winrate(
+    run: str = typer.Argument(..., help="The run to evaluate."),
+    baseline: str = typer.Option(..., "--baseline", help="A run name, or 'base' (the initial model)."),
+    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: the toy's five)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts."),
+    auto: bool = typer.Option(False, "--auto", help="Generate and score what is missing first."),
+    fmt: str = typer.Option("table", "--format", help="table, markdown, csv or json."),
+    db: Path = DB_OPTION,
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
+) -> None:
+    """Win rates of RUN against a baseline, paired by prompt and seed (ties count half), with 95% CIs."""
+    import json as json_module
+    from dataclasses import asdict
+
+    from ..display import render_frame
+    from ..evaluation.winrates import compute_winrates, winrate_frames
+
+    fmt = parse_format(fmt)
+    names = [m.strip() for m in metrics.split(",")] if metrics else None
+    results = compute_winrates(run, baseline, db=db, out_root=out, prompt_set=prompts, metrics=names, seeds=seeds,
+                               num_prompts=num_prompts, auto=auto, progress=fmt == "table")
+    if fmt == "json":
+        typer.echo(json_module.dumps([{"run": run, "baseline": baseline, **asdict(r)} for r in results], indent=2))
+        return
+    table, means = winrate_frames(run, baseline, results)
+    typer.echo(render_frame(table, fmt, title=f"win rate % [95% CI] on {prompts}, ties count half"))
+    typer.echo(render_frame(means, fmt, title="mean scores"))

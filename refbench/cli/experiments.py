@@ -1,0 +1,112 @@
+"""Commands that run experiments: timestep-analysis, sweep, reproduce, bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RefbenchError
+from .common import DB_HELP, parse_list
+
+
+def timestep_analysis(
+    run: str = typer.Argument(..., help="A trained run."),
+    against: str = typer.Option("reference", "--against", help="'reference' (the run's final reference) or 'init'."),
+    pairs: Optional[int] = typer.Option(None, "--pairs", help="Validation pairs (default: 256 toy, 5000 SD)."),
+    intervals: int = typer.Option(10, "--intervals", help="Equal intervals of [0, T)."),
+    batch: int = typer.Option(128, "--batch", help="(pair, interval) evaluations per forward pass."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the timesteps and noise."),
+    data: Optional[str] = typer.Option(None, "--data", help="Validation pairs (parquet or hub id; default: the run's validation split)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="PNG to write (default results/figures/timestep_RUN.png)."),
+    db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fig. 2: per timestep interval, the model's loss, the implicit reward scale |r_t| and its accuracy."""
+    from analysis.figures import plot_timestep
+
+    from ..display import render_frame
+    from ..experiments.timestep_analysis import analyse_run
+
+    frame = analyse_run(run, db=db, against=against, num_pairs=pairs, intervals=intervals, batch_pairs=batch,
+                        seed=seed, data=data, progress=progress and fmt == "table")
+    if not frame.empty and (frame["reward_scale"] == 0).all():
+        typer.echo(f"note: {run}'s policy equals its reference (a sync at the last step), so r_t = 0 everywhere; "
+                   f"--against init compares it with the initial model", err=True)
+    shown = frame.drop(columns=["run", "analysis"])
+    typer.echo(render_frame(shown, fmt, title=f"{run} against its {against}: interval 0 is the noisiest"))
+    out = figure or Path("results/figures") / f"timestep_{run}.png"
+    plot_timestep(db, [run], analysis=against, out=out)
+    if fmt == "table":
+        typer.echo(f"figure: {out}")
+
+
+def sweep(
+    methods: str = typer.Option("refdpo", "--methods", help="Comma-separated method presets."),
+    tau: Optional[str] = typer.Option(None, "--tau", help="Comma-separated tau values."),
+    gamma: Optional[str] = typer.Option(None, "--gamma", help="Comma-separated gamma values."),
+    beta: Optional[str] = typer.Option(None, "--beta", help="Comma-separated beta values."),
+    lr: Optional[str] = typer.Option(None, "--lr", help="Comma-separated learning rates."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated training seeds."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="One step budget for every run."),
+    preset: str = typer.Option("toy", "--preset", help="Model/data preset."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each its own process)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status, train nothing."),
+    db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
+    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train a grid (methods x tau x gamma x beta x lr x seeds); finished runs are skipped, others resumed."""
+    from ..store import Store
+    from ..experiments.sweep import grid_specs, run_specs, spec_status
+
+    specs = grid_specs(parse_list(methods), preset=preset, max_steps=max_steps, tau=parse_list(tau, int),
+                       gamma=parse_list(gamma, float), beta=parse_list(beta, float), lr=parse_list(lr, float), seed=parse_list(seeds, int))
+    if dry_run:
+        store = Store(db)
+        for spec in specs:
+            typer.echo(f"{spec.name}: {spec_status(spec, store)}  {spec.overrides}")
+        return
+    outcomes = run_specs(specs, db=db, out_root=out, jobs=jobs, progress=progress)
+    for name, outcome in outcomes.items():
+        typer.echo(f"{name}: {outcome}")
+    if any(o.startswith("failed") for o in outcomes.values()):
+        raise RefbenchError(f"some runs failed; their logs are in {out / '_sweep'}")
+
+
+def reproduce(
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for tables, figures, data and README."),
+    db: Path = typer.Option(Path("results/reproduce.duckdb"), "--db", help=DB_HELP),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Root folder of the runs."),
+    jobs: int = typer.Option(2, "--jobs", help="Runs trained at once."),
+    seeds: int = typer.Option(2, "--seeds", help="Seeds per toy-test prompt for evaluation."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the toy preset's 300)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of the plan's runs."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N toy-test prompts (quick checks)."),
+    timestep_pairs: int = typer.Option(256, "--timestep-pairs", help="Validation pairs of each timestep analysis."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The toy world's full reproduction: every run of the paper's tables, evaluated and analysed, into results/."""
+    from ..experiments.reproduce import reproduce as run_reproduce
+
+    summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, max_steps=max_steps,
+                            only=parse_list(only) or None, num_prompts=num_prompts,
+                            timestep_pairs=timestep_pairs, progress=progress)
+    typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")
+    if summary["failed"]:
+        raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")
+
+
+def bench_command(
+    quick: bool = typer.Option(False, "--quick", help="Fewer repetitions and a smaller toy batch (about a minute on 2 cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON instead of the table."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    repetitions: Optional[int] = typer.Option(None, "--repetitions", help="Interleaved repetitions (default 3 quick, 7 full)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+) -> None:
+    """Time training and analysis against their bare passes, side by side (see benchmarks/RESULTS.md)."""
+    from ..bench import bench
+
+    typer.echo(bench(quick=quick, as_json=as_json, out=out, repetitions=repetitions, threads=threads))

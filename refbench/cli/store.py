@@ -1,0 +1,35 @@
+"""Commands that read the store: runs, query."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import DB_OPTION, parse_format
+
+
+def runs(db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown.")) -> None:
+    """List the runs in the store, with status and progress."""
+    from ..display import render_frame
+    from ..store import Store
+
+    fmt = parse_format(fmt)
+    frame = Store(db).list_runs()
+    if frame.empty and fmt == "table":
+        typer.echo(f"no runs yet in {db}")
+        return
+    typer.echo(render_frame(frame, fmt, title=f"runs in {db}"))
+
+
+def query(
+    sql: str = typer.Argument(..., help='SQL to run, e.g. "select * from train_metrics where run = \'refdpo\'".'),
+    db: Path = DB_OPTION,
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
+) -> None:
+    """Run read-only SQL on the store and print the result."""
+    from ..display import render_frame
+    from ..store import Store
+
+    fmt = parse_format(fmt)
+    typer.echo(render_frame(Store(db).query(sql), fmt))

@@ -1,0 +1,73 @@
+"""Image samplers for `refbench generate`: the toy model, and SD1.5 / SDXL diffusers pipelines.
+
+Both draw each image's initial noise from (prompt, seed) alone (``toy.sampling.initial_noise``),
+so two models are compared on identical noise, and both use DDIM with classifier-free
+guidance (official settings: 7.5 for SD1.5, 5 for SDXL, 50 steps; the toy's default 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..toy.sampling import DEFAULT_GUIDANCE_SCALE as TOY_GUIDANCE, DEFAULT_STEPS
+
+DEFAULT_GUIDANCE = {"toy": TOY_GUIDANCE, "sd15": 7.5, "sdxl": 5.0}
+
+
+class ToySampler:
+    """The toy model (``model_folder``), optionally with a fine-tuned UNet from a run."""
+
+    def __init__(self, model_folder: Path, unet_folder: Path | None = None):
+        from ..toy.model import load_components
+
+        self.components = load_components(model_folder)
+        self.unet = None
+        if unet_folder is not None:
+            from diffusers import UNet2DConditionModel
+
+            self.unet = UNet2DConditionModel.from_pretrained(str(unet_folder)).eval()
+
+    def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
+        from ..toy.sampling import sample_images
+
+        return sample_images(self.components, prompts, seeds, num_inference_steps=steps,
+                             guidance_scale=guidance_scale, unet=self.unet)
+
+
+class PipelineSampler:
+    """A diffusers SD1.5 / SDXL pipeline with a run's UNet (full) or its policy LoRA adapter."""
+
+    def __init__(self, kind: str, source: str, resolution: int, *, final_folder: Path | None = None,
+                 lora_rank: int = 0, device: str = "cpu"):
+        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+        pipeline_class = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+        self.pipe = pipeline_class.from_pretrained(source)
+        if final_folder is not None and lora_rank == 0:
+            self.pipe.unet = UNet2DConditionModel.from_pretrained(str(final_folder / "unet"))
+        elif final_folder is not None:
+            from safetensors.torch import load_file
+
+            from ..training.modelset import LoraModelSet
+
+            models = LoraModelSet(self.pipe.unet, reference_mode="fixed", rank=lora_rank)
+            models.load_policy_state(load_file(str(final_folder / "policy_lora.safetensors")))
+        self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.to(device)
+        self.resolution = resolution
+        self.latent_shape = (self.pipe.unet.config.in_channels, resolution // self.pipe.vae_scale_factor,
+                             resolution // self.pipe.vae_scale_factor)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
+        from ..toy.sampling import initial_noise
+
+        latents = torch.stack([initial_noise(p, s, self.latent_shape) for p, s in zip(prompts, seeds)])
+        output = self.pipe(list(prompts), latents=latents.to(self.pipe.device, self.pipe.unet.dtype),
+                           guidance_scale=guidance_scale, num_inference_steps=steps, height=self.resolution,
+                           width=self.resolution, output_type="np")
+        return (np.clip(output.images, 0, 1) * 255).round().astype(np.uint8)

@@ -1,0 +1,88 @@
+"""`refbench reproduce`: the toy world's version of every table and figure of the paper, into results/.
+
+Stages, each resumable (finished work is found in the store and skipped):
+  1. train every run of ``reproduce_plan.PLAN`` (``jobs`` at a time), then in the same job
+     generate its toy-test samples, score them with the oracle metrics, and for the runs of
+     Fig. 2 and Fig. 5 run the timestep analysis;
+  2. the base model's samples and scores;
+  3. win rates of refdpo against every baseline (Table 1);
+  4. tables (markdown), figures (PNG), the store as parquet, and results/README.md, whose
+     claims table is computed from the numbers (``analysis.claims``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import RefbenchError
+
+__all__ = ["reproduce", "DEFAULT_SEEDS"]
+
+DEFAULT_SEEDS = 2  # toy-test: 42 prompts x 2 seeds = 84 paired samples per run
+
+
+def _stage(name: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:7.0f} s] {name}", flush=True)
+
+
+def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int = DEFAULT_SEEDS,
+              max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
+              num_prompts: int | None = None, progress: bool = True) -> dict:
+    from . import reproduce_plan as plan
+    from ..evaluation.winrates import TOY_METRICS, compute_winrates
+    from ..evaluation.generate import generate
+    from ..evaluation.score import score
+    from .sweep import run_specs
+    from ..toy.dataset import ensure_toy_pairs
+
+    started = time.perf_counter()
+    results, db, out_root = Path(results), Path(db), Path(out_root)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefbenchError(f"cannot create {exc.filename}: {exc.strerror}") from None
+    _stage("toy preference pairs", started)
+    ensure_toy_pairs()
+    specs = plan.plan_specs(max_steps=max_steps, only=only)
+    sample_flags = ["--prompts", "toy-test", "--seeds", str(seeds), "--db", str(db), "--no-progress",
+                    *(["--num-prompts", str(num_prompts)] if num_prompts else [])]
+
+    from ..store import Store
+
+    analysed = set(Store(db).query("SELECT DISTINCT run FROM timestep_stats WHERE analysis = 'reference'")["run"])
+
+    def then(spec):
+        commands = [["generate", spec.name, *sample_flags, "--out", str(out_root)],
+                    ["score", spec.name, "--metrics", ",".join(TOY_METRICS), "--db", str(db), "--no-progress"]]
+        if spec.name in plan.TIMESTEP_RUNS and spec.name not in analysed:
+            commands.append(["timestep-analysis", spec.name, "--db", str(db), "--pairs", str(timestep_pairs),
+                             "--figure", str(out_root / spec.name / "timestep.png"), "--format", "csv", "--no-progress"])
+        return commands
+
+    _stage(f"training, sampling and scoring {len(specs)} runs, {jobs} at a time", started)
+    outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, progress=progress, then=then)
+    failed = {name: outcome for name, outcome in outcomes.items() if outcome not in ("trained", "done", "skipped")}
+    for name, outcome in failed.items():
+        print(f"  {name}: {outcome} (log: {out_root / '_sweep' / (name + '.log')})", flush=True)
+    done = [s.name for s in specs if s.name not in failed]
+
+    _stage("base model samples and scores", started)
+    generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=seeds, num_prompts=num_prompts,
+             progress=progress)
+    score("base", metrics=",".join(TOY_METRICS), db=db, progress=False)
+
+    _stage("win rates (Table 1)", started)
+    if plan.TABLE1_RUN in done:
+        for _, baseline in plan.TABLE1:
+            if baseline == "base" or baseline in done:
+                compute_winrates(plan.TABLE1_RUN, baseline, db=db, out_root=out_root, seeds=seeds,
+                                 num_prompts=num_prompts, progress=False)
+
+    _stage("tables, figures, parquet export, results/README.md", started)
+    from analysis.report import write_report
+
+    written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed)
+    _stage(f"done: {len(written)} files in {results}", started)
+    return {"outcomes": outcomes, "written": written, "failed": failed}

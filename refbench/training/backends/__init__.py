@@ -1,0 +1,35 @@
+"""Model backends: one interface over the toy pixel-space model and SD1.5 / SDXL.
+
+A backend owns the frozen parts (text encoders, VAE, noise scheduler) and the trainable
+UNet, and turns captions and uint8 images into what the UNet consumes. The trainer only
+talks to this interface, so every method runs the same code on every model.
+"""
+
+from __future__ import annotations
+
+from ...config import ModelConfig
+from .base import Backend, Conditioning
+
+__all__ = ["Backend", "Conditioning", "load_backend", "check_model_source"]
+
+
+def check_model_source(model: ModelConfig) -> None:
+    """Fail before any data is read if the model cannot be found (one ConfigError line)."""
+    if model.kind == "toy":
+        from .toy import toy_model_folder
+
+        toy_model_folder(model.pretrained)
+    else:
+        from .sd import check_source
+
+        check_source(model.pretrained)
+
+
+def load_backend(model: ModelConfig, device: str = "cpu") -> Backend:
+    if model.kind == "toy":
+        from .toy import ToyBackend
+
+        return ToyBackend(model, device)
+    from .sd import StableDiffusionBackend
+
+    return StableDiffusionBackend(model, device)

@@ -1,0 +1,180 @@
+"""The three models of the method: the policy (trained), the reference, the initial model.
+
+Two layouts, one interface:
+
+- full fine-tuning: three UNets. With a fixed reference, the reference *is* the initial
+  model (one frozen copy), so a reference-updating method costs exactly one more copy
+  of the weights than Diffusion-DPO.
+- LoRA (peft): one UNet with two adapters, ``policy`` and ``reference`` (the latter only
+  when the reference syncs); the initial model is the base with adapters off. Three models
+  for about the price of one.
+
+Reference-free methods (``reference_mode="none"``: sft, mapo) get no reference at all:
+asking for it is an error, so a stray reference pass cannot go unnoticed.
+
+The policy runs with gradients; the reference and the initial model never do.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from ..method.reference_update import mix_into
+
+POLICY, REFERENCE = "policy", "reference"
+
+
+def _check_has_reference(which: str, reference_mode: str) -> None:
+    if which == REFERENCE and reference_mode == "none":
+        raise RuntimeError("this method is reference-free (reference = 'none'): there is no reference model to run")
+
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    return module.requires_grad_(False).eval()
+
+
+class FullModelSet:
+    """Policy, reference and initial model as separate UNets."""
+
+    lora = False
+    reference_version = 0  # bumped whenever the reference's weights change (cached outputs of it expire)
+
+    def __init__(self, unet: torch.nn.Module, *, reference_mode: str):
+        self.policy_module = unet.train().requires_grad_(True)
+        self.reference_mode = reference_mode
+        self.initial_module = _frozen(copy.deepcopy(unet))
+        # A fixed reference is the initial model; only a syncing reference needs its own copy.
+        self.reference_module = _frozen(copy.deepcopy(unet)) if reference_mode == "sync" else self.initial_module
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.policy_module.parameters() if p.requires_grad]
+
+    @contextmanager
+    def use(self, which: str, policy_forward=None) -> Iterator[torch.nn.Module]:
+        """The module to call for ``which`` (policy / reference / initial)."""
+        _check_has_reference(which, self.reference_mode)
+        if which == POLICY:
+            yield policy_forward or self.policy_module
+        elif which == REFERENCE:
+            yield self.reference_module
+        else:
+            yield self.initial_module
+
+    def sync_reference(self, alpha: float) -> None:
+        mix_into(self.reference_module.parameters(), self.policy_module.parameters(), alpha)
+        self.reference_version += 1
+
+    def reset_reference(self) -> None:
+        mix_into(self.reference_module.parameters(), self.initial_module.parameters(), 1.0)
+        self.reference_version += 1
+
+    def reference_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.reference_module.state_dict().items()}
+
+    def load_reference_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.reference_module.load_state_dict(state)
+        self.reference_version += 1
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return self.policy_module.state_dict()
+
+    def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.policy_module.load_state_dict(state)
+
+
+class LoraModelSet:
+    """One UNet, adapters ``policy`` (trained) and ``reference``; adapters off = initial model."""
+
+    lora = True
+    reference_version = 0  # bumped whenever the reference adapter changes (cached outputs of it expire)
+
+    def __init__(self, unet: torch.nn.Module, *, reference_mode: str, rank: int):
+        from peft import LoraConfig
+
+        unet.requires_grad_(False)
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                            target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+        unet.add_adapter(config, adapter_name=POLICY)
+        # A syncing reference starts equal to the initial model: zero LoRA update (B = 0 at init).
+        # (peft warns about a second adapter on one model: that is the point here.) A fixed
+        # reference is the initial model (adapters off) and needs no adapter of its own.
+        if reference_mode == "sync":
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                unet.add_adapter(config, adapter_name=REFERENCE)
+        self.policy_module = unet.train()
+        self.reference_mode = reference_mode
+        self._policy_params = {n: p for n, p in unet.named_parameters() if f".{POLICY}." in n}
+        self._reference_params = {n: p for n, p in unet.named_parameters() if f".{REFERENCE}." in n}
+        self._activate(POLICY)
+
+    def _activate(self, adapter: str) -> None:
+        self.policy_module.enable_adapters()
+        self.policy_module.set_adapter(adapter)
+        # peft marks the active adapter trainable; only the policy's adapter ever is.
+        for p in self._policy_params.values():
+            p.requires_grad_(True)
+        for p in self._reference_params.values():
+            p.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self._policy_params.values())
+
+    @contextmanager
+    def use(self, which: str, policy_forward=None) -> Iterator[torch.nn.Module]:
+        _check_has_reference(which, self.reference_mode)
+        if which == POLICY:
+            yield policy_forward or self.policy_module
+            return
+        try:
+            if which == REFERENCE and self.reference_mode == "sync":
+                self._activate(REFERENCE)
+            else:  # the initial model, which is also a fixed reference
+                self.policy_module.disable_adapters()
+            yield self.policy_module
+        finally:
+            self._activate(POLICY)
+
+    def _pairs(self):
+        for name, param in self._policy_params.items():
+            yield self._reference_params[name.replace(f".{POLICY}.", f".{REFERENCE}.")], param
+
+    def sync_reference(self, alpha: float) -> None:
+        references, policies = zip(*self._pairs())
+        mix_into(references, policies, alpha)
+        self.reference_version += 1
+
+    def reset_reference(self) -> None:
+        with torch.no_grad():
+            for name, param in self._reference_params.items():
+                if "lora_B" in name:  # B = 0 makes the adapter's update zero: the initial model
+                    param.zero_()
+        self.reference_version += 1
+
+    def reference_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self._reference_params.items()}
+
+    def load_reference_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                self._reference_params[name].copy_(value)
+        self.reference_version += 1
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self._policy_params.items()}
+
+    def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, value in state.items():
+                self._policy_params[name].copy_(value)
+
+
+def build_model_set(unet: torch.nn.Module, *, reference_mode: str, lora_rank: int):
+    if lora_rank > 0:
+        return LoraModelSet(unet, reference_mode=reference_mode, rank=lora_rank)
+    return FullModelSet(unet, reference_mode=reference_mode)

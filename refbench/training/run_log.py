@@ -1,0 +1,55 @@
+"""Buffered writes of a run's metrics and reference events to the store.
+
+Rows are kept in memory and written in one transaction every ``flush_seconds`` or when
+asked (at checkpoints and at the end), so logging costs little per step; rows are keyed
+by (run, step), so a resumed run that logs a step again replaces it rather than
+duplicating it. Only the main process holds a RunLog that writes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+from ..errors import StoreError
+from ..store import Store
+
+
+class RunLog:
+    def __init__(self, store: Store | None, run: str, *, flush_seconds: float = 10.0):
+        self.store = store
+        self.run = run
+        self.flush_seconds = flush_seconds
+        self._metrics: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+
+    def metrics(self, step: int, **values: float | None) -> None:
+        self._metrics.append({"run": self.run, "step": step, **values})
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def event(self, step: int, kind: str, divergence: float | None) -> None:
+        self._events.append({"run": self.run, "step": step, "kind": kind, "divergence": divergence})
+
+    def flush(self, *, final: bool = False) -> bool:
+        """Write buffered rows; True once all are committed. A busy store keeps them for the next
+        flush (False), except the final one, which raises."""
+        self._last_flush = time.monotonic()
+        if self.store is None:
+            self._metrics, self._events = [], []
+            return True
+        try:
+            if self._events:
+                self.store.upsert("ref_events", self._events)
+                self._events = []
+            if self._metrics:
+                self.store.upsert("train_metrics", self._metrics)
+                self._metrics = []
+        except StoreError as exc:
+            if final:
+                raise
+            warnings.warn(f"metrics kept in memory for now: {exc}", stacklevel=2)
+            return False
+        return True

@@ -1,0 +1,282 @@
+"""The one trainer: every method of the paper is a configuration of this loop.
+
+Per optimizer step, for each micro-batch of B pairs (from the ``BatchSource``):
+  1. winners and losers share noise eps and timestep t ~ timestep_sampler;
+  2. the policy runs on the concatenated 2B batch with gradients, the reference without
+     (reference-free objectives, sft and mapo, skip the reference pass);
+  3. loss = the objective's loss (method.objectives.OBJECTIVES: dpo, dspo, kto, mapo) with
+     weight = lambda(t), or the SFT loss on winners.
+Then the optimizer steps, and the reference-update rule decides: at multiples of tau the
+reference becomes (a mix with) the policy, D(ref, init) is measured by the
+``DivergenceMonitor`` and averaged over processes, and past delta the reference freezes or
+returns to init. Every ``monitor_every`` steps the divergences of policy and reference from
+init are logged.
+
+Randomness is a function of (seed, step): data order, noise and timesteps come from
+generators seeded per step, so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..method.losses import per_sample_error, sft_loss
+from ..method.objectives import OBJECTIVES, PairForward
+from ..method.reference_update import Action, ReferenceUpdater
+from ..method.timesteps import make_timestep_sampler, reward_scale
+from .backends import Backend, load_backend
+from .batches import BatchSource, StepBatch
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .data import PreferencePairs
+from .modelset import POLICY, REFERENCE, build_model_set
+from .monitor import DivergenceMonitor
+from .run_log import RunLog
+from .seeding import step_generator
+from .stopping import TrainingDiverged, TrainingInterrupted, stop_requests
+
+__all__ = ["Trainer"]
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, pairs: PreferencePairs, run_dir: Path, run_log: RunLog | None,
+                 accelerator=None, progress: bool = True):
+        from accelerate import Accelerator
+        from diffusers.optimization import get_scheduler
+
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.accelerator = acc = accelerator or Accelerator(mixed_precision=config.model.mixed_precision,
+                                                            cpu=not torch.cuda.is_available())
+        self.log = run_log if acc.is_main_process else None
+        method, training = config.method, config.training
+        self.backend: Backend = load_backend(config.model, device=str(acc.device))
+        if config.model.gradient_checkpointing:
+            self.backend.unet.enable_gradient_checkpointing()
+        self.models = build_model_set(self.backend.unet, reference_mode=method.reference, lora_rank=config.model.lora_rank)
+        self.sampler = make_timestep_sampler(method.timestep_sampler, self.backend.num_train_timesteps,
+                                             gamma=method.gamma, bins=method.bins)
+        self.lambdas = reward_scale(method.reward_scale, self.backend.alphas_cumprod).to(acc.device)
+        self.updater = ReferenceUpdater(method.reference_rule())
+        self.learning_rate = training.effective_learning_rate(acc.num_processes)
+        # foreach: one kernel per parameter group instead of a Python loop per tensor (bit-identical results)
+        optimizer = torch.optim.AdamW(self.models.trainable_parameters(), lr=self.learning_rate, foreach=True,
+                                      weight_decay=training.weight_decay)
+        self.lr_scheduler = get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=training.lr_warmup_steps,
+                                          num_training_steps=training.max_steps)
+        # Only the policy is wrapped (DDP across processes); the frozen models run locally.
+        self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
+        self.batches = BatchSource(pairs, self.backend, batch_size=training.batch_size, seed=training.seed,
+                                   winners_only=method.objective == "sft", cache_latents=config.data.cache_latents,
+                                   process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
+        self.monitor = DivergenceMonitor(pairs, self.backend, self.models, acc, size=training.monitor_size,
+                                         seed=training.seed, reference_syncs=method.reference == "sync")
+        self.step, self.elapsed, self.skipped_steps = 0, 0.0, 0
+        self.nonfinite_steps = 0  # skipped for a non-finite loss or gradient (also in skipped_steps)
+
+    # -- one micro-batch ----------------------------------------------------------------
+    def _micro_step(self, batch: StepBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        method, backend, device = self.config.method, self.backend, self.accelerator.device
+        pairs = batch.pairs
+        noise = torch.randn(batch.x0[:pairs].shape, generator=generator).to(device)
+        timesteps = self.sampler.sample(pairs, generator=generator).to(device)
+        copies = batch.x0.shape[0] // pairs  # 2 for preference pairs, 1 for SFT
+        noise, timesteps_all = noise.repeat(copies, 1, 1, 1), timesteps.repeat(copies)
+        x_t = backend.add_noise(batch.x0, noise, timesteps_all)
+        target = backend.target(batch.x0, noise, timesteps_all)
+        cond = batch.cond.repeat(copies)
+        with self.accelerator.autocast(), self.models.use(POLICY, self.policy_forward) as policy:
+            model_pred = backend.predict(policy, x_t, timesteps_all, cond)
+        if method.objective == "sft":
+            model_err = per_sample_error(model_pred, target)
+            return {"loss": sft_loss(model_err), "model_err_w": model_err.detach().mean()}
+        ref_pred = None
+        if method.reference != "none":  # reference-free objectives (mapo) never run a reference
+            with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
+                ref_pred = backend.predict(reference, x_t, timesteps_all, cond)
+        forward = PairForward(pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
+        out = OBJECTIVES[method.objective](method, forward)
+        model_w, model_l = forward.halves(forward.model_err.detach())
+        values = {"loss": out.loss, "accuracy": torch.tensor(out.accuracy), "margin": out.margin.mean(),
+                  "model_err_w": model_w.mean(), "model_err_l": model_l.mean()}
+        if ref_pred is not None:
+            ref_w, ref_l = forward.halves(forward.ref_err)
+            values.update(ref_err_w=ref_w.mean(), ref_err_l=ref_l.mean())
+        return values
+
+    # -- one optimizer step ---------------------------------------------------------------
+    def _optimizer_step(self, step: int) -> dict[str, torch.Tensor]:
+        """Accumulate the step's micro-batches and apply the update, unless its loss or gradient is
+        not finite on any process (then nobody applies it). Returns the micro-batch means."""
+        training, acc = self.config.training, self.accelerator
+        accumulation = training.gradient_accumulation_steps
+        totals: dict[str, torch.Tensor] = {}
+        batch = None
+        nonfinite_loss = torch.zeros(1, device=acc.device)  # micro-batches with a NaN/Inf loss
+        for micro in range(accumulation):
+            micro_batch = self.batches.micro_batch((step - 1) * accumulation + micro)
+            if micro_batch is None:  # every image of this micro-batch was unreadable
+                continue
+            batch = micro_batch
+            generator = step_generator(training.seed, "step", step, micro, acc.process_index)
+            # Gradients are all-reduced across processes once, on the last micro-batch.
+            context = acc.no_sync(self.policy_forward) if micro < accumulation - 1 else nullcontext()
+            with context:
+                values = self._micro_step(batch, generator)
+                nonfinite_loss += (~torch.isfinite(values["loss"].detach())).any().float()
+                acc.backward(values["loss"] / accumulation)
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float() / accumulation
+        grad_norm = acc.clip_grad_norm_(self.models.trainable_parameters(), training.max_grad_norm)
+        # A non-finite loss (an Inf loss can have finite gradients) or gradient norm on any process:
+        # the step is skipped on every process, so it never reaches the weights.
+        if acc.num_processes > 1:
+            nonfinite_loss = acc.reduce(nonfinite_loss, reduction="sum")
+        loss_ok, grad_ok = nonfinite_loss.item() == 0, bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        nonfinite = None
+        if batch is None:
+            self.skipped_steps += 1  # nothing usable in this step
+        elif loss_ok and grad_ok:
+            self.optimizer.step()
+        elif loss_ok and acc.scaler is not None:
+            # fp16 loss scaling: an overflowing gradient is the scaler's to handle; its step skips the
+            # update and lowers the scale (never calling it would keep the scale too high for good).
+            self.optimizer.step()
+            self.skipped_steps += 1
+        else:
+            self.skipped_steps += 1
+            self.nonfinite_steps += 1
+            nonfinite = "nonfinite-loss" if not loss_ok else "nonfinite-grad"
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lr_scheduler.step()
+        if nonfinite and self.log:
+            self.log.event(step, nonfinite, None)
+        return totals
+
+    # -- reference update -----------------------------------------------------------------
+    def _update_reference(self, step: int) -> dict[str, float]:
+        if not self.updater.should_sync(step):
+            return {}
+        rule = self.updater.rule
+        self.models.sync_reference(rule.mixup_alpha)
+        if rule.mixup_alpha == 1.0:  # a hard copy: the policy holds the reference's weights, so the same errors
+            measured = self.monitor.divergences((REFERENCE,))
+            measured = {POLICY: measured[REFERENCE], REFERENCE: measured[REFERENCE]}
+        else:
+            measured = self.monitor.divergences((POLICY, REFERENCE))
+        action = self.updater.after_sync(step, measured[REFERENCE])
+        if action is Action.REINIT:
+            self.models.reset_reference()
+            measured[REFERENCE] = 0.0
+        if self.log:
+            for event in self.updater.events:
+                if event.step == step:
+                    self.log.event(step, event.kind, event.divergence)
+        return measured
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoint"
+
+    def save(self) -> None:
+        # Metrics and events first: a checkpoint at step N promises that every row up to N is
+        # committed, since a run resumed from it starts at N + 1 and never logs them again. While the
+        # store stays busy, the previous checkpoint is kept and the next one tries again.
+        committed = self.log.flush() if self.log else True
+        if self.accelerator.is_main_process and committed:
+            save_checkpoint(
+                self._checkpoint_dir(),
+                policy=self.models.policy_state(),
+                reference=self.models.reference_state() if self.config.method.reference == "sync" else None,
+                optimizer=self.optimizer.state_dict(), lr_scheduler=self.lr_scheduler.state_dict(),
+                state={"step": self.step, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
+                       "nonfinite_steps": self.nonfinite_steps,
+                       "updater": self.updater.state_dict()},
+            )
+        self.accelerator.wait_for_everyone()
+
+    def restore(self) -> bool:
+        if not has_checkpoint(self._checkpoint_dir()):
+            return False
+        saved = load_checkpoint(self._checkpoint_dir())
+        self.models.load_policy_state(saved["policy"])
+        if saved["reference"] is not None:
+            self.models.load_reference_state(saved["reference"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+        state = saved["state"]
+        self.step, self.elapsed, self.skipped_steps = state["step"], state["elapsed"], state["skipped_steps"]
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self.updater.load_state_dict(state["updater"])
+        return True
+
+    def process_report(self) -> list[dict]:
+        """Per process: a checksum of the policy and reference weights and the reference events.
+        With DDP every process must hold the same weights and have taken the same decisions."""
+        from accelerate.utils import gather_object
+
+        def checksum(tensors) -> float:
+            return float(sum(t.detach().double().abs().sum() for t in tensors))
+
+        reference = self.models.reference_state().values() if self.config.method.reference == "sync" else []
+        mine = {"process": self.accelerator.process_index, "policy_checksum": checksum(self.models.policy_state().values()),
+                "reference_checksum": checksum(reference), "events": [vars(e) for e in self.updater.events]}
+        return gather_object([mine])
+
+    # -- the loop -------------------------------------------------------------------------
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        training, acc = self.config.training, self.accelerator
+        bar = tqdm(total=training.max_steps, initial=self.step, desc=self.config.name, unit="step",
+                   disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
+        last_divergence: dict[str, float | None] = {}
+        with stop_requests() as requested:
+            while self.step < training.max_steps:
+                started = time.perf_counter()
+                step = self.step + 1
+                totals = self._optimizer_step(step)
+                self.step = step
+                measured = self._update_reference(step)
+                if not measured and step % training.monitor_every == 0:
+                    which = (POLICY, REFERENCE) if self.config.method.reference == "sync" else (POLICY,)
+                    measured = self.monitor.divergences(which)
+                if measured:
+                    last_divergence = {"div_policy": measured.get(POLICY), "div_ref": measured.get(REFERENCE, 0.0)}
+                self.elapsed += time.perf_counter() - started
+
+                metrics: dict[str, float] = {}
+                if totals:  # means over processes
+                    stacked = torch.stack(list(totals.values())).to(acc.device)
+                    metrics = dict(zip(totals, acc.reduce(stacked, reduction="mean").cpu().tolist()))
+                if self.log and step % training.log_every == 0:
+                    row = {**metrics, **(last_divergence if measured else {})}
+                    row = {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # NULL, not NaN, in SQL
+                    self.log.metrics(step, **row, lr=self.lr_scheduler.get_last_lr()[0], seconds=self.elapsed)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', float('nan')):.2f}",
+                                d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}", refresh=False)
+                self._stop_if_asked(step, requested["stop"])
+        bar.close()
+
+    def _stop_if_asked(self, step: int, stop: bool) -> None:
+        """Checkpoint on schedule, and stop (on every process together) after Ctrl-C / SIGTERM or
+        once too many steps were not finite."""
+        training, acc = self.config.training, self.accelerator
+        if acc.num_processes > 1:  # stop together, or the others wait forever
+            flag = torch.tensor([float(stop)], device=acc.device)
+            stop = bool(acc.reduce(flag, reduction="sum").item() > 0)
+        if self.nonfinite_steps >= training.max_nonfinite_steps:  # the same count on every process
+            if self.log:
+                self.log.flush()
+            raise TrainingDiverged(
+                f"{self.nonfinite_steps} steps had a non-finite loss or gradient, the last at step {step} "
+                f"(training.max_nonfinite_steps = {training.max_nonfinite_steps}); none of them reached the weights")
+        if stop or step % training.checkpoint_every == 0 or step == training.max_steps:
+            self.save()
+        if stop:
+            raise TrainingInterrupted(step)

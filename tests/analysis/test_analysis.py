@@ -1,0 +1,352 @@
+"""The analysis package (figures, tables, claims, report, load_results) and `refbench plot`, on the
+synthetic store of tests/analysis_store.py, whose numbers are designed so that the results are
+known by hand."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import matplotlib.pyplot as plt
+import pytest
+from analysis_store import EXPECTED_VERDICTS
+
+from analysis import figures, load_results, reads, tables
+from analysis.claims import check_claims
+from analysis.report import FIGURES, write_report
+from refbench.experiments import reproduce_plan as plan
+from refbench.store import TABLES, Store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def store_copy(synthetic_store, tmp_path):
+    """A private copy of the synthetic store, for tests that delete rows."""
+    path = tmp_path / "copy.duckdb"
+    shutil.copy(synthetic_store, path)
+    return Store(path)
+
+
+def assert_png(path):
+    assert path.is_file() and path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("draw", [
+    lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out),
+    lambda db, out: figures.plot_divergence_vs_score(db, [s.name for s in plan.PLAN], out=out),
+    lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out),
+    lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"}, out=out),
+    lambda db, out: figures.plot_divergence_by_timestep(db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"],
+                                                        out=out),
+], ids=["kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep"])
+def test_every_figure_writes_a_png(synthetic_store, tmp_path, draw):
+    out = tmp_path / "sub" / "figure.png"  # the folder is created
+    figure = draw(synthetic_store, out)
+    assert figure.axes
+    assert_png(out)
+
+
+def test_a_figure_without_data_is_a_value_error(synthetic_store):
+    with pytest.raises(ValueError, match="nothing to plot"):
+        figures.plot_kl(synthetic_store, ["no-such-run"])
+
+
+def test_relative_divergence_percentages(synthetic_store):
+    """ref-explore's divergence is 0.004 in every interval (= 100%); refdpo-constant's 0.0036 in every
+    interval -> 90%; refdpo's 0.001 in the noisiest interval (bin 0) -> 25%, 0.005 elsewhere -> 125%."""
+    table = figures.relative_divergence(synthetic_store, plan.FIG5["runs"], plan.FIG5["relative_to"])
+    assert len(table) == 2 * 10
+    assert set(table["label"]) == {"gamma 0.9 without scale", "gamma 0.9 + scale"}
+    percent = table.set_index(["run", "bin"])["percent"]
+    assert percent[("refdpo-constant", 0)] == pytest.approx(90.0)
+    assert percent[("refdpo-constant", 9)] == pytest.approx(90.0)
+    assert percent[("refdpo", 0)] == pytest.approx(25.0)
+    assert all(percent[("refdpo", b)] == pytest.approx(125.0) for b in range(1, 10))
+    noisiest = table[table["bin"] == 0].iloc[0]
+    assert (noisiest["t_low"], noisiest["t_high"]) == (900, 1000)
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+def bold_cells(frame):
+    return {(row["run"], metric) for _, row in frame.iterrows() for metric in tables.TOY_METRICS
+            if str(row[metric]).startswith("**")}
+
+
+def test_raw_score_table3_bolds_the_best_value_of_each_metric(synthetic_store):
+    """Means by construction (human; colour = human - 0.1, +0.2 for beta1000; count = human - 0.2;
+    shape = human - 0.05, +0.2 for diff-dpo; aesthetic = human - 0.3):
+
+        row             human  colour  count  shape  aesthetic
+        diff-dpo        0.600  0.500   0.400  0.750  0.300
+        diff-dpo-lr5x   0.500  0.400   0.300  0.450  0.200
+        beta1000        0.610  0.710   0.410  0.560  0.310
+        ref-reinit      0.640  0.540   0.440  0.590  0.340
+        refdpo          0.700  0.600   0.500  0.650  0.400
+
+    so the bold cells are refdpo's human, count and aesthetic, beta1000's colour, diff-dpo's shape.
+    """
+    frame = tables.raw_score_table(synthetic_store, plan.TABLE3)
+    assert list(frame.columns) == ["model", "run", *tables.TOY_METRICS]
+    assert list(frame["model"]) == ["Diff-DPO", "LR x5", "beta = 1000", "Re-Init", "Ours"]
+    assert bold_cells(frame) == {("refdpo", "human"), ("diff-dpo-beta1000", "colour"), ("refdpo", "count"),
+                                 ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
+    cells = frame.set_index("run")
+    assert cells.loc["diff-dpo-beta1000", "colour"] == "**0.710**"
+    assert cells.loc["diff-dpo", "shape"] == "**0.750**"
+    assert cells.loc["diff-dpo-lr5x", "human"] == "0.500"
+    assert cells.loc["ref-reinit", "aesthetic"] == "0.340"
+
+
+def test_raw_score_table4_bolds_the_best_value_of_each_metric(synthetic_store):
+    """Same construction (count +0.2 for timestep-only):
+
+        row                        human  colour  count  shape  aesthetic
+        diff-dpo                   0.600  0.500   0.400  0.750  0.300
+        timestep-only              0.605  0.505   0.605  0.555  0.305
+        ref-explore                0.650  0.550   0.450  0.600  0.350
+        refdpo-gamma0.8-constant   0.630  0.530   0.430  0.580  0.330
+        refdpo-gamma0.8            0.660  0.560   0.460  0.610  0.360
+        refdpo-constant            0.670  0.570   0.470  0.620  0.370
+        refdpo                     0.700  0.600   0.500  0.650  0.400
+
+    Bold: refdpo's human, colour and aesthetic; timestep-only's count; diff-dpo's shape. (colour's
+    best here is refdpo: beta1000, the overall best, is not a row of Table 4.)
+    """
+    frame = tables.raw_score_table(synthetic_store, plan.TABLE4)
+    assert len(frame) == 7
+    assert bold_cells(frame) == {("refdpo", "human"), ("refdpo", "colour"), ("timestep-only", "count"),
+                                 ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
+    cells = frame.set_index("run")
+    assert cells.loc["timestep-only", "count"] == "**0.605**"
+    assert cells.loc["refdpo-gamma0.8", "human"] == "0.660"
+
+
+def test_raw_score_table_leaves_out_missing_runs_and_digits(synthetic_store):
+    frame = tables.raw_score_table(synthetic_store, [("Ours", "refdpo"), ("missing", "no-such-run")], digits=2)
+    assert list(frame["run"]) == ["refdpo"]
+    assert frame.loc[0, "human"] == "**0.70**"  # the only row is the best of every metric
+
+
+def test_winrate_table_cells(synthetic_store):
+    """rate = base rate + (human +0.10, colour +0.05, count 0, shape -0.05, aesthetic -0.10), interval
+    rate -/+ 0.125 clipped to [0, 1]; base rates sft 0.65, diff-dpo 0.65, dspo 0.60, diff-kto 0.55,
+    mapo 0.45, base 0.80; n = 2 prompts x 2 seeds = 4."""
+    frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, plan.TABLE1)
+    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg", "n"]
+    assert list(frame[""]) == [f"refdpo {label}" for label, _ in plan.TABLE1]
+    rows = frame.set_index("")
+    diff_dpo = rows.loc["refdpo vs. Diff-DPO"]
+    assert [diff_dpo[m] for m in tables.TOY_METRICS] == [
+        "75.0 [62.5, 87.5]", "70.0 [57.5, 82.5]", "65.0 [52.5, 77.5]", "60.0 [47.5, 72.5]", "55.0 [42.5, 67.5]"]
+    assert diff_dpo["avg"] == "65.0" and diff_dpo["n"] == 4
+    assert rows.loc["refdpo vs. MaPO", "avg"] == "45.0"
+    assert rows.loc["refdpo vs. base model", "human"] == "90.0 [77.5, 100.0]"
+    markdown = tables.to_markdown(frame).splitlines()
+    assert markdown[0] == "|  | human | colour | count | shape | aesthetic | avg | n |"
+    assert markdown[1] == "|---|---|---|---|---|---|---|---|"
+    assert len(markdown) == 2 + len(plan.TABLE1)
+
+
+def test_winrate_table_skips_baselines_without_rows(synthetic_store):
+    frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, [("vs. SFT", "sft"), ("vs. nobody", "nobody")],
+                                 metrics=["human"])
+    assert list(frame.columns) == ["", "human", "avg", "n"]
+    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg"] == "75.0"
+
+
+# -- claims ------------------------------------------------------------------------------------------
+
+def assert_verdicts(claims, expected):
+    assert len(claims) == len(expected)
+    for claim, (where, phrase, verdict) in zip(claims, expected):
+        assert claim.where == where and phrase in claim.paper, (claim, phrase)
+        assert claim.verdict == verdict, (claim.paper, claim.measured)
+
+
+def test_check_claims_gives_the_verdicts_built_in(synthetic_store):
+    claims = check_claims(synthetic_store)
+    assert_verdicts(claims, EXPECTED_VERDICTS)
+    by_phrase = {c.paper: c for c in claims}
+    froze = next(c for p, c in by_phrase.items() if "delta boundary" in p)
+    assert froze.measured.startswith("refdpo froze at step 24")
+    lr = next(c for p, c in by_phrase.items() if "5x learning rate" in p)
+    assert lr.measured == "diff-dpo 0.600, diff-dpo-lr5x 0.500"
+
+
+def _expect_not_measured(phrases):
+    return [(w, p, "not measured" if any(x in p for x in phrases) else v) for w, p, v in EXPECTED_VERDICTS]
+
+
+def test_claims_without_a_run_are_not_measured(store_copy):
+    store_copy.delete("timestep_stats", run="ref-explore")  # Fig. 2's run and Fig. 5's 100%
+    with store_copy.connect() as con:  # diff-dpo-lr5x's samples (its scores no longer join)
+        con.execute("DELETE FROM samples WHERE run = 'diff-dpo-lr5x'")
+    claims = check_claims(store_copy)
+    assert_verdicts(claims, _expect_not_measured(["noisy start", "early timesteps", "5x learning rate"]))
+    assert [c.measured for c in claims if c.verdict == "not measured"] == [
+        "needs ref-explore", "needs diff-dpo-lr5x", "needs timestep analyses"]
+
+
+def test_claims_without_any_timestep_analysis_are_not_measured(store_copy):
+    """Regression: Fig. 5's check used to raise ValueError (from relative_divergence) instead."""
+    with store_copy.connect() as con:
+        con.execute("DELETE FROM timestep_stats")
+    assert_verdicts(check_claims(store_copy), _expect_not_measured(["noisy start", "early timesteps"]))
+
+
+def test_claims_on_an_empty_store_are_all_not_measured(tmp_path):
+    assert {c.verdict for c in check_claims(Store(tmp_path / "empty.duckdb"))} == {"not measured"}
+
+
+# -- report, parquet, load_results ---------------------------------------------------------------------
+
+def test_write_report(synthetic_store, tmp_path):
+    results = tmp_path / "results"
+    written = write_report(synthetic_store, results, seconds=90.0, failed={"mapo": "failed (exit 1)"})
+    for name in ("README.md", "table1.md", "table3.md", "table4.md", "timestep_analysis.md", *FIGURES):
+        assert results / name in written and (results / name).stat().st_size > 0
+    for name in FIGURES:
+        assert_png(results / name)
+    assert sorted(p.name for p in (results / "data").iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
+    assert (results / "table3.md").read_text() == tables.to_markdown(tables.raw_score_table(synthetic_store, plan.TABLE3)) + "\n"
+    readme = (results / "README.md").read_text()
+    holds = sum(v == "holds" for _, _, v in EXPECTED_VERDICTS)
+    assert f"{holds} of {len(EXPECTED_VERDICTS)} claims hold at toy scale" in readme
+    assert "1.5 minutes" in readme and "- mapo: failed (exit 1)" in readme
+    assert "not drawn" not in readme
+    assert "| refdpo vs. Diff-DPO | 75.0 [62.5, 87.5] |" in readme
+    assert "| ref-explore | 900-1000 | 32 |" in (results / "timestep_analysis.md").read_text()
+
+
+def test_write_report_on_an_empty_store_reports_instead_of_failing(tmp_path):
+    results = tmp_path / "results"
+    write_report(Store(tmp_path / "empty.duckdb"), results)
+    assert (results / "table1.md").read_text() == "(no data)\n"
+    readme = (results / "README.md").read_text()
+    assert "0 of 18 claims hold" in readme and readme.count("not drawn: nothing to plot") == len(FIGURES)
+
+
+def counts(store):
+    return {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"][0]) for t in TABLES}
+
+
+def test_parquet_export_and_import_round_trip(synthetic_store, tmp_path):
+    source = Store(synthetic_store)
+    written = source.export_parquet(tmp_path / "data")
+    assert sorted(p.name for p in written) == sorted(f"{t}.parquet" for t in TABLES)
+    fresh = Store(tmp_path / "fresh.duckdb")
+    expected = counts(source)
+    assert all(expected.values())
+    assert fresh.import_parquet(tmp_path / "data") == sum(expected.values())
+    assert counts(fresh) == expected
+    fresh.import_parquet(tmp_path / "data")  # rows with the same key are replaced, not duplicated
+    assert counts(fresh) == expected
+    assert fresh.get_run("refdpo")["config"]["method"]["reward_scale"] == "inv-sqrt-snr"
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No REFBENCH_DB, a working directory without results/, and no repository results/ either."""
+    monkeypatch.delenv("REFBENCH_DB", raising=False)
+    monkeypatch.delenv("REFBENCH_RESULTS", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(reads, "__file__", str(tmp_path / "repo" / "analysis" / "reads.py"))
+    return tmp_path
+
+
+def test_load_results_reads_refbench_db_and_db_first(synthetic_store, clean_env, monkeypatch):
+    monkeypatch.setenv("REFBENCH_DB", str(synthetic_store))
+    assert load_results().path == synthetic_store
+    other = Store(clean_env / "other.duckdb")
+    assert load_results(other.path).path == other.path
+
+
+def test_load_results_falls_back_to_the_parquet_export(synthetic_store, clean_env, monkeypatch):
+    Store(synthetic_store).export_parquet(clean_env / "exported" / "data")
+    monkeypatch.setenv("REFBENCH_DB", str(clean_env / "missing.duckdb"))  # not a file: ignored
+    monkeypatch.setenv("REFBENCH_RESULTS", str(clean_env / "exported"))
+    store = load_results()
+    assert store.path != synthetic_store and store.path.suffix == ".duckdb"
+    assert counts(store) == counts(Store(synthetic_store))
+    assert tables.raw_score_table(store, plan.TABLE3).equals(tables.raw_score_table(synthetic_store, plan.TABLE3))
+
+
+def test_load_results_falls_back_to_the_repository_results(synthetic_store, clean_env):
+    """A notebook runs in notebooks/: the repository's results/ is found from there too."""
+    Store(synthetic_store).export_parquet(clean_env / "repo" / "results" / "data")
+    assert counts(load_results()) == counts(Store(synthetic_store))
+    shutil.copy(synthetic_store, clean_env / "repo" / "results" / "reproduce.duckdb")
+    assert load_results().path == clean_env / "repo" / "results" / "reproduce.duckdb"
+
+
+def test_load_results_without_any_store_says_where_it_looked(clean_env):
+    with pytest.raises(FileNotFoundError, match="no store found"):
+        load_results()
+
+
+# -- refbench plot ------------------------------------------------------------------------------------
+
+def refbench(monkeypatch, capsys, *args):
+    """`refbench ARGS` in this process, through the real entry point (its one-line error handling)."""
+    from refbench.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["refbench", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit:
+        code = exit.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args", [
+    ("kl",),  # the reproduction's runs
+    ("tau", "--runs", "refdpo-tau4,refdpo,refdpo-tau16"),
+    ("divergence-by-timestep", "--runs", "ref-explore,refdpo"),  # the first run is the 100%
+], ids=lambda args: args[0])
+def test_plot_figures(synthetic_store, tmp_path, monkeypatch, capsys, args):
+    out = tmp_path / "figure.png"
+    code, stdout, stderr = refbench(monkeypatch, capsys, "plot", *args, "--db", synthetic_store, "--out", out)
+    assert code == 0, stderr
+    assert stdout.strip() == f"figure: {out}"
+    assert_png(out)
+
+
+@pytest.mark.parametrize("kind, rows", [("table3", plan.TABLE3), ("table4", plan.TABLE4)])
+def test_plot_table_prints_markdown(synthetic_store, monkeypatch, capsys, kind, rows):
+    code, stdout, _ = refbench(monkeypatch, capsys, "plot", kind, "--db", synthetic_store)
+    assert code == 0
+    assert stdout == tables.to_markdown(tables.raw_score_table(synthetic_store, rows)) + "\n"
+    assert stdout.startswith("| model | run | human | colour | count | shape | aesthetic |")
+    assert "| Ours | refdpo | **0.700** |" in stdout or "| gamma = 0.9 + Scale (Ours) | refdpo | **0.700** |" in stdout
+
+
+def test_plot_table1_prints_win_rates(synthetic_store, monkeypatch, capsys):
+    code, stdout, _ = refbench(monkeypatch, capsys, "plot", "table1", "--db", synthetic_store)
+    assert code == 0
+    assert "| refdpo vs. Diff-DPO | 75.0 [62.5, 87.5] |" in stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("plot", "bogus"), "error: unknown plot 'bogus'; valid: kl, divergence-vs-score"),
+    (("plot", "kl", "--runs", "nobody"), "error: nothing to plot: no train_metrics in the store"),
+    (("plot", "table3", "--runs", "nobody"), "error: no data for table3 in"),
+])
+def test_plot_errors_are_one_line(synthetic_store, tmp_path, monkeypatch, capsys, args, message):
+    code, stdout, stderr = refbench(monkeypatch, capsys, *args, "--db", synthetic_store, "--out", tmp_path / "x.png")
+    assert code == 2
+    assert stderr.startswith(message) and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "x.png").exists()

@@ -1,0 +1,82 @@
+"""The command line, run as a user runs it: a real process, exit codes, stdout and stderr."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def refbench(*args, cwd=None):
+    env = {**os.environ, "REFBENCH_LOCK_TIMEOUT": "1"}
+    return subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_help_lists_commands_and_imports_nothing_heavy():
+    result = refbench("--help")
+    assert result.returncode == 0
+    for command in ("runs", "query", "config"):
+        assert command in result.stdout
+    probe = "import sys, refbench.cli.app; print(sorted(m for m in ('torch', 'diffusers', 'duckdb', 'pandas') if m in sys.modules))"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert imported == "[]"
+
+
+def test_runs_and_query_on_a_new_file(tmp_path):
+    db = str(tmp_path / "x.duckdb")
+    result = refbench("runs", "--db", db)
+    assert result.returncode == 0 and "no runs yet" in result.stdout
+    result = refbench("query", "select 1", "--db", db)
+    assert result.returncode == 0 and "1" in result.stdout
+    assert refbench("query", "select 42 as answer", "--db", db, "--format", "csv").stdout.strip() == "answer\n42"
+    assert '"answer": 42' in refbench("query", "select 42 as answer", "--db", db, "--format", "json").stdout
+
+
+def test_default_db_is_results_refbench_duckdb(tmp_path):
+    assert refbench("runs", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "results" / "refbench.duckdb").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("config", "--method", "dpo"), "error: unknown method 'dpo'; valid: diff-dpo"),
+        (("config", "--preset", "sd3"), "error: unknown preset 'sd3'; valid: sd15, sdxl, toy"),
+        (("config", "--config", "missing.toml"), "error: config file not found: missing.toml"),
+        (("query", "selec 1", "--db", "{db}"), "error: query failed: Parser Error"),
+        (("query", "select 1", "--db", "{db}", "--format", "xml"), "error: unknown format 'xml'"),
+        (("runs", "--db", "{bad}"), "error: cannot open the database"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    bad = tmp_path / "bad.duckdb"
+    bad.write_text("not a database")
+    args = [a.format(db=tmp_path / "x.duckdb", bad=bad) for a in args]
+    result = refbench(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_locked_database_from_the_cli(tmp_path):
+    db = tmp_path / "x.duckdb"
+    assert refbench("runs", "--db", str(db)).returncode == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('on', flush=True); time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "on"
+        result = refbench("runs", "--db", str(db))
+        assert result.returncode == 2 and "is locked by another process" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_config_prints_the_resolved_json():
+    import json
+
+    result = refbench("config", "--method", "ref-noreg", "--preset", "sd15")
+    assert result.returncode == 0
+    resolved = json.loads(result.stdout)
+    assert resolved["method"]["on_exceed"] == "none" and resolved["method"]["beta"] == 5000.0

@@ -1,0 +1,159 @@
+"""Prompt sets: toy sets, every local file format laid out like the hub files, errors.
+
+The hub is off (conftest sets HF_HUB_OFFLINE=1 and a temporary HF_HOME): the hub loaders
+are only checked to fail with one line that says how to pass a local file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from refbench.errors import RefbenchError
+from refbench.evaluation.prompt_sets import HPD_STYLES, PromptSetError, load_prompt_set, prompt_set_names
+from refbench.toy.prompts import prompt_set
+
+NAMES = ["toy-train", "toy-test", "pickapic-test", "hpdv2", "partiprompts"]
+
+
+def test_names() -> None:
+    assert prompt_set_names() == NAMES
+
+
+def test_toy_sets() -> None:
+    for name in ("toy-train", "toy-test"):
+        prompts = load_prompt_set(name)
+        assert prompts == [p.text for p in prompt_set(name)] and len(set(prompts)) == len(prompts)
+    assert not set(load_prompt_set("toy-train")) & set(load_prompt_set("toy-test"))
+    with pytest.raises(PromptSetError, match="takes no source"):
+        load_prompt_set("toy-test", "/tmp/x.txt")
+
+
+def test_unknown_name_one_line() -> None:
+    with pytest.raises(ValueError) as err:
+        load_prompt_set("parti")
+    msg = str(err.value)
+    assert "\n" not in msg and all(n in msg for n in NAMES)
+    assert isinstance(err.value, RefbenchError)
+
+
+@pytest.mark.parametrize("name,repo", [("pickapic-test", "yuvalkirstain/pickapic_v2"), ("hpdv2", "zhwang/HPDv2"),
+                                       ("partiprompts", "nateraw/parti-prompts")])
+def test_offline_hub_one_line(name: str, repo: str) -> None:
+    with pytest.raises(PromptSetError) as err:
+        load_prompt_set(name)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: cannot load {repo!r}") and "source=PATH" in msg
+
+
+def test_missing_local_file_one_line(tmp_path: Path) -> None:
+    with pytest.raises(PromptSetError) as err:
+        load_prompt_set("partiprompts", tmp_path / "PartiPrompts.tsv")
+    assert "\n" not in str(err.value) and "no such file" in str(err.value) and "partiprompts" in str(err.value)
+
+
+# ---- Pick-a-Pic ----------------------------------------------------------------
+
+CAPTIONS = ["a cat", "a dog ", "a cat", "", "  a red car", "a dog"]  # duplicates, blanks, spaces
+UNIQUE = ["a cat", "a dog", "a red car"]
+
+
+def test_pickapic_parquet_hub_layout(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    df = pd.DataFrame({"caption": CAPTIONS, "jpg_0": [b"\x00"] * 6, "label_0": [1.0] * 6})
+    df.iloc[:3].to_parquet(data / "test_unique-00000-of-00002-abc.parquet")
+    df.iloc[3:].to_parquet(data / "test_unique-00001-of-00002-def.parquet")
+    pd.DataFrame({"caption": ["train only"]}).to_parquet(data / "train-00000-of-00001.parquet")
+    assert load_prompt_set("pickapic-test", tmp_path) == UNIQUE  # folder: only test_unique files
+    assert load_prompt_set("pickapic-test", data / "test_unique-00000-of-00002-abc.parquet") == ["a cat", "a dog"]
+    assert load_prompt_set(f"pickapic-test={tmp_path}") == UNIQUE  # the name=source form
+
+
+@pytest.mark.parametrize("fmt", ["csv", "txt", "json", "jsonl"])
+def test_pickapic_other_formats(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"captions.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame({"id": range(6), "Caption": CAPTIONS}).to_csv(path, index=False)  # column case ignored
+    elif fmt == "txt":
+        path.write_text("\n".join(CAPTIONS) + "\n")
+    elif fmt == "json":
+        path.write_text(json.dumps([{"caption": c, "x": 1} for c in CAPTIONS]))
+    else:
+        path.write_text("\n".join(json.dumps(c) for c in CAPTIONS) + "\n")
+    assert load_prompt_set("pickapic-test", str(path)) == UNIQUE
+
+
+def test_prompt_none_stays_a_prompt(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("caption\nNone\nNA\na cat\n")
+    assert load_prompt_set("pickapic-test", path) == ["None", "NA", "a cat"]
+
+
+def test_wrong_column_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"a": ["x"], "b": ["y"]}).to_csv(path, index=False)
+    with pytest.raises(PromptSetError) as err:
+        load_prompt_set("pickapic-test", path)
+    assert "\n" not in str(err.value) and "'caption'" in str(err.value) and "a, b" in str(err.value)
+
+
+def test_unsupported_and_empty(tmp_path: Path) -> None:
+    (tmp_path / "p.xlsx").write_text("x")
+    with pytest.raises(PromptSetError, match="unsupported file"):
+        load_prompt_set("partiprompts", tmp_path / "p.xlsx")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(PromptSetError, match="no prompts"):
+        load_prompt_set("partiprompts", tmp_path / "empty.txt")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(PromptSetError) as err:
+        load_prompt_set("hpdv2", tmp_path / "bad.json")
+    assert "\n" not in str(err.value) and "cannot read" in str(err.value)
+
+
+# ---- HPDv2 ----------------------------------------------------------------------
+
+
+def _hpd(folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    expect = []
+    for style in reversed(HPD_STYLES):  # written out of order: read in the benchmark's order
+        prompts = [f"{style} prompt {i}" for i in range(3)] + ["shared prompt"]
+        (folder / f"{style}.json").write_text(json.dumps(prompts))
+    for style in HPD_STYLES:
+        expect += [f"{style} prompt {i}" for i in range(3)] + ["shared prompt"]
+    (folder / "drawbench.json").write_text(json.dumps(["not part of the benchmark"]))
+    return expect
+
+
+def test_hpdv2_folders(tmp_path: Path) -> None:
+    expect = _hpd(tmp_path / "hub" / "benchmark")
+    assert load_prompt_set("hpdv2", tmp_path / "hub") == expect  # hub layout
+    assert load_prompt_set("hpdv2", tmp_path / "hub" / "benchmark") == expect  # flat folder
+    assert len(expect) == 16 and expect.count("shared prompt") == 4  # as published: no dedup
+    assert load_prompt_set("hpdv2", tmp_path / "hub" / "benchmark" / "photo.json")[0] == "photo prompt 0"
+
+
+def test_hpdv2_single_files(tmp_path: Path) -> None:
+    prompts = [f"p{i}" for i in range(5)]
+    (tmp_path / "all.json").write_text(json.dumps({"prompt": prompts}))
+    assert load_prompt_set("hpdv2", tmp_path / "all.json") == prompts
+    (tmp_path / "all.txt").write_text("\n".join(prompts))
+    assert load_prompt_set("hpdv2", tmp_path / "all.txt") == prompts
+
+
+# ---- PartiPrompts ---------------------------------------------------------------
+
+
+def test_partiprompts_tsv(tmp_path: Path) -> None:
+    rows = [("bond", "Abstract", "Basic", ""), ('A sign that says "Hello World"', "Text", "Writing", ""),
+            ("bond", "Abstract", "Basic", "repeated"), ("a photo of a cat, 4k", "Animals", "Basic", "")]
+    tsv = tmp_path / "PartiPrompts.tsv"
+    tsv.write_text("Prompt\tCategory\tChallenge\tNote\n" + "".join("\t".join(r) + "\n" for r in rows))
+    assert load_prompt_set("partiprompts", tsv) == [r[0] for r in rows]  # order kept, no dedup
+    assert load_prompt_set("partiprompts", tmp_path) == [r[0] for r in rows]  # folder: finds the tsv
+    pd.DataFrame({"Prompt": [r[0] for r in rows], "Category": [r[1] for r in rows]}).to_parquet(tmp_path / "p.parquet")
+    assert load_prompt_set("partiprompts", tmp_path / "p.parquet") == [r[0] for r in rows]

@@ -1,0 +1,82 @@
+"""The preference-pair loader: winner first, ties dropped and counted, bad rows skipped and counted."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from refbench.training.data import DataError, PreferencePairs, decode_image, load_pairs_table
+
+
+def png(value: int, size: int = 4) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write(tmp_path, rows, name="pairs.parquet"):
+    path = tmp_path / name
+    pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), path)
+    return path
+
+
+def row(caption="a cat", first=10, second=20, label=1.0):
+    return {"caption": caption, "jpg_0": png(first) if isinstance(first, int) else first,
+            "jpg_1": png(second) if isinstance(second, int) else second, "label_0": label}
+
+
+def test_winner_first_and_skips_counted(tmp_path):
+    """Rows: label 1 (image 0 wins), label 0 (image 1 wins), a tie, an empty caption, label 2,
+    and a corrupt image. Kept: 3 pairs (the corrupt one is found on access); winners carry
+    pixel values 10, 30, 50."""
+    rows = [row("a", 10, 20, 1.0), row("b", 40, 30, 0.0), row("c", 1, 2, 0.5), row("", 1, 2, 1.0),
+            row("d", 1, 2, 2.0), row("e", 50, b"\x89PNG broken", 1.0)]
+    pairs = PreferencePairs(load_pairs_table(write(tmp_path, rows)))
+    assert len(pairs) == 3
+    assert pairs.skipped.as_dict() == {"empty caption": 1, "label outside {0, 0.5, 1}": 1, "tie": 1}
+    caption, winner, loser = pairs[0]
+    assert caption == "a" and winner[0, 0, 0] == 10 and loser[0, 0, 0] == 20
+    caption, winner, loser = pairs[1]
+    assert caption == "b" and winner[0, 0, 0] == 30 and loser[0, 0, 0] == 40
+    assert pairs[2] is None
+    assert pairs.skipped.counts["unreadable image"] == 1
+    captions, winners, losers = PreferencePairs.collate([pairs[0], pairs[2], pairs[1]])
+    assert captions == ["a", "b"] and winners.shape == (2, 4, 4, 3) and losers[:, 0, 0, 0].tolist() == [20, 40]
+
+
+def test_resize_to_resolution():
+    """An 8 x 4 image resized to 2 px: shorter side 4 -> 2 (scale 0.5), 4 x 2, centre crop 2 x 2."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((4, 8, 3), 200, dtype=np.uint8)).save(buffer, format="PNG")
+    image = decode_image(buffer.getvalue(), size=2)
+    assert image.shape == (2, 2, 3) and image.dtype == np.uint8 and abs(int(image[0, 0, 0]) - 200) <= 1
+
+
+def test_unusable_sources_are_one_error(tmp_path):
+    with pytest.raises(DataError, match="preference data not found"):
+        load_pairs_table(tmp_path / "missing.parquet")
+    not_parquet = tmp_path / "text.parquet"
+    not_parquet.write_text("caption,jpg_0\n")
+    with pytest.raises(DataError, match="is not a readable parquet file"):
+        load_pairs_table(not_parquet)
+    no_label = write(tmp_path, [{"caption": "a", "jpg_0": png(1), "jpg_1": png(2)}], "nolabel.parquet")
+    with pytest.raises(DataError, match="lacks the column\\(s\\) label_0"):
+        load_pairs_table(no_label)
+    only_ties = write(tmp_path, [row(label=0.5), row(label=0.5)], "ties.parquet")
+    with pytest.raises(DataError, match="no usable preference pairs .*'tie': 2"):
+        PreferencePairs(load_pairs_table(only_ties))
+    with pytest.raises(DataError, match="no parquet files"):
+        load_pairs_table(tmp_path / "empty_dir" if (tmp_path / "empty_dir").mkdir() is None else None)
+
+
+def test_folder_of_parquet_and_max_pairs(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write(folder, [row("a"), row("b")], "part-0.parquet")
+    write(folder, [row("c"), row("d")], "part-1.parquet")
+    table = load_pairs_table(folder)
+    assert table.num_rows == 4
+    assert PreferencePairs(table, max_pairs=3).captions == ["a", "b", "c"]
