@@ -16,7 +16,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+FOLDER = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
 EXPECTED = {"fig1b_kl", "fig1c_divergence_vs_score", "fig2_timestep", "fig4_tau", "fig5_divergence_by_timestep",
             "table1_winrates", "table3_exploration", "table4_timestep_aware", "claims"}
