@@ -136,13 +136,30 @@ class DataConfig:
 
     source: str = "toy"  # "toy" (built-in pairs), a hub id, or a local parquet file/folder
     split: str = "train"
-    cache_latents: bool = False  # encode VAE latents and text embeddings once
     max_pairs: int | None = None
+    # A folder of VAE latents and text embeddings on disk (refbench cache-latents), built on
+    # first use if missing; shared by every run whose model, resolution and data match.
+    latent_cache: str | None = None
+    latent_dtype: Literal["float16", "float32"] = "float16"  # what the cache stores
+    # DataLoader workers decoding images (None: one per spare CPU core, at most 8).
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
+        _check_literals(self, "data")
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
+        _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", "must be a folder, or unset")
+        _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
+
+    def resolved_num_workers(self, local_processes: int = 1) -> int:
+        """``num_workers``, or the CPU cores left per training process after its own, at most 8."""
+        if self.num_workers is not None:
+            return self.num_workers
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(0, min(8, cores // max(1, local_processes) - 1))
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ class Store:
         return self.query(
             """
             SELECT r.name, r.method, r.preset, r.status, m.last_step AS steps, e.events AS ref_events,
-                   r.seed, strftime(r.created_at, '%Y-%m-%d %H:%M') AS created, r.git_revision
+                   r.seed, strftime(r.created_at, '%Y-%m-%d %H:%M') AS created, r.git_revision, r.run_dir
             FROM runs r
             LEFT JOIN (SELECT run, max(step) AS last_step FROM train_metrics GROUP BY run) m ON m.run = r.name
             LEFT JOIN (SELECT run, count(*) AS events FROM ref_events WHERE kind NOT LIKE 'nonfinite%' GROUP BY run) e

@@ -45,6 +45,7 @@ class World:
     root: Path
     quick: bool = False
     notes: list[str] = field(default_factory=list)
+    latent_cache: Path | None = None  # trainers read it unless asked not to (make_trainer(cached=False))
 
     def config(self, method: str, *, lora_rank: int = 0, sections: dict | None = None):
         from ..config import load_config
@@ -78,23 +79,30 @@ def sd_world(root: Path, quick: bool) -> World:
     pairs = write_pairs(build_pairs(32, "train", seed=1), root / "sd-pairs.parquet")
     world = World("sd15-tiny", "sd15", {
         "model": {"pretrained": str(folder), "resolution": 16, "gradient_checkpointing": False, "mixed_precision": "no"},
-        "data": {"source": str(pairs), "cache_latents": True},
+        "data": {"source": str(pairs), "num_workers": 0},
         "method": {"tau": 8, "delta": NEVER},
         "training": {"batch_size": 4, "gradient_accumulation_steps": 1, "monitor_every": 8, "lr_warmup_steps": 0},
-    }, root, quick)
-    world.notes.append("sd15-tiny: sd15 preset on a tiny random-weight pipeline, fp32, cached latents, "
+    }, root, quick, latent_cache=root / "sd15-tiny-latents")
+    world.notes.append("sd15-tiny: sd15 preset on a tiny random-weight pipeline, fp32, latents from the disk cache, "
                        "batch 4 pairs, accumulation 1, tau 8, monitor every 8 (4 winners)")
     return world
 
 
 # -- driving the real trainer --------------------------------------------------------------
-def make_trainer(world: World, method: str, accelerator, *, lora_rank: int = 0, sections: dict | None = None):
-    from ..training.run import load_preference_pairs
+def make_trainer(world: World, method: str, accelerator, *, lora_rank: int = 0, sections: dict | None = None,
+                 cached: bool = True):
+    from ..training.data import load_preference_pairs
+    from ..training.run import open_latent_cache
     from ..training.trainer import Trainer
 
+    sections = {key: dict(value) for key, value in (sections or {}).items()}
+    if world.latent_cache is not None and cached:
+        sections.setdefault("data", {}).update(latent_cache=str(world.latent_cache), latent_dtype="float32")
     config = world.config(method, lora_rank=lora_rank, sections=sections)
     pairs = load_preference_pairs(config)
-    trainer = Trainer(config, pairs, world.root / "runs" / config.name, None, accelerator=accelerator, progress=False)
+    cache = open_latent_cache(config, pairs, accelerator, progress=False)
+    trainer = Trainer(config, pairs, world.root / "runs" / config.name, None, accelerator=accelerator, progress=False,
+                      latent_cache=cache)
     trainer.save = lambda: None  # checkpoints are not part of a step
     return trainer
 

@@ -123,7 +123,7 @@ def time_world(world: World, accelerator, repetitions: int, *, uncached: bool) -
         cases["refdpo+log"] = refdpo_logged
     other = None
     if uncached:  # (f) the same refdpo step, encoding images and captions every step
-        other = make_trainer(world, "refdpo", accelerator, sections={"data": {"cache_latents": False}})
+        other = make_trainer(world, "refdpo", accelerator, cached=False)
         cases["refdpo-uncached"] = lambda: advance(other, steps)
     _log(f"[{world.name}] warm-up: {steps} steps each (monitor set, caches, first allocations)")
     for trainer in (diff, ref, other):
@@ -198,7 +198,7 @@ def analysis_workload(world: World, trainer, quick: bool):
     if entry is None:
         return None, "refbench.experiments.timestep_analysis has no evaluate_errors (hook not wired)"
     from ..training.modelset import POLICY, REFERENCE
-    from ..training.run import load_preference_pairs
+    from ..training.data import load_preference_pairs
 
     config = trainer.config
     validation = dataclasses.replace(config, data=dataclasses.replace(config.data, max_pairs=ANALYSIS_PAIRS[quick]))

@@ -54,6 +54,7 @@ def sweep(
     preset: str = typer.Option("toy", "--preset", help="Model/data preset."),
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each its own process)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status, train nothing."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of settings every run shares (e.g. [data] latent_cache)."),
     db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -62,7 +63,12 @@ def sweep(
     from ..store import Store
     from ..experiments.sweep import grid_specs, run_specs, spec_status
 
-    specs = grid_specs(parse_list(methods), preset=preset, max_steps=max_steps, tau=parse_list(tau, int),
+    from ..config import read_config_file
+
+    shared = read_config_file(config_file) if config_file else {}
+    extra = {section: dict(shared[section]) for section in ("model", "data", "training", "method") if section in shared}
+    extra.get("method", {}).pop("name", None)  # --methods names the methods
+    specs = grid_specs(parse_list(methods), preset=preset, max_steps=max_steps, extra=extra, tau=parse_list(tau, int),
                        gamma=parse_list(gamma, float), beta=parse_list(beta, float), lr=parse_list(lr, float), seed=parse_list(seeds, int))
     if dry_run:
         store = Store(db)

@@ -12,14 +12,16 @@ from .common import DB_OPTION, parse_format
 def runs(db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown.")) -> None:
     """List the runs in the store, with status and progress."""
     from ..display import render_frame
-    from ..store import Store
+    from ..training.run import runs_table
 
     fmt = parse_format(fmt)
-    frame = Store(db).list_runs()
+    frame, hints = runs_table(db)
     if frame.empty and fmt == "table":
         typer.echo(f"no runs yet in {db}")
         return
     typer.echo(render_frame(frame, fmt, title=f"runs in {db}"))
+    for hint in hints if fmt == "table" else []:
+        typer.echo(hint, err=True)
 
 
 def query(

@@ -72,3 +72,25 @@ def train(
         return
     typer.echo(f"run {resolved.name} finished: {run_dir}")
     typer.echo(f"look at it: refbench query \"select step, loss, accuracy, margin, div_ref from train_metrics where run = '{resolved.name}'\" --db {db}")
+
+
+def cache_latents(
+    out: Path = typer.Option(..., "--out", help="Folder for the cache (resumed if it holds an unfinished one)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, sd15, sdxl."),
+    model: Optional[str] = typer.Option(None, "--model", help="Hub id or local diffusers folder."),
+    data: Optional[str] = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size in pixels."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float16 (default) or float32."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON config file."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Write the VAE latents and text embeddings of every usable pair to disk, once, for every run
+    that trains this model on this data (set data.latent_cache = OUT in their config)."""
+    from ..config import load_config
+    from ..training.cache_build import build_latent_cache
+
+    overrides = {"model": {"pretrained": model, "resolution": resolution},
+                 "data": {"source": data, "latent_cache": str(out), "latent_dtype": dtype}}
+    resolved = load_config(method="diff-dpo", preset=preset, config_file=config_file, overrides=overrides)
+    folder = build_latent_cache(resolved, out, progress=progress)
+    typer.echo(f"latent cache: {folder} (train with data.latent_cache = \"{folder}\" in a --config file)")

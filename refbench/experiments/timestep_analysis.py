@@ -128,7 +128,7 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
     from ..method.interval_stats import interval_statistics
     from ..training.modelset import POLICY, REFERENCE
     from ..method.timesteps import reward_scale
-    from ..training.run import load_preference_pairs
+    from ..training.data import load_preference_pairs
 
     if against not in ("reference", "init"):
         raise RefbenchError(f"--against must be 'reference' or 'init'; got {against!r}")

@@ -2,8 +2,12 @@
 
 The pair order is a function of (seed, micro-step, process): epochs of seeded permutations,
 split across processes, so a resumed run sees the same batches as an uninterrupted one.
-With ``data.cache_latents`` the VAE latents and text embeddings of each pair are kept in
-memory (on the CPU) after their first use and reused every epoch.
+Images are read and decoded by a ``torch.utils.data.DataLoader`` (``data.num_workers``
+workers, prefetching, pinned memory on a GPU); its batch sampler yields the micro-batches in
+order from the first one asked for, so the batches are the same whatever the number of
+workers. A pair found unreadable by any worker is counted once, here, in the main process.
+With ``data.latent_cache`` the batches come from the on-disk cache instead: no image is
+decoded and no VAE runs.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import torch
 
 from .backends import Backend, Conditioning
 from .data import PreferencePairs
+from .latent_cache import LatentCache
 
-__all__ = ["PairOrder", "StepBatch", "BatchSource"]
+__all__ = ["PairOrder", "StepBatch", "BatchSource", "decoded_pair_loader"]
 
 
 class PairOrder:
@@ -44,52 +49,99 @@ class StepBatch:
     pairs: int
 
 
+class _DecodedPairs(torch.utils.data.Dataset):
+    """Index -> (index, (caption, winner, loser) or None); runs in the DataLoader's workers."""
+
+    def __init__(self, pairs: PreferencePairs):
+        self.pairs = pairs
+
+    def __getitem__(self, index: int):
+        return index, self.pairs.load(index)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _collate(items) -> dict:
+    """In the worker: stack the readable pairs as uint8 tensors (pinnable), list the unreadable."""
+    readable = [(i, item) for i, item in items if item is not None]
+    out = {"indices": [i for i, _ in readable], "unreadable": [i for i, item in items if item is None],
+           "captions": [item[0] for _, item in readable], "winners": None, "losers": None}
+    if readable:
+        out["winners"] = torch.from_numpy(np.stack([item[1] for _, item in readable]))
+        out["losers"] = torch.from_numpy(np.stack([item[2] for _, item in readable]))
+    return out
+
+
+def decoded_pair_loader(pairs: PreferencePairs, batches, *, num_workers: int, pin_memory: bool = False):
+    """A DataLoader yielding, in order, one collated dict per list of pair indices in ``batches``."""
+    return torch.utils.data.DataLoader(_DecodedPairs(pairs), batch_sampler=batches, num_workers=num_workers,
+                                       collate_fn=_collate, pin_memory=pin_memory,
+                                       prefetch_factor=2 if num_workers else None)
+
+
+class _MicroBatchIndices:
+    """The batch sampler: pair indices of micro-steps start, start + 1, ... (without end)."""
+
+    def __init__(self, order: PairOrder, start: int, batch_size: int, process: int, num_processes: int):
+        self.order, self.start, self.args = order, start, (batch_size, process, num_processes)
+
+    def __iter__(self):
+        micro_step = self.start
+        while True:
+            yield self.order.indices(micro_step, *self.args)
+            micro_step += 1
+
+
 class BatchSource:
     """Encoded micro-batches for one process: ``micro_batch(k)`` is the k-th of the run."""
 
     def __init__(self, pairs: PreferencePairs, backend: Backend, *, batch_size: int, seed: int, winners_only: bool,
-                 cache_latents: bool, process_index: int = 0, num_processes: int = 1, device="cpu"):
+                 num_workers: int = 0, latent_cache: LatentCache | None = None, process_index: int = 0,
+                 num_processes: int = 1, device="cpu"):
         self.pairs, self.backend, self.batch_size = pairs, backend, batch_size
         self.winners_only = winners_only  # SFT trains on winners alone
         self.process_index, self.num_processes, self.device = process_index, num_processes, device
+        self.num_workers, self.cache = num_workers, latent_cache
         self.order = PairOrder(len(pairs), seed)
-        # pair index -> (latents of winner and loser, conditioning) on the CPU, or None when unreadable
-        self._encoded: dict[int, tuple[torch.Tensor, Conditioning] | None] | None = {} if cache_latents else None
+        self._loader_iter, self._next_micro_step = None, None
 
     def micro_batch(self, micro_step: int) -> StepBatch | None:
         """The micro-batch's pairs, encoded; None when every image in it was unreadable."""
-        indices = self.order.indices(micro_step, self.batch_size, self.process_index, self.num_processes)
-        if self._encoded is not None:
-            return self._cached_batch(indices)
-        collated = PreferencePairs.collate([self.pairs[i] for i in indices])
-        if collated is None:
-            return None
-        captions, winners, losers = collated
-        return self.encode(captions, winners, losers)
+        if self.cache is not None:
+            return self.encoded_pairs(self.order.indices(micro_step, self.batch_size, self.process_index,
+                                                         self.num_processes))
+        if self._loader_iter is None or micro_step != self._next_micro_step:  # first use, or a jump (resume)
+            self.close()
+            sampler = _MicroBatchIndices(self.order, micro_step, self.batch_size, self.process_index, self.num_processes)
+            pin = torch.device(self.device).type == "cuda"
+            self._loader_iter = iter(decoded_pair_loader(self.pairs, sampler, num_workers=self.num_workers, pin_memory=pin))
+        self._next_micro_step = micro_step + 1
+        return self._encode_collated(next(self._loader_iter))
 
-    def encode(self, captions: list[str], winners: np.ndarray, losers: np.ndarray) -> StepBatch:
+    def encoded_pairs(self, indices: list[int]) -> StepBatch | None:
+        """The readable pairs among ``indices``, encoded, read here in the main process (the monitor
+        set, and every batch when the latent cache is used)."""
+        if self.cache is not None:
+            x0, cond, count, unreadable = self.cache.pairs(indices, self.winners_only)
+            for index in unreadable:
+                self.pairs.note_unreadable(index)
+            return None if x0 is None else StepBatch(x0.to(self.device), cond.to(self.device), count)
+        items = [(i, self.pairs[i]) for i in indices]
+        return self._encode_collated(_collate([(i, item) for i, item in items]))
+
+    def _encode_collated(self, batch: dict) -> StepBatch | None:
+        for index in batch["unreadable"]:
+            self.pairs.note_unreadable(index)
+        if batch["winners"] is None:
+            return None
+        winners, losers = batch["winners"].numpy(), batch["losers"].numpy()
         images = winners if self.winners_only else np.concatenate([winners, losers])
         with torch.no_grad():
             x0 = self.backend.encode_images(images)
-            cond = self.backend.encode_text(captions)
-        return StepBatch(x0, cond, len(captions))
+            cond = self.backend.encode_text(batch["captions"])
+        return StepBatch(x0, cond, len(batch["captions"]))
 
-    def _cached_batch(self, indices: list[int]) -> StepBatch | None:
-        missing = [i for i in indices if i not in self._encoded]
-        usable = [(i, item) for i, item in ((i, self.pairs[i]) for i in missing) if item is not None]
-        if usable:
-            captions, winners, losers = PreferencePairs.collate([item for _, item in usable])
-            fresh = self.encode(captions, winners, losers)
-            n = fresh.pairs
-            for k, (i, _) in enumerate(usable):
-                x0 = fresh.x0[[k]] if fresh.x0.shape[0] == n else fresh.x0[[k, n + k]]
-                self._encoded[i] = (x0.cpu(), fresh.cond.select(slice(k, k + 1)).to("cpu"))
-        for i in missing:
-            self._encoded.setdefault(i, None)  # unreadable: skipped from now on, counted once
-        entries = [self._encoded[i] for i in indices if self._encoded[i] is not None]
-        if not entries:
-            return None
-        x0 = torch.cat([e[0][:1] for e in entries] + [e[0][1:] for e in entries]).to(self.device)
-        hidden = torch.cat([e[1].hidden for e in entries]).to(self.device)
-        added = {k: torch.cat([e[1].added[k] for e in entries]).to(self.device) for k in entries[0][1].added}
-        return StepBatch(x0, Conditioning(hidden, added), len(entries))
+    def close(self) -> None:
+        """Stop the DataLoader's workers (they also stop when the source is dropped)."""
+        self._loader_iter = None

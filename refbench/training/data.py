@@ -6,27 +6,31 @@ puts the winner first, drops ties, and skips rows it cannot use (empty caption, 
 outside {0, 0.5, 1}, unreadable image), counting every skip by reason. A source that is
 not usable at all (missing file, not parquet, missing columns, no usable rows) is one
 ``DataError`` before training starts.
+
+Memory does not grow with the data set (Pick-a-Pic v2 is ~335 GB): screening reads only the
+``caption`` and ``label_0`` columns, and what is kept is the usable rows' numbers and winner
+side (9 bytes a pair). Captions and image bytes are read by row when a batch needs them,
+from the parquet row group that holds the row (``sources.ParquetSource``, a few row groups
+kept per process) or from the memory-mapped Arrow table a hub data set already is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import RefbenchError
+from .sources import REQUIRED_COLUMNS, DataError, PairSource, TableSource, open_pair_source
 
-__all__ = ["DataError", "PreferencePairs", "SkipCounts", "load_pairs_table", "decode_image", "REQUIRED_COLUMNS"]
+__all__ = ["DataError", "PreferencePairs", "SkipCounts", "open_pair_source", "decode_image", "REQUIRED_COLUMNS",
+           "load_preference_pairs"]
 
-REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
-
-
-class DataError(RefbenchError):
-    """The preference data cannot be used at all."""
+# Pairs screened per scan batch: bounded memory for captions and labels while screening.
+SCAN_BATCH_ROWS = 65_536
 
 
 @dataclass
@@ -61,91 +65,95 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
         raise ValueError(f"not a readable image ({type(exc).__name__})") from None
 
 
-def load_pairs_table(source: str | Path, split: str = "train"):
-    """A pyarrow Table from a parquet file, a folder of parquet files, or a hub dataset id."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(source)
-    if path.exists():
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        if not files:
-            raise DataError(f"no parquet files in {path}")
-        try:
-            table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-        except (pa.ArrowException, OSError) as exc:  # not parquet, truncated, or parts with clashing schemas
-            raise DataError(f"{path} is not a readable parquet file: {str(exc).splitlines()[0]}") from None
-    elif "/" in str(source) and not str(source).startswith((".", "/")):
-        table = _load_hub_dataset(str(source), split)
-    else:
-        raise DataError(f"preference data not found: {source}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise DataError(f"{source} lacks the column(s) {', '.join(missing)}; the Pick-a-Pic v2 schema needs {', '.join(REQUIRED_COLUMNS)}")
-    return table.select(list(REQUIRED_COLUMNS))
-
-
-def _load_hub_dataset(name: str, split: str):
-    try:
-        import datasets
-
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # the hub raises many kinds; the user needs one sentence
-        raise DataError(f"cannot load the dataset {name!r} (split {split!r}): {str(exc).splitlines()[0]}") from None
-    return dataset.data.table
-
-
 class PreferencePairs:
-    """Usable pairs, winner first. Rows are screened on load (labels, captions) and images on access.
+    """Usable pairs, winner first. Rows are screened on construction (labels, captions, from those
+    two columns only) and images are read and decoded on access.
 
-    ``__getitem__`` returns ``(caption, winner uint8 HWC, loser uint8 HWC)`` or ``None`` for a
-    pair whose image cannot be decoded (counted in ``skipped``); ``collate`` drops the Nones.
+    ``load(i)`` returns ``(caption, winner uint8 HWC, loser uint8 HWC)`` or ``None`` for a pair
+    whose image cannot be decoded, and changes nothing (DataLoader workers call it);
+    ``__getitem__`` does the same and also counts the unreadable pair once in ``skipped``.
+    ``fingerprint`` is a hash of the screened rows (captions, labels, source files and sizes).
     """
 
-    def __init__(self, table, *, resolution: int | None = None, max_pairs: int | None = None):
-        self.resolution = resolution
+    def __init__(self, source: PairSource, *, resolution: int | None = None, max_pairs: int | None = None):
+        import pyarrow as pa
+
+        if isinstance(source, pa.Table):
+            source = TableSource(source)
+        self.source, self.resolution = source, resolution
         self.skipped = SkipCounts()
-        captions = table.column("caption").to_pylist()
-        labels = table.column("label_0").to_pylist()
-        keep, winner_first = [], []
-        for index, (caption, label) in enumerate(zip(captions, labels)):
-            if not isinstance(caption, str) or not caption.strip():
-                self.skipped.add("empty caption")
-            elif label not in (0, 0.5, 1):
-                self.skipped.add("label outside {0, 0.5, 1}")
-            elif label == 0.5:
-                self.skipped.add("tie")
-            else:
-                keep.append(index)
-                winner_first.append(label == 1)
-            if max_pairs is not None and len(keep) >= max_pairs:
+        rows, winner_first, kept = [], [], 0
+        digest = hashlib.sha256(source.description().encode())
+        for offset, captions, labels in source.scan_labels(SCAN_BATCH_ROWS):
+            keep, winner, counts = screen(captions, labels)
+            for reason, n in counts.items():
+                self.skipped.add(reason, n)
+            digest.update("\x00".join(c if isinstance(c, str) else "\x01" for c in captions).encode())
+            digest.update(np.asarray(labels, dtype=np.float64).tobytes())
+            if max_pairs is not None and kept + len(keep) >= max_pairs:
+                room = max_pairs - kept
+                last_kept = keep[room - 1]
+                self._undo_skips_after(captions, labels, last_kept)
+                rows.append(keep[:room] + offset)
+                winner_first.append(winner[:room])
                 break
-        if not keep:
+            rows.append(keep + offset)
+            winner_first.append(winner)
+            kept += len(keep)
+        self.rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+        self.winner_is_0 = np.concatenate(winner_first).astype(bool) if winner_first else np.zeros(0, bool)
+        if not len(self.rows):
             raise DataError(f"no usable preference pairs (skipped: {self.skipped.as_dict() or 'none, the data is empty'})")
-        self._table = table.take(keep)
-        self._winner_is_0 = np.asarray(winner_first)
-        self.captions = [captions[i] for i in keep]
-        self._unreadable: set[int] = set()  # pairs found unreadable: counted once, not decoded again
+        digest.update(self.rows.tobytes())
+        self.fingerprint = digest.hexdigest()
+        self._unreadable: set[int] = set()  # pairs found unreadable: counted once, not decoded again here
+
+    def _undo_skips_after(self, captions, labels, last_kept: int) -> None:
+        """With ``max_pairs``, rows after the last kept one were screened but are not part of the
+        data: their skips are not counted (as a row-by-row screen that stops there would do)."""
+        _, _, later = screen(captions[last_kept + 1:], labels[last_kept + 1:])
+        for reason, n in later.items():
+            self.skipped.counts[reason] -= n
+            if not self.skipped.counts[reason]:
+                del self.skipped.counts[reason]
 
     def __len__(self) -> int:
-        return len(self.captions)
+        return len(self.rows)
 
-    def __getitem__(self, index: int):
-        if index in self._unreadable:
-            return None
-        row = self._table.slice(index, 1)
-        first, second = row.column("jpg_0")[0].as_py(), row.column("jpg_1")[0].as_py()
+    def caption(self, index: int) -> str:
+        return self.source.read_row(int(self.rows[index]), ("caption",))["caption"]
+
+    def load(self, index: int):
+        """(caption, winner, loser) decoded at ``resolution``, or None if an image is unreadable."""
+        row = self.source.read_row(int(self.rows[index]), ("caption", "jpg_0", "jpg_1"))
+        first, second = row["jpg_0"], row["jpg_1"]
         if isinstance(first, dict):  # datasets' Image feature stores {"bytes", "path"}
             first, second = first.get("bytes"), second.get("bytes")
         try:
             image_0, image_1 = decode_image(first, self.resolution), decode_image(second, self.resolution)
         except ValueError:
+            return None
+        if self.winner_is_0[index]:
+            return row["caption"], image_0, image_1
+        return row["caption"], image_1, image_0
+
+    def note_unreadable(self, index: int) -> None:
+        """Count an unreadable pair once, whichever process or worker found it."""
+        if index not in self._unreadable:
             self._unreadable.add(index)
             self.skipped.add("unreadable image")
+
+    def __getitem__(self, index: int):
+        if index in self._unreadable:
             return None
-        if self._winner_is_0[index]:
-            return self.captions[index], image_0, image_1
-        return self.captions[index], image_1, image_0
+        item = self.load(index)
+        if item is None:
+            self.note_unreadable(index)
+        return item
+
+    def held_bytes(self) -> int:
+        """What this object keeps in memory: the row index and the source's row-group cache."""
+        return self.rows.nbytes + self.winner_is_0.nbytes + self.source.held_bytes()
 
     def check_readable(self, probe: int = 32) -> None:
         """One DataError before training if none of the first ``probe`` pairs has readable images
@@ -162,3 +170,31 @@ class PreferencePairs:
             return None
         captions, winners, losers = zip(*items)
         return list(captions), np.stack(winners), np.stack(losers)
+
+
+def screen(captions: list, labels: list) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Positions of the usable rows, whether image 0 wins there, and the skips by reason."""
+    counts: Counter = Counter()
+    keep, winner = [], []
+    for index, (caption, label) in enumerate(zip(captions, labels)):
+        if not isinstance(caption, str) or not caption.strip():
+            counts["empty caption"] += 1
+        elif label not in (0, 0.5, 1):  # None and NaN too
+            counts["label outside {0, 0.5, 1}"] += 1
+        elif label == 0.5:
+            counts["tie"] += 1
+        else:
+            keep.append(index)
+            winner.append(label == 1)
+    return np.asarray(keep, dtype=np.int64), np.asarray(winner, dtype=bool), counts
+
+
+def load_preference_pairs(config):
+    """The usable pairs of a run config's ``data`` (the toy pairs are built on first use)."""
+    source = config.data.source
+    if source == "toy":
+        from ..toy.dataset import ensure_toy_pairs, pairs_path
+
+        source = str(pairs_path(config.data.split, ensure_toy_pairs()))
+    return PreferencePairs(open_pair_source(source, config.data.split), resolution=config.model.resolution,
+                           max_pairs=config.data.max_pairs)

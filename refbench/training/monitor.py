@@ -12,16 +12,17 @@ import torch
 
 from ..method.divergence import divergence
 from .backends import Backend, Conditioning
-from .data import PreferencePairs
+from .batches import BatchSource
 from .modelset import REFERENCE
 from .seeding import step_generator
 
 __all__ = ["DivergenceMonitor"]
 
 class DivergenceMonitor:
-    def __init__(self, pairs: PreferencePairs, backend: Backend, models, accelerator, *, size: int, seed: int,
+    def __init__(self, batches: BatchSource, backend: Backend, models, accelerator, *, size: int, seed: int,
                  reference_syncs: bool):
-        self.pairs, self.backend, self.models, self.accelerator = pairs, backend, models, accelerator
+        self.batches, self.pairs = batches, batches.pairs
+        self.backend, self.models, self.accelerator = backend, models, accelerator
         self.size, self.seed = size, seed
         self.reference_syncs = reference_syncs  # False: the reference is the initial model, fixed
         self._inputs: tuple[torch.Tensor, Conditioning, torch.Tensor, torch.Tensor] | None = None
@@ -34,15 +35,29 @@ class DivergenceMonitor:
             size = min(self.size, len(self.pairs))
             generator = step_generator(self.seed, "monitor", acc.process_index)
             chosen = torch.randperm(len(self.pairs), generator=generator)[: size * 4].tolist()
-            items = [item for item in (self.pairs[i] for i in chosen) if item is not None][:size]
-            captions, winners, _ = PreferencePairs.collate(items)
-            with torch.no_grad():
-                x0, cond = backend.encode_images(winners), backend.encode_text(captions)
-            count = len(captions)
+            x0, cond = self._winners(chosen, size)
+            count = len(x0)
             timesteps = ((torch.arange(count) + 0.5) * backend.num_train_timesteps / count).long().to(acc.device)
             noise = torch.randn(x0.shape, generator=generator).to(acc.device)
             self._inputs = (x0, cond, timesteps, noise)
         return self._inputs
+
+    def _winners(self, candidates: list[int], size: int) -> tuple[torch.Tensor, Conditioning]:
+        """Encoded winners of the first ``size`` readable pairs among ``candidates``."""
+        parts, found = [], 0
+        for start in range(0, len(candidates), size):
+            batch = self.batches.encoded_pairs(candidates[start:start + size - found])
+            if batch is not None:
+                parts.append((batch.x0[:batch.pairs], batch.cond))
+                found += batch.pairs
+            if found >= size:
+                break
+        if not parts:
+            raise RuntimeError("no readable pair for the divergence monitor")  # check_readable ran before
+        x0 = torch.cat([x for x, _ in parts])
+        hidden = torch.cat([c.hidden for _, c in parts])
+        added = {k: torch.cat([c.added[k] for _, c in parts]) for k in parts[0][1].added}
+        return x0, Conditioning(hidden, added)
 
     @torch.no_grad()
     def errors(self, name: str) -> torch.Tensor:

@@ -4,31 +4,20 @@
 while a process trains the run) and, when the run finishes, ``final/`` (the policy UNet as a
 diffusers folder, or the LoRA adapter). A run's status in the store: running, finished,
 interrupted (Ctrl-C / SIGTERM), diverged (too many non-finite steps) or failed; a run killed
-outright stays "running" until ``--resume`` continues it.
+outright is still "running" in the store, and ``runs_table`` (``refbench runs``) shows it as
+interrupted once its lock is free.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..config import RunConfig, config_from_dict
 from ..errors import ConfigError, RefbenchError
 from ..store import Store
-
-
-def load_preference_pairs(config: RunConfig):
-    from .data import PreferencePairs, load_pairs_table
-
-    source = config.data.source
-    if source == "toy":
-        from ..toy.dataset import ensure_toy_pairs, pairs_path
-
-        source = str(pairs_path(config.data.split, ensure_toy_pairs()))
-    return PreferencePairs(load_pairs_table(source, config.data.split), resolution=config.model.resolution,
-                           max_pairs=config.data.max_pairs)
 
 
 def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -60,7 +49,9 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
     Everything that can be checked is checked before the first step: the database opens for
     writing, the run folder is writable and not in use by another process (a lock file held
     for the whole run, released by the OS even after SIGKILL), the model exists, and the data
-    has usable pairs with readable images."""
+    has usable pairs with readable images. What only the main process checks (the store, the
+    lock, an existing run) is shared with the others, so every process ends with the same error
+    instead of waiting for a peer that has stopped."""
     from accelerate import Accelerator
 
     import torch
@@ -70,25 +61,62 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
     gpu = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu)
     main = accelerator.is_main_process
-    store = Store(db) if main else None  # a database that cannot be opened for writing: one line, now
     run_dir = Path(out_root) / config.name
-    with run_lock(run_dir, config.name) if main else nullcontext():
-        return _run_training(config, accelerator, store, run_dir, db=db, resume=resume, progress=progress,
+    with ExitStack() as held:
+        store, existing, failure = None, None, None
+        if main:
+            try:
+                store = Store(db)  # a database that cannot be opened for writing: one line, now
+                held.enter_context(run_lock(run_dir, config.name))
+                existing = store.get_run(config.name)
+                if existing and not resume:
+                    raise RefbenchError(f"run {config.name!r} already exists in {db} (status {existing['status']}); "
+                                        f"add --resume to continue it, or pick another --name")
+            except RefbenchError as exc:
+                failure = str(exc)
+        failure = same_on_every_process(accelerator, failure)
+        if failure:
+            raise RefbenchError(failure)
+        return _run_training(config, accelerator, store, run_dir, existing=existing, resume=resume, progress=progress,
                              overrides=overrides)
 
 
-def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, db: Path, resume: bool,
+def same_on_every_process(accelerator, message: str | None) -> str | None:
+    """The main process's verdict, on every process (None: go on)."""
+    if accelerator.num_processes == 1:
+        return message
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([message], from_process=0)[0]
+
+
+def open_latent_cache(config: RunConfig, pairs, accelerator, progress: bool):
+    """The run's latent cache (built first if its folder has none), or None without one."""
+    if not config.data.latent_cache:
+        return None
+    from .cache_build import build_latent_cache, cache_fingerprint
+    from .latent_cache import LatentCache
+
+    folder = Path(config.data.latent_cache)
+    if not (folder / "meta.json").is_file() or not json.loads((folder / "meta.json").read_text()).get("complete"):
+        if accelerator.is_main_process:
+            print(f"building the latent cache {folder} (once; later runs read it)", flush=True)
+        build_latent_cache(config, folder, accelerator=accelerator, progress=progress)
+    cache = LatentCache.open(folder, cache_fingerprint(config, pairs.fingerprint))
+    for index in cache.unreadable():  # known from the build: counted up front
+        pairs.note_unreadable(int(index))
+    return cache
+
+
+def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, existing, resume: bool,
                   progress: bool, overrides: dict | None) -> Path | None:
     from ..provenance import git_revision, package_versions
     from .run_log import RunLog
     from .stopping import TrainingDiverged, TrainingInterrupted
+    from .data import load_preference_pairs
     from .trainer import Trainer
 
     main = accelerator.is_main_process
-    existing = store.get_run(config.name) if main else None
-    if existing and not resume:
-        raise RefbenchError(f"run {config.name!r} already exists in {db} (status {existing['status']}); "
-                            f"add --resume to continue it, or pick another --name")
     if resume and (run_dir / "config.json").is_file():
         config = resolve_resumed_config(json.loads((run_dir / "config.json").read_text()), overrides or {})
     from .backends import check_model_source
@@ -96,6 +124,8 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
     check_model_source(config.model)
     with accelerator.main_process_first():  # the main process builds the toy pairs if they are missing
         pairs = load_preference_pairs(config)
+    latent_cache = open_latent_cache(config, pairs, accelerator, progress)
+    if latent_cache is None:
         pairs.check_readable()
     if main:
         try:
@@ -111,7 +141,8 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
     run_log = RunLog(store, config.name) if main else None
     trainer = None
     try:
-        trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress)
+        trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress,
+                          latent_cache=latent_cache)
         if resume and trainer.restore() and main:
             print(f"resuming {config.name} from step {trainer.step}", flush=True)
         trainer.train()
@@ -189,6 +220,36 @@ def run_lock(run_dir: Path, name: str):
         handle.close()
 
 
+def lock_is_free(run_dir: Path) -> bool:
+    """Whether no process holds ``RUN/.lock`` (the OS releases it when its holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: cannot tell
+        return False
+    try:
+        with open(Path(run_dir) / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
+    except FileNotFoundError:
+        return True  # the folder is gone: nobody trains it
+    except OSError:
+        return False
+
+
+def runs_table(db: Path):
+    """The store's runs, where a run marked running whose lock is free shows as interrupted (it
+    was killed, by SIGKILL or a machine that went away), with the command that resumes it."""
+    frame = Store(db).list_runs()
+    hints = []
+    for position, row in frame.iterrows():
+        if row["status"] == "running" and row.get("run_dir") and lock_is_free(Path(row["run_dir"])):
+            frame.at[position, "status"] = "interrupted"
+            hints.append(f"{row['name']} was killed while it trained; continue it with: "
+                         f"refbench train --name {row['name']} --resume --db {db}")
+    return frame.drop(columns=["run_dir"], errors="ignore"), hints
+
+
 def _save_final(trainer, folder: Path) -> None:
     from safetensors.torch import save_file
 
@@ -201,4 +262,4 @@ def _save_final(trainer, folder: Path) -> None:
         trainer.accelerator.unwrap_model(models.policy_module).save_pretrained(str(folder / "unet"))
 
 
-__all__ = ["run_training", "load_preference_pairs", "resolve_resumed_config"]
+__all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from .backends import Backend, load_backend
 from .batches import BatchSource, StepBatch
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import PreferencePairs
+from .latent_cache import LatentCache
 from .modelset import POLICY, REFERENCE, build_model_set
 from .monitor import DivergenceMonitor
 from .run_log import RunLog
@@ -45,7 +46,7 @@ __all__ = ["Trainer"]
 
 class Trainer:
     def __init__(self, config: RunConfig, pairs: PreferencePairs, run_dir: Path, run_log: RunLog | None,
-                 accelerator=None, progress: bool = True):
+                 accelerator=None, progress: bool = True, latent_cache: LatentCache | None = None):
         from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
 
@@ -54,7 +55,8 @@ class Trainer:
                                                             cpu=not torch.cuda.is_available())
         self.log = run_log if acc.is_main_process else None
         method, training = config.method, config.training
-        self.backend: Backend = load_backend(config.model, device=str(acc.device))
+        # With the latent cache the VAE and text encoders are never loaded: batches come encoded.
+        self.backend: Backend = load_backend(config.model, device=str(acc.device), encoders=latent_cache is None)
         if config.model.gradient_checkpointing:
             self.backend.unet.enable_gradient_checkpointing()
         self.models = build_model_set(self.backend.unet, reference_mode=method.reference, lora_rank=config.model.lora_rank)
@@ -71,9 +73,10 @@ class Trainer:
         # Only the policy is wrapped (DDP across processes); the frozen models run locally.
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
         self.batches = BatchSource(pairs, self.backend, batch_size=training.batch_size, seed=training.seed,
-                                   winners_only=method.objective == "sft", cache_latents=config.data.cache_latents,
+                                   winners_only=method.objective == "sft", latent_cache=latent_cache,
+                                   num_workers=config.data.resolved_num_workers(acc.num_processes),
                                    process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
-        self.monitor = DivergenceMonitor(pairs, self.backend, self.models, acc, size=training.monitor_size,
+        self.monitor = DivergenceMonitor(self.batches, self.backend, self.models, acc, size=training.monitor_size,
                                          seed=training.seed, reference_syncs=method.reference == "sync")
         self.step, self.elapsed, self.skipped_steps = 0, 0.0, 0
         self.nonfinite_steps = 0  # skipped for a non-finite loss or gradient (also in skipped_steps)
@@ -235,7 +238,7 @@ class Trainer:
         bar = tqdm(total=training.max_steps, initial=self.step, desc=self.config.name, unit="step",
                    disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
         last_divergence: dict[str, float | None] = {}
-        with stop_requests() as requested:
+        with stop_requests() as requested, closing(self.batches):
             while self.step < training.max_steps:
                 started = time.perf_counter()
                 step = self.step + 1

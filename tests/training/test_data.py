@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from refbench.training.data import DataError, PreferencePairs, decode_image, load_pairs_table
+from refbench.training.data import DataError, PreferencePairs, decode_image, open_pair_source
 
 
 def png(value: int, size: int = 4) -> bytes:
@@ -34,7 +34,7 @@ def test_winner_first_and_skips_counted(tmp_path):
     pixel values 10, 30, 50."""
     rows = [row("a", 10, 20, 1.0), row("b", 40, 30, 0.0), row("c", 1, 2, 0.5), row("", 1, 2, 1.0),
             row("d", 1, 2, 2.0), row("e", 50, b"\x89PNG broken", 1.0)]
-    pairs = PreferencePairs(load_pairs_table(write(tmp_path, rows)))
+    pairs = PreferencePairs(open_pair_source(write(tmp_path, rows)))
     assert len(pairs) == 3
     assert pairs.skipped.as_dict() == {"empty caption": 1, "label outside {0, 0.5, 1}": 1, "tie": 1}
     caption, winner, loser = pairs[0]
@@ -56,20 +56,20 @@ def test_resize_to_resolution():
 
 
 def test_unusable_sources_are_one_error(tmp_path):
-    with pytest.raises(DataError, match="preference data not found"):
-        load_pairs_table(tmp_path / "missing.parquet")
+    with pytest.raises(DataError, match="preference data not found: no file or folder .*missing.parquet exists"):
+        open_pair_source(tmp_path / "missing.parquet")
     not_parquet = tmp_path / "text.parquet"
     not_parquet.write_text("caption,jpg_0\n")
     with pytest.raises(DataError, match="is not a readable parquet file"):
-        load_pairs_table(not_parquet)
+        open_pair_source(not_parquet)
     no_label = write(tmp_path, [{"caption": "a", "jpg_0": png(1), "jpg_1": png(2)}], "nolabel.parquet")
     with pytest.raises(DataError, match="lacks the column\\(s\\) label_0"):
-        load_pairs_table(no_label)
+        open_pair_source(no_label)
     only_ties = write(tmp_path, [row(label=0.5), row(label=0.5)], "ties.parquet")
     with pytest.raises(DataError, match="no usable preference pairs .*'tie': 2"):
-        PreferencePairs(load_pairs_table(only_ties))
+        PreferencePairs(open_pair_source(only_ties))
     with pytest.raises(DataError, match="no parquet files"):
-        load_pairs_table(tmp_path / "empty_dir" if (tmp_path / "empty_dir").mkdir() is None else None)
+        open_pair_source(tmp_path / "empty_dir" if (tmp_path / "empty_dir").mkdir() is None else None)
 
 
 def test_folder_of_parquet_and_max_pairs(tmp_path):
@@ -77,6 +77,7 @@ def test_folder_of_parquet_and_max_pairs(tmp_path):
     folder.mkdir()
     write(folder, [row("a"), row("b")], "part-0.parquet")
     write(folder, [row("c"), row("d")], "part-1.parquet")
-    table = load_pairs_table(folder)
-    assert table.num_rows == 4
-    assert PreferencePairs(table, max_pairs=3).captions == ["a", "b", "c"]
+    source = open_pair_source(folder)
+    assert source.num_rows == 4
+    pairs = PreferencePairs(source, max_pairs=3)
+    assert [pairs.caption(i) for i in range(len(pairs))] == ["a", "b", "c"]

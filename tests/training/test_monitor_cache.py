@@ -11,7 +11,7 @@ from refbench.training.modelset import POLICY, REFERENCE
 
 
 def trainer_for(toy_world, tmp_path, lora_rank):
-    from refbench.training.run import load_preference_pairs
+    from refbench.training.data import load_preference_pairs
     from refbench.training.trainer import Trainer
 
     config = load_config(method="refdpo", overrides={

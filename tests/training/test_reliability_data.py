@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from refbench.config import load_config
-from refbench.training.data import REQUIRED_COLUMNS, DataError, PreferencePairs, decode_image, load_pairs_table
+from refbench.training.data import REQUIRED_COLUMNS, DataError, PreferencePairs, decode_image, open_pair_source
 from refbench.store import Store
 
 RESOLUTION = 8
@@ -103,7 +103,7 @@ def test_malformed_files_are_one_data_error_or_usable(columns, label_type, n_row
         path = Path(folder) / "pairs.parquet"
         pq.write_table(pa.table({c: values[c] for c in columns}) if columns else pa.table({}), path)
         try:
-            pairs = PreferencePairs(load_pairs_table(path), resolution=RESOLUTION)
+            pairs = PreferencePairs(open_pair_source(path), resolution=RESOLUTION)
         except DataError as error:
             message = str(error)
             assert "\n" not in message

@@ -25,11 +25,14 @@ def check_model_source(model: ModelConfig) -> None:
         check_source(model.pretrained)
 
 
-def load_backend(model: ModelConfig, device: str = "cpu") -> Backend:
+def load_backend(model: ModelConfig, device: str = "cpu", *, unet: bool = True, encoders: bool = True) -> Backend:
+    """The model's backend; ``unet=False`` skips the UNet (building a latent cache) and
+    ``encoders=False`` the VAE and text encoders (training from a latent cache). The toy model's
+    parts are small and always load."""
     if model.kind == "toy":
         from .toy import ToyBackend
 
         return ToyBackend(model, device)
     from .sd import StableDiffusionBackend
 
-    return StableDiffusionBackend(model, device)
+    return StableDiffusionBackend(model, device, unet=unet, encoders=encoders)

@@ -6,7 +6,7 @@ Follows the official Diffusion-DPO code (train.py) for what the UNet sees:
   pooled projection, and ``time_ids`` = (H, W, 0, 0, H, W) for uncropped square images.
 Latents are the VAE posterior's mean times ``scaling_factor``; the official code draws a
 sample, but the posterior's spread is tiny next to the diffusion noise, and the mean is
-deterministic, which makes the latent cache (``data.cache_latents``) exact.
+deterministic, which makes the latent cache (``data.latent_cache``) exact.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def check_source(source: str) -> None:
 
 
 class StableDiffusionBackend(Backend):
-    def __init__(self, model: ModelConfig, device: str = "cpu"):
+    def __init__(self, model: ModelConfig, device: str = "cpu", *, unet: bool = True, encoders: bool = True):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -45,18 +45,21 @@ class StableDiffusionBackend(Backend):
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(model.mixed_precision)
         self.dtype = half if (half is not None and self.device.type == "cuda") else torch.float32
         check_source(self.source)
+        self.unet, self.vae, self.tokenizers, self.text_encoders = None, None, [], []
         try:
-            self.unet = UNet2DConditionModel.from_pretrained(self.source, subfolder="unet").to(self.device)
-            self.vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae")
+            if unet:
+                self.unet = UNet2DConditionModel.from_pretrained(self.source, subfolder="unet").to(self.device)
             self.noise_scheduler = DDPMScheduler.from_pretrained(self.source, subfolder="scheduler")
-            self.tokenizers = [CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer")]
-            self.text_encoders = [CLIPTextModel.from_pretrained(self.source, subfolder="text_encoder")]
-            if self.kind == "sdxl":
-                self.tokenizers.append(CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer_2"))
-                self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(self.source, subfolder="text_encoder_2"))
+            if encoders:
+                self.vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae")
+                self.tokenizers = [CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer")]
+                self.text_encoders = [CLIPTextModel.from_pretrained(self.source, subfolder="text_encoder")]
+                if self.kind == "sdxl":
+                    self.tokenizers.append(CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer_2"))
+                    self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(self.source, subfolder="text_encoder_2"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.pretrained: cannot load {self.source}: {str(exc).splitlines()[0]}") from None
-        for module in (self.vae, *self.text_encoders):
+        for module in (m for m in (self.vae, *self.text_encoders) if m is not None):
             module.requires_grad_(False).eval().to(self.device)
             if self.dtype != torch.float32:
                 module.to(dtype=self.dtype)
