@@ -12,6 +12,8 @@ preset at 16 px:
 2. peak RSS of `refbench train --preset sd15 --max-steps 3` on each folder (a fresh process
    each, measured as its own ru_maxrss), with and without a latent cache built by
    `refbench cache-latents`, and wall seconds of a 1-step run (start-up to the first step);
+   and the peak RSS of a process that only screens the folder and reads 64 pairs (the
+   data's own footprint: a training process's peak is dominated by importing torch);
 3. seconds to screen the 1,000,000 rows (caption and label columns only);
 4. pairs decoded per second through the DataLoader with 0, 1 and 2 workers;
 5. seconds per optimizer step (batch 8) with the disk cache and without, interleaved.
@@ -88,6 +90,34 @@ def cache_config(root: Path, cache: Path) -> Path:
     return path
 
 
+LOADER = """
+import resource, sys, time
+import numpy as np
+folder, old = sys.argv[1], sys.argv[2] == "old"
+started = time.perf_counter()
+if old:  # the loader before the data issue: every parquet file read into memory
+    from refbench.data import PreferencePairs, load_pairs_table
+    pairs = PreferencePairs(load_pairs_table(folder), resolution=16)
+else:
+    from refbench.training.data import PreferencePairs, open_pair_source
+    pairs = PreferencePairs(open_pair_source(folder), resolution=16)
+screened = time.perf_counter() - started
+for index in np.random.default_rng(0).choice(len(pairs), 64, replace=False):
+    pairs[int(index)]
+print("RESULT", round(screened, 2), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def loader_only(data: Path, tree: Path | None = None) -> dict:
+    """Peak RSS of a process that only screens the folder and reads 64 random pairs (no torch
+    model): the data's own footprint, without the ~1 GB that importing torch and diffusers costs."""
+    env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {})}
+    out = subprocess.run([sys.executable, "-c", LOADER, str(data), "old" if tree else "new"], capture_output=True,
+                         text=True, env=env)
+    line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][-1].split()
+    return {"screen_seconds": float(line[1]), "peak_rss_mb": round(int(line[2]) / 1024, 1)}
+
+
 def decode_rate(data: Path, workers: int, batches: int = 40, batch: int = 32) -> float:
     from refbench.training.batches import decoded_pair_loader
     from refbench.training.data import PreferencePairs, open_pair_source
@@ -138,8 +168,10 @@ def main() -> None:
         entry["train_3_steps_cache"] = measured(train_command(python, model, folder, root, f"cache-{rows}-{time.time_ns()}", 3,
                                                               cache_config(root, cache)))
         entry["startup_1_step"] = measured(train_command(python, model, folder, root, f"one-{rows}-{time.time_ns()}", 1))
+        entry["loader_only"] = loader_only(folder)
         if args.old_tree:
             env = {"PYTHONPATH": str(args.old_tree)}
+            entry["old_loader_only"] = loader_only(folder, args.old_tree)
             entry["old_train_3_steps"] = measured(train_command(python, model, folder, root, f"old-{rows}-{time.time_ns()}", 3), env)
             entry["old_startup_1_step"] = measured(train_command(python, model, folder, root, f"old1-{rows}-{time.time_ns()}", 1), env)
         print(json.dumps({rows: entry}), flush=True)

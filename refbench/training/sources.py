@@ -24,6 +24,7 @@ __all__ = ["DataError", "REQUIRED_COLUMNS", "PairSource", "ParquetSource", "Tabl
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
 CACHED_ROW_GROUPS = 2
+OPEN_FILES = 4
 
 
 class DataError(RefbenchError):
@@ -62,7 +63,7 @@ class ParquetSource:
             raise DataError(f"{path} is not a readable parquet file: {str(exc).splitlines()[0]}") from None
         self._group_starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         self.num_rows = int(self._group_starts[-1])
-        self._handles: dict[int, object] = {}
+        self._handles: OrderedDict[int, object] = OrderedDict()
         self._pid = None
         self._groups: OrderedDict[int, object] = OrderedDict()  # row group -> its Table, most recent last
 
@@ -73,17 +74,24 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         if self._pid != os.getpid():  # a forked worker: its own handles and cache
-            self._handles, self._groups, self._pid = {}, OrderedDict(), os.getpid()
-        if index not in self._handles:
+            self._handles, self._groups, self._pid = OrderedDict(), OrderedDict(), os.getpid()
+        if index in self._handles:
+            self._handles.move_to_end(index)
+        else:  # a few open files at a time: Pick-a-Pic has 600-odd, each handle holds its metadata
             self._handles[index] = pq.ParquetFile(self.files[index])
+            while len(self._handles) > OPEN_FILES:
+                self._handles.popitem(last=False)[1].close()
         return self._handles[index]
 
     def scan_labels(self, batch_rows: int):
+        import pyarrow.parquet as pq
+
         offset = 0
-        for index in range(len(self.files)):
-            for batch in self._file(index).iter_batches(batch_size=batch_rows, columns=["caption", "label_0"]):
-                yield offset, batch.column("caption").to_pylist(), batch.column("label_0").to_pylist()
-                offset += batch.num_rows
+        for path in self.files:
+            with pq.ParquetFile(path) as handle:
+                for batch in handle.iter_batches(batch_size=batch_rows, columns=["caption", "label_0"]):
+                    yield offset, batch.column("caption").to_pylist(), batch.column("label_0").to_pylist()
+                    offset += batch.num_rows
 
     def read_row(self, row: int, columns: tuple[str, ...]) -> dict:
         group = int(np.searchsorted(self._group_starts, row, side="right") - 1)
@@ -107,7 +115,7 @@ class ParquetSource:
 
     def __getstate__(self):  # DataLoader workers (spawn) get paths, not open handles
         state = dict(self.__dict__)
-        state.update(_handles={}, _groups=OrderedDict(), _pid=None)
+        state.update(_handles=OrderedDict(), _groups=OrderedDict(), _pid=None)
         return state
 
 

@@ -160,3 +160,29 @@ def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
     second = subprocess.run(args, capture_output=True, text=True, env=environment, timeout=300)
     assert second.returncode != 0
     assert second.stderr.count("error: run 'refdpo' already exists") == 2
+
+
+def test_a_hub_data_set_is_read_from_its_memory_mapped_arrow_files(tmp_path, monkeypatch):
+    """A hub id goes through ``datasets.load_dataset`` (here given a local parquet file, offline),
+    whose table is memory-mapped Arrow on disk: rows are zero-copy slices of it, so the loader
+    holds only its index (9 bytes a pair: 30 rows, 3 ties -> 27 pairs -> 243 bytes)."""
+    import datasets
+
+    from refbench.training.data import PreferencePairs, open_pair_source
+    from refbench.training.sources import TableSource
+
+    folder = pick_a_pic_folder(tmp_path / "local", 30, 1, row_group=10)
+    real_load = datasets.load_dataset
+
+    def offline(name, split):
+        assert name == "someone/pick-a-pic-like" and split == "train"
+        return real_load("parquet", data_files=str(folder / "train-00000.parquet"), split="train",
+                         cache_dir=str(tmp_path / "hf"))
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    source = open_pair_source("someone/pick-a-pic-like", "train")
+    assert isinstance(source, TableSource)
+    assert "MemoryMapped" in type(offline("someone/pick-a-pic-like", "train").data).__name__
+    pairs = PreferencePairs(source, resolution=8)
+    assert len(pairs) == 27 and pairs.skipped.as_dict() == {"tie": 3}
+    assert pairs[0][0] == "prompt 1" and pairs.held_bytes() == 243
