@@ -26,6 +26,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -68,7 +69,9 @@ def measured(command: list[str], env: dict | None = None) -> dict:
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "code = subprocess.run(sys.argv[1:]).returncode; "
                "print('RESULT', code, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
+    # The working folder comes first on sys.path: run another tree's code from inside that tree.
+    cwd = (env or {}).get("PYTHONPATH")
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, cwd=cwd,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][-1].split()
     if int(line[1]) != 0:
@@ -104,18 +107,17 @@ else:
 screened = time.perf_counter() - started
 for index in np.random.default_rng(0).choice(len(pairs), 64, replace=False):
     pairs[int(index)]
-print("RESULT", round(screened, 2), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("screened in", round(screened, 2), "s")
 """
 
 
 def loader_only(data: Path, tree: Path | None = None) -> dict:
     """Peak RSS of a process that only screens the folder and reads 64 random pairs (no torch
-    model): the data's own footprint, without the ~1 GB that importing torch and diffusers costs."""
-    env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {})}
-    out = subprocess.run([sys.executable, "-c", LOADER, str(data), "old" if tree else "new"], capture_output=True,
-                         text=True, env=env)
-    line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][-1].split()
-    return {"screen_seconds": float(line[1]), "peak_rss_mb": round(int(line[2]) / 1024, 1)}
+    model): the data's own footprint, without the ~1 GB that importing torch and diffusers costs.
+    Measured through the same small wrapper as the trainings: a process forked from this one
+    would start with its peak RSS (Linux keeps the high-water mark across fork and exec)."""
+    return measured([sys.executable, "-c", LOADER, str(data), "old" if tree else "new"],
+                    {"PYTHONPATH": str(tree)} if tree else None)
 
 
 def decode_rate(data: Path, workers: int, batches: int = 40, batch: int = 32) -> float:
@@ -160,6 +162,7 @@ def main() -> None:
     for rows, folder in folders.items():
         entry = result["folders"][rows]
         cache = root / f"cache-{rows}"
+        shutil.rmtree(cache, ignore_errors=True)  # time a whole build
         made = measured([python, "-m", "refbench", "cache-latents", "--preset", "sd15", "--model", str(model), "--data",
                          str(folder), "--resolution", "16", "--out", str(cache), "--no-progress"])
         entry["cache_build"] = made
