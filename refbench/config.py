@@ -149,7 +149,7 @@ class DataConfig:
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
-        _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", "must be a folder, or unset")
+        _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", f"must be a folder, or unset; got {self.latent_cache!r}")
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
 
     def resolved_num_workers(self, local_processes: int = 1) -> int:
