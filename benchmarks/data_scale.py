@@ -89,7 +89,7 @@ def train_command(python: str, model: Path, data: Path, root: Path, name: str, s
 
 def cache_config(root: Path, cache: Path) -> Path:
     path = root / f"{cache.name}.json"
-    path.write_text(json.dumps({"data": {"latent_cache": str(cache), "latent_dtype": "float16"}}))
+    path.write_text(json.dumps({"data": {"latent_cache": str(cache), "latent_dtype": "float16", "random_flip": False}}))
     return path
 
 

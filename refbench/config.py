@@ -122,12 +122,17 @@ class ModelConfig:
     lora_rank: int = 0  # 0 = full fine-tuning
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # Another VAE (hub id or local AutoencoderKL folder), as the official SDXL launcher's
+    # --pretrained_vae_model_name_or_path; None: the pipeline's own.
+    vae: str | None = None
+    vae_fp32: bool = True  # keep the VAE in fp32 under mixed precision (False: the mixed precision's dtype)
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")
         _require(bool(self.pretrained), "model.pretrained", "must not be empty")
         _require(self.resolution >= 8 and self.resolution % 8 == 0, "model.resolution", f"must be a multiple of 8, >= 8; got {self.resolution}")
         _require(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0; got {self.lora_rank}")
+        _require(self.vae is None or bool(self.vae), "model.vae", f"must be a hub id or folder, or unset; got {self.vae!r}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ class DataConfig:
     latent_dtype: Literal["float16", "float32"] = "float16"  # what the cache stores
     # DataLoader workers decoding images (None: one per spare CPU core, at most 8).
     num_workers: int | None = None
+    # Share of pairs trained on the empty prompt (official --proportion_empty_prompts, 0.2);
+    # winner and loser share the caption, dropped or not.
+    caption_dropout: float = 0.0
+    # Horizontal flip of each image with probability 1/2 (official default; --no_hflip turns it
+    # off). The latent cache holds unflipped images, so the two do not go together.
+    random_flip: bool = False
 
     def __post_init__(self) -> None:
         _check_literals(self, "data")
@@ -151,6 +162,9 @@ class DataConfig:
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
         _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", f"must be a folder, or unset; got {self.latent_cache!r}")
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
+        _require(0 <= self.caption_dropout < 1, "data.caption_dropout", f"must be in [0, 1); got {self.caption_dropout}")
+        _require(not (self.random_flip and self.latent_cache), "data.random_flip",
+                 "must be false with data.latent_cache (the cache holds unflipped centre crops); got true")
 
     def resolved_num_workers(self, local_processes: int = 1) -> int:
         """``num_workers``, or the CPU cores left per training process after its own, at most 8."""
@@ -169,6 +183,12 @@ class TrainingConfig:
     max_steps: int = 300
     batch_size: int = 8  # pairs per process per micro-step
     gradient_accumulation_steps: int = 1
+    # Pairs per optimizer step over all processes (the paper: 2048); when set (> 0) it decides
+    # the accumulation: effective_batch / (processes x batch_size), which must divide.
+    effective_batch: int = 0
+    # adamw: torch AdamW; adafactor: transformers' Adafactor with the official SDXL settings;
+    # adamw8bit: bitsandbytes' AdamW8bit (optional package).
+    optimizer: Literal["adamw", "adafactor", "adamw8bit"] = "adamw"
     learning_rate: float = 1e-5
     scale_lr: bool = False  # official launchers: lr x (batch x accumulation x processes)
     lr_scheduler: Literal["constant", "constant_with_warmup", "cosine"] = "constant_with_warmup"
@@ -195,9 +215,22 @@ class TrainingConfig:
         _require(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0; got {self.weight_decay}")
         _require(self.max_grad_norm > 0, "training.max_grad_norm", f"must be > 0; got {self.max_grad_norm}")
         _require(0 <= self.seed < 2**63, "training.seed", f"must be in [0, 2**63); got {self.seed}")
+        _require(self.effective_batch >= 0, "training.effective_batch", f"must be >= 0 (0: unset); got {self.effective_batch}")
+        if self.effective_batch:
+            _require(self.effective_batch % self.batch_size == 0, "training.effective_batch",
+                     f"must be a multiple of training.batch_size ({self.batch_size}); got {self.effective_batch}")
+
+    def accumulation(self, num_processes: int = 1) -> int:
+        """Micro-batches per optimizer step on each process."""
+        if not self.effective_batch:
+            return self.gradient_accumulation_steps
+        per_step = self.batch_size * num_processes
+        _require(self.effective_batch % per_step == 0, "training.effective_batch",
+                 f"{self.effective_batch} is not divisible by {num_processes} processes x batch {self.batch_size}")
+        return self.effective_batch // per_step
 
     def effective_batch_size(self, num_processes: int = 1) -> int:
-        return self.batch_size * self.gradient_accumulation_steps * num_processes
+        return self.batch_size * self.accumulation(num_processes) * num_processes
 
     def effective_learning_rate(self, num_processes: int = 1) -> float:
         scale = self.effective_batch_size(num_processes) if self.scale_lr else 1
@@ -219,6 +252,11 @@ class RunConfig:
         _require(bool(self.name) and valid, "name", f"must be 1-200 letters, digits and - _ . = , not starting with a dot; got {self.name!r}")
         presets = preset_names()
         _require(self.preset in presets, "preset", f"must be one of {', '.join(presets)}; got {self.preset!r}")
+        # A LoRA reference is a pair of low-rank factors: mixing A and B separately does not mix
+        # the weight changes they make (B A), and their mix is not low-rank in general.
+        _require(not (self.model.lora_rank and self.method.mixup_alpha < 1), "method.mixup_alpha",
+                 f"must be 1 (a hard copy) with LoRA (model.lora_rank {self.model.lora_rank}): a soft sync of the "
+                 f"adapters' factors is not the soft sync of their weights; got {self.method.mixup_alpha}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -348,9 +386,32 @@ def load_config(
     raw["method"]["name"] = method
     raw = _merge(raw, overrides or {})
     raw["name"] = name or from_file.get("name") or method
+    _accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
+    _vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
     config = config_from_dict(raw)
     _refuse_reference_updates(config, method_preset, from_file, overrides or {})
     return config
+
+
+def _accumulation_or_effective_batch(raw: dict, *layers: dict) -> None:
+    """An accumulation asked for above the model preset wins over the preset's effective batch
+    (the presets state the effective batch); asking for both in one place is refused."""
+    for layer in layers:
+        training = {k: v for k, v in layer.get("training", {}).items() if v is not None}
+        if "gradient_accumulation_steps" in training and training.get("effective_batch"):
+            raise ConfigError("training.effective_batch: give it or training.gradient_accumulation_steps, not both")
+        if "gradient_accumulation_steps" in training:
+            raw.setdefault("training", {})["effective_batch"] = 0
+        elif training.get("effective_batch"):
+            raw.setdefault("training", {}).pop("gradient_accumulation_steps", None)
+
+
+def _vae_goes_with_its_model(raw: dict, *layers: dict) -> None:
+    """The preset's ``model.vae`` belongs to the preset's model: another ``model.pretrained``
+    asked for above the preset drops it, unless a ``model.vae`` is asked for too."""
+    asked = [{k: v for k, v in layer.get("model", {}).items() if v is not None} for layer in layers]
+    if any("pretrained" in a for a in asked) and not any("vae" in a for a in asked):
+        raw.setdefault("model", {})["vae"] = None
 
 
 def _refuse_reference_updates(config: RunConfig, *layers: dict) -> None:

@@ -40,14 +40,54 @@ def test_default_is_refdpo_on_toy_named_after_the_method():
 
 
 def test_paper_presets():
-    """SD1.5: beta 5000, delta 0.005, gamma 0.9, 2000 steps; lr 1e-8 scaled by the effective batch:
-    1 x 128 accumulation x 16 processes = 2048 pairs, lr 1e-8 x 2048 = 2.048e-5. SDXL: delta 0.002."""
+    """SD1.5: beta 5000, delta 0.005, gamma 0.9, 2000 steps; lr 1e-8 scaled by the effective batch
+    2048: on 16 processes of batch 1 that is accumulation 2048 / 16 = 128, on 8 it is 256, and
+    lr 1e-8 x 2048 = 2.048e-5 either way. SDXL: delta 0.002."""
     sd15 = load_config(method="refdpo", preset="sd15")
     assert (sd15.method.beta, sd15.method.delta, sd15.method.gamma, sd15.training.max_steps) == (5000.0, 0.005, 0.9, 2000)
-    assert sd15.training.effective_batch_size(16) == 2048
+    assert (sd15.training.accumulation(16), sd15.training.accumulation(8)) == (128, 256)
+    assert sd15.training.effective_batch_size(16) == sd15.training.effective_batch_size(8) == 2048
     assert sd15.training.effective_learning_rate(16) == pytest.approx(2.048e-5)
     assert load_config(preset="sdxl").method.delta == 0.002
     assert sd15.method.tau in (16, 32, 64)
+
+
+def test_the_official_recipe_in_the_presets():
+    """What the official launchers set (launchers/sd15.sh, launchers/sdxl.sh and train.py's
+    defaults): 20% empty prompts and random flips for both; SDXL trains with Adafactor, warms up
+    for 200 steps, loads the fp16-fix VAE; the effective batch is 2048."""
+    for preset in ("sd15", "sdxl"):
+        config = load_config(method="diff-dpo", preset=preset)
+        assert (config.data.caption_dropout, config.data.random_flip, config.training.effective_batch) == (0.2, True, 2048)
+        assert config.model.vae_fp32
+    sdxl = load_config(method="diff-dpo", preset="sdxl")
+    assert (sdxl.training.optimizer, sdxl.training.lr_warmup_steps, sdxl.model.vae) == (
+        "adafactor", 200, "madebyollin/sdxl-vae-fp16-fix")
+    assert load_config(method="diff-dpo", preset="sd15").training.optimizer == "adamw"
+    toy = load_config(method="diff-dpo")
+    assert (toy.data.caption_dropout, toy.data.random_flip, toy.training.effective_batch) == (0.0, False, 0)
+
+
+def test_effective_batch_sets_the_accumulation_or_is_refused_in_one_line():
+    """2048 pairs on 3 processes of batch 1 do not divide (2048 = 2^11): one line naming both.
+    An accumulation asked for above the preset replaces the preset's effective batch; both in one
+    place are refused. --effective-batch 64 with batch 4 on 2 processes: accumulation 8."""
+    sd15 = load_config(preset="sd15")
+    with pytest.raises(ConfigError, match=r"training.effective_batch: 2048 is not divisible by 3 processes x batch 1"):
+        sd15.training.accumulation(3)
+    asked = load_config(preset="sd15", overrides={"training": {"gradient_accumulation_steps": 2}})
+    assert (asked.training.effective_batch, asked.training.accumulation(4)) == (0, 2)
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(preset="sd15", overrides={"training": {"gradient_accumulation_steps": 2, "effective_batch": 64}})
+    assert load_config(overrides={"training": {"effective_batch": 64, "batch_size": 4}}).training.accumulation(2) == 8
+
+
+def test_lora_refuses_a_soft_sync_in_one_line():
+    """mixup_alpha 0.5 mixes the adapters' factors A and B separately: (1-a) B_r A_r + ... is not
+    (1-a) dW_ref + a dW_policy, so LoRA refuses it; full fine-tuning accepts it."""
+    with pytest.raises(ConfigError, match=r"method.mixup_alpha: must be 1 \(a hard copy\) with LoRA"):
+        load_config(overrides={"model": {"lora_rank": 4}, "method": {"mixup_alpha": 0.5}})
+    assert load_config(overrides={"method": {"mixup_alpha": 0.5}}).method.mixup_alpha == 0.5
 
 
 def test_unknown_names_list_the_valid_ones():

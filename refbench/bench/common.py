@@ -79,7 +79,7 @@ def sd_world(root: Path, quick: bool) -> World:
     pairs = write_pairs(build_pairs(32, "train", seed=1), root / "sd-pairs.parquet")
     world = World("sd15-tiny", "sd15", {
         "model": {"pretrained": str(folder), "resolution": 16, "gradient_checkpointing": False, "mixed_precision": "no"},
-        "data": {"source": str(pairs), "num_workers": 0},
+        "data": {"source": str(pairs), "num_workers": 0, "random_flip": False},  # flips need images, not the cache
         "method": {"tau": 8, "delta": NEVER},
         "training": {"batch_size": 4, "gradient_accumulation_steps": 1, "monitor_every": 8, "lr_warmup_steps": 0},
     }, root, quick, latent_cache=root / "sd15-tiny-latents")

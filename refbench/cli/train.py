@@ -43,11 +43,13 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (per sample when the preset scales it by batch)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of data order, noise and timesteps."),
     model: Optional[str] = typer.Option(None, "--model", help="Hub id or local diffusers folder."),
+    vae: Optional[str] = typer.Option(None, "--vae", help="Another VAE: hub id or local AutoencoderKL folder (the sdxl preset: the fp16-fix VAE)."),
     data: Optional[str] = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (0: full fine-tuning)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size in pixels."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per process per micro-step."),
-    accumulation: Optional[int] = typer.Option(None, "--accumulation", help="Gradient accumulation steps."),
+    accumulation: Optional[int] = typer.Option(None, "--accumulation", help="Gradient accumulation steps (instead of --effective-batch)."),
+    effective_batch: Optional[int] = typer.Option(None, "--effective-batch", help="Pairs per optimizer step over all processes (the paper: 2048); sets the accumulation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run of this name from its last checkpoint."),
     db: Path = DB_OPTION,
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
@@ -60,8 +62,8 @@ def train(
     overrides = {
         "method": {"tau": tau, "delta": delta, "gamma": gamma, "bins": bins, "beta": beta},
         "training": {"max_steps": max_steps, "learning_rate": lr, "seed": seed, "batch_size": batch_size,
-                     "gradient_accumulation_steps": accumulation},
-        "model": {"pretrained": model, "lora_rank": lora_rank, "resolution": resolution},
+                     "gradient_accumulation_steps": accumulation, "effective_batch": effective_batch},
+        "model": {"pretrained": model, "vae": vae, "lora_rank": lora_rank, "resolution": resolution},
         "data": {"source": data},
     }
     resolved = load_config(method=method, preset=preset, config_file=config_file, overrides=overrides, name=name)
@@ -90,7 +92,8 @@ def cache_latents(
     from ..training.cache_build import build_latent_cache
 
     overrides = {"model": {"pretrained": model, "resolution": resolution},
-                 "data": {"source": data, "latent_cache": str(out), "latent_dtype": dtype}}
+                 # the cache holds unflipped centre crops
+                 "data": {"source": data, "latent_cache": str(out), "latent_dtype": dtype, "random_flip": False}}
     resolved = load_config(method="diff-dpo", preset=preset, config_file=config_file, overrides=overrides)
     folder = build_latent_cache(resolved, out, progress=progress)
     typer.echo(f"latent cache: {folder} (train with data.latent_cache = \"{folder}\" in a --config file)")

@@ -48,13 +48,10 @@ class PipelineSampler:
         self.pipe = pipeline_class.from_pretrained(source)
         if final_folder is not None and lora_rank == 0:
             self.pipe.unet = UNet2DConditionModel.from_pretrained(str(final_folder / "unet"))
-        elif final_folder is not None:
-            from safetensors.torch import load_file
-
-            from ..training.modelset import LoraModelSet
-
-            models = LoraModelSet(self.pipe.unet, reference_mode="fixed", rank=lora_rank)
-            models.load_policy_state(load_file(str(final_folder / "policy_lora.safetensors")))
+        elif final_folder is not None:  # as a user would: diffusers' own LoRA loading
+            self.pipe.load_lora_weights(str(final_folder))
+            if not self.pipe.get_list_adapters():  # diffusers loads nothing, silently, from a wrong folder
+                raise RuntimeError(f"no LoRA weights were loaded from {final_folder}")
         self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.to(device)

@@ -140,9 +140,16 @@ def _constant(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 @register_reward_scale("inv-sqrt-snr")
 def _inv_sqrt_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    # SNR = abar / (1 - abar), so 1/sqrt(SNR) = sqrt((1 - abar) / abar); min-max over t.
-    inv_sqrt_snr = torch.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+    """SNR = abar / (1 - abar), so 1/sqrt(SNR) = sqrt((1 - abar) / abar); min-max over t.
+
+    Zero terminal SNR (abar = 0 at the last t, as rescaled schedules have): 1/sqrt(SNR) is
+    infinite there. Rule: the min-max runs over the finite values, and a t whose SNR is zero
+    gets the noisy end's scale, 2 (it is noisier than every finite one)."""
+    finite = alphas_cumprod > 0
+    if not finite.any():
+        return torch.full_like(alphas_cumprod, 2.0)
+    inv_sqrt_snr = torch.sqrt((1.0 - alphas_cumprod[finite]) / alphas_cumprod[finite])
     low, high = inv_sqrt_snr.min(), inv_sqrt_snr.max()
-    if high <= low:
-        return torch.ones_like(alphas_cumprod)
-    return 1.0 + (inv_sqrt_snr - low) / (high - low)
+    scale = torch.full_like(alphas_cumprod, 2.0)
+    scale[finite] = 1.0 if high <= low else 1.0 + (inv_sqrt_snr - low) / (high - low)
+    return scale

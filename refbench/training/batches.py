@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, Conditioning
-from .data import PreferencePairs
+from .data import PreferencePairs, flips
 from .latent_cache import LatentCache
 
 __all__ = ["PairOrder", "StepBatch", "BatchSource", "decoded_pair_loader"]
@@ -50,13 +50,18 @@ class StepBatch:
 
 
 class _DecodedPairs(torch.utils.data.Dataset):
-    """Index -> (index, (caption, winner, loser) or None); runs in the DataLoader's workers."""
+    """Key -> (index, (caption, winner, loser) or None); runs in the DataLoader's workers. A key
+    is a pair index, or (index, micro-step, slot) when images are flipped at random: the coins
+    are a function of (seed, micro-step, slot), whichever worker decodes the pair."""
 
-    def __init__(self, pairs: PreferencePairs):
-        self.pairs = pairs
+    def __init__(self, pairs: PreferencePairs, flip_seed: int | None = None):
+        self.pairs, self.flip_seed = pairs, flip_seed
 
-    def __getitem__(self, index: int):
-        return index, self.pairs.load(index)
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            index, micro_step, slot = key
+            return index, self.pairs.load(index, flips(self.flip_seed, micro_step, slot))
+        return key, self.pairs.load(key)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -73,9 +78,10 @@ def _collate(items) -> dict:
     return out
 
 
-def decoded_pair_loader(pairs: PreferencePairs, batches, *, num_workers: int, pin_memory: bool = False):
-    """A DataLoader yielding, in order, one collated dict per list of pair indices in ``batches``."""
-    return torch.utils.data.DataLoader(_DecodedPairs(pairs), batch_sampler=batches, num_workers=num_workers,
+def decoded_pair_loader(pairs: PreferencePairs, batches, *, num_workers: int, pin_memory: bool = False,
+                        flip_seed: int | None = None):
+    """A DataLoader yielding, in order, one collated dict per list of keys in ``batches``."""
+    return torch.utils.data.DataLoader(_DecodedPairs(pairs, flip_seed), batch_sampler=batches, num_workers=num_workers,
                                        collate_fn=_collate, pin_memory=pin_memory,
                                        prefetch_factor=2 if num_workers else None)
 
@@ -83,13 +89,16 @@ def decoded_pair_loader(pairs: PreferencePairs, batches, *, num_workers: int, pi
 class _MicroBatchIndices:
     """The batch sampler: pair indices of micro-steps start, start + 1, ... (without end)."""
 
-    def __init__(self, order: PairOrder, start: int, batch_size: int, process: int, num_processes: int):
+    def __init__(self, order: PairOrder, start: int, batch_size: int, process: int, num_processes: int,
+                 with_positions: bool = False):
         self.order, self.start, self.args = order, start, (batch_size, process, num_processes)
+        self.with_positions = with_positions  # keys (index, micro-step, slot), for the flips
 
     def __iter__(self):
         micro_step = self.start
         while True:
-            yield self.order.indices(micro_step, *self.args)
+            indices = self.order.indices(micro_step, *self.args)
+            yield [(i, micro_step, slot) for slot, i in enumerate(indices)] if self.with_positions else indices
             micro_step += 1
 
 
@@ -97,9 +106,11 @@ class BatchSource:
     """Encoded micro-batches for one process: ``micro_batch(k)`` is the k-th of the run."""
 
     def __init__(self, pairs: PreferencePairs, backend: Backend, *, batch_size: int, seed: int, winners_only: bool,
-                 num_workers: int = 0, latent_cache: LatentCache | None = None, process_index: int = 0,
-                 num_processes: int = 1, device="cpu"):
-        self.pairs, self.backend, self.batch_size = pairs, backend, batch_size
+                 num_workers: int = 0, latent_cache: LatentCache | None = None, random_flip: bool = False,
+                 process_index: int = 0, num_processes: int = 1, device="cpu"):
+        self.pairs, self.backend, self.batch_size, self.seed = pairs, backend, batch_size, seed
+        self.random_flip = random_flip
+        self._empty = None  # the empty prompt's conditioning (caption dropout), encoded once
         self.winners_only = winners_only  # SFT trains on winners alone
         self.process_index, self.num_processes, self.device = process_index, num_processes, device
         self.num_workers, self.cache = num_workers, latent_cache
@@ -113,9 +124,11 @@ class BatchSource:
                                                          self.num_processes))
         if self._loader_iter is None or micro_step != self._next_micro_step:  # first use, or a jump (resume)
             self.close()
-            sampler = _MicroBatchIndices(self.order, micro_step, self.batch_size, self.process_index, self.num_processes)
+            sampler = _MicroBatchIndices(self.order, micro_step, self.batch_size, self.process_index, self.num_processes,
+                                         with_positions=self.random_flip)
             pin = torch.device(self.device).type == "cuda"
-            self._loader_iter = iter(decoded_pair_loader(self.pairs, sampler, num_workers=self.num_workers, pin_memory=pin))
+            self._loader_iter = iter(decoded_pair_loader(self.pairs, sampler, num_workers=self.num_workers, pin_memory=pin,
+                                                         flip_seed=self.seed))
         self._next_micro_step = micro_step + 1
         return self._encode_collated(next(self._loader_iter))
 
@@ -141,6 +154,18 @@ class BatchSource:
             x0 = self.backend.encode_images(images)
             cond = self.backend.encode_text(batch["captions"])
         return StepBatch(x0, cond, len(batch["captions"]))
+
+    def empty_conditioning(self, count: int) -> Conditioning:
+        """The empty prompt's conditioning, ``count`` times: from the cache (it holds it once) or
+        encoded once by the backend."""
+        if self._empty is None:
+            if self.cache is not None:
+                self._empty = self.cache.empty_conditioning(1)
+            else:
+                with torch.no_grad():
+                    self._empty = self.backend.encode_text([""])
+            self._empty = self._empty.to(self.device)
+        return self._empty.repeat(count)
 
     def close(self) -> None:
         """Stop the DataLoader's workers (they also stop when the source is dropped)."""

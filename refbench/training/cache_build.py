@@ -59,9 +59,10 @@ def cache_fingerprint(config: RunConfig, data_fingerprint: str) -> dict:
         image_encoder, text_encoders = "pixels", weights_digest(source, ("text_encoder",))
     else:
         source = model.pretrained
-        image_encoder = weights_digest(source, ("vae",))
+        image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(source, ("vae",))
         text_encoders = weights_digest(source, ("text_encoder", "text_encoder_2") if model.kind == "sdxl" else ("text_encoder",))
     return {"model": model.kind, "image_encoder": image_encoder, "text_encoders": text_encoders,
+            "vae_dtype": "fp32" if model.vae_fp32 else model.mixed_precision,
             "resolution": str(model.resolution), "crop": "center", "flip": "off",
             "dtype": config.data.latent_dtype, "data": data_fingerprint}
 

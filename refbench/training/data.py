@@ -27,7 +27,7 @@ import numpy as np
 from .sources import REQUIRED_COLUMNS, DataError, PairSource, TableSource, open_pair_source
 
 __all__ = ["DataError", "PreferencePairs", "SkipCounts", "open_pair_source", "decode_image", "REQUIRED_COLUMNS",
-           "load_preference_pairs"]
+           "load_preference_pairs", "flips"]
 
 # Pairs screened per scan batch: bounded memory for captions and labels while screening.
 SCAN_BATCH_ROWS = 65_536
@@ -46,9 +46,14 @@ class SkipCounts:
         return dict(sorted(self.counts.items()))
 
 
-def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
-    """Encoded bytes -> uint8 RGB (H, W, 3), resized (bicubic) and centre-cropped to ``size`` if given."""
+def decode_image(data: bytes, size: int | None = None, *, flip: bool = False) -> np.ndarray:
+    """Encoded bytes -> uint8 RGB (H, W, 3). With ``size``: the official Diffusion-DPO transform,
+    through torchvision: resize the shorter side to ``size`` (bilinear, antialiased), centre crop
+    to ``size`` x ``size``; ``flip`` mirrors it left to right (its RandomHorizontalFlip, with the
+    coin drawn by the caller so that batches stay a function of (seed, step))."""
     from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
 
     try:
         with warnings.catch_warnings():
@@ -56,13 +61,19 @@ def decode_image(data: bytes, size: int | None = None) -> np.ndarray:
             with Image.open(io.BytesIO(data)) as image:
                 image = image.convert("RGB")
                 if size is not None and image.size != (size, size):
-                    scale = size / min(image.size)
-                    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
-                    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-                    image = resized.crop((left, top, left + size, top + size))
+                    image = TF.center_crop(TF.resize(image, size, interpolation=InterpolationMode.BILINEAR), size)
+                if flip:
+                    image = TF.hflip(image)
                 return np.asarray(image, dtype=np.uint8)
     except Exception as exc:  # web data: besides OSError, PIL's plugins raise SyntaxError, struct.error, EOFError, bombs...
         raise ValueError(f"not a readable image ({type(exc).__name__})") from None
+
+
+def flips(seed: int, micro_step: int, slot: int) -> tuple[bool, bool]:
+    """The random horizontal flips of image 0 and image 1 of the pair in ``slot`` of a micro-batch:
+    each image its own coin, as the official code transforms each image on its own."""
+    coins = np.random.default_rng([seed, micro_step, slot, 0xF11B]).random(2)
+    return bool(coins[0] < 0.5), bool(coins[1] < 0.5)
 
 
 class PreferencePairs:
@@ -123,14 +134,16 @@ class PreferencePairs:
     def caption(self, index: int) -> str:
         return self.source.read_row(int(self.rows[index]), ("caption",))["caption"]
 
-    def load(self, index: int):
-        """(caption, winner, loser) decoded at ``resolution``, or None if an image is unreadable."""
+    def load(self, index: int, flip: tuple[bool, bool] = (False, False)):
+        """(caption, winner, loser) decoded at ``resolution`` (images 0 and 1 flipped as ``flip``
+        says), or None if an image is unreadable."""
         row = self.source.read_row(int(self.rows[index]), ("caption", "jpg_0", "jpg_1"))
         first, second = row["jpg_0"], row["jpg_1"]
         if isinstance(first, dict):  # datasets' Image feature stores {"bytes", "path"}
             first, second = first.get("bytes"), second.get("bytes")
         try:
-            image_0, image_1 = decode_image(first, self.resolution), decode_image(second, self.resolution)
+            image_0 = decode_image(first, self.resolution, flip=flip[0])
+            image_1 = decode_image(second, self.resolution, flip=flip[1])
         except ValueError:
             return None
         if self.winner_is_0[index]:

@@ -2,7 +2,7 @@
 
 ``RUN_ROOT/NAME/`` holds ``config.json``, ``checkpoint/`` (for ``--resume``), ``.lock`` (held
 while a process trains the run) and, when the run finishes, ``final/`` (the policy UNet as a
-diffusers folder, or the LoRA adapter). A run's status in the store: running, finished,
+diffusers folder, or diffusers-format LoRA weights). A run's status in the store: running, finished,
 interrupted (Ctrl-C / SIGTERM), diverged (too many non-finite steps) or failed; a run killed
 outright is still "running" in the store, and ``runs_table`` (``refbench runs``) shows it as
 interrupted once its lock is free.
@@ -251,15 +251,25 @@ def runs_table(db: Path):
 
 
 def _save_final(trainer, folder: Path) -> None:
-    from safetensors.torch import save_file
-
+    """The finished policy in the formats diffusers loads without refbench: full fine-tuning as a
+    ``UNet2DConditionModel`` folder (``final/unet``), LoRA as diffusers-format LoRA weights
+    (``final/pytorch_lora_weights.safetensors``, for ``pipe.load_lora_weights(final)``)."""
     folder.mkdir(parents=True, exist_ok=True)
     models = trainer.models
-    if models.lora:
-        save_file({k: v.contiguous().cpu() for k, v in models.policy_state().items()}, str(folder / "policy_lora.safetensors"))
-        (folder / "lora.json").write_text(json.dumps({"rank": trainer.config.model.lora_rank}))
-    else:
-        trainer.accelerator.unwrap_model(models.policy_module).save_pretrained(str(folder / "unet"))
+    unet = trainer.accelerator.unwrap_model(models.policy_module)
+    if not models.lora:
+        unet.save_pretrained(str(folder / "unet"))
+        return
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    from .modelset import POLICY
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=POLICY))
+    layers = {k: v.detach().contiguous().cpu() for k, v in layers.items()}
+    pipeline = StableDiffusionXLPipeline if trainer.config.model.kind == "sdxl" else StableDiffusionPipeline
+    pipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
 
 
 __all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free"]

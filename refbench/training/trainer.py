@@ -30,13 +30,14 @@ from ..method.losses import per_sample_error, sft_loss
 from ..method.objectives import OBJECTIVES, PairForward
 from ..method.reference_update import Action, ReferenceUpdater
 from ..method.timesteps import make_timestep_sampler, reward_scale
-from .backends import Backend, load_backend
+from .backends import Backend, Conditioning, load_backend
 from .batches import BatchSource, StepBatch
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import PreferencePairs
 from .latent_cache import LatentCache
 from .modelset import POLICY, REFERENCE, build_model_set
 from .monitor import DivergenceMonitor
+from .optimizers import make_optimizer
 from .run_log import RunLog
 from .seeding import step_generator
 from .stopping import TrainingDiverged, TrainingInterrupted, stop_requests
@@ -65,15 +66,15 @@ class Trainer:
         self.lambdas = reward_scale(method.reward_scale, self.backend.alphas_cumprod).to(acc.device)
         self.updater = ReferenceUpdater(method.reference_rule())
         self.learning_rate = training.effective_learning_rate(acc.num_processes)
-        # foreach: one kernel per parameter group instead of a Python loop per tensor (bit-identical results)
-        optimizer = torch.optim.AdamW(self.models.trainable_parameters(), lr=self.learning_rate, foreach=True,
-                                      weight_decay=training.weight_decay)
+        self.accumulation = training.accumulation(acc.num_processes)
+        optimizer = make_optimizer(training, self.models.trainable_parameters(), self.learning_rate)
         self.lr_scheduler = get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=training.lr_warmup_steps,
                                           num_training_steps=training.max_steps)
         # Only the policy is wrapped (DDP across processes); the frozen models run locally.
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
         self.batches = BatchSource(pairs, self.backend, batch_size=training.batch_size, seed=training.seed,
                                    winners_only=method.objective == "sft", latent_cache=latent_cache,
+                                   random_flip=config.data.random_flip,
                                    num_workers=config.data.resolved_num_workers(acc.num_processes),
                                    process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
         self.monitor = DivergenceMonitor(self.batches, self.backend, self.models, acc, size=training.monitor_size,
@@ -111,12 +112,29 @@ class Trainer:
             values.update(ref_err_w=ref_w.mean(), ref_err_l=ref_l.mean())
         return values
 
+    def _drop_captions(self, batch: StepBatch, step: int, micro: int) -> StepBatch:
+        """Caption dropout (official --proportion_empty_prompts): each pair trains on the empty
+        prompt with probability ``data.caption_dropout``, winner and loser alike. Its coins come
+        from a stream of their own, so the noise and timesteps are those of a run without it."""
+        share = self.config.data.caption_dropout
+        if not share:
+            return batch
+        generator = step_generator(self.config.training.seed, "caption-dropout", step, micro, self.accelerator.process_index)
+        dropped = (torch.rand(batch.pairs, generator=generator) < share).to(batch.cond.hidden.device)
+        if not dropped.any():
+            return batch
+        empty = self.batches.empty_conditioning(batch.pairs)
+        keep = lambda mine, other: torch.where(dropped.view(-1, *[1] * (mine.dim() - 1)), other.to(mine.dtype), mine)
+        cond = Conditioning(keep(batch.cond.hidden, empty.hidden),
+                            {k: keep(v, empty.added[k]) for k, v in batch.cond.added.items()})
+        return StepBatch(batch.x0, cond, batch.pairs)
+
     # -- one optimizer step ---------------------------------------------------------------
     def _optimizer_step(self, step: int) -> dict[str, torch.Tensor]:
         """Accumulate the step's micro-batches and apply the update, unless its loss or gradient is
         not finite on any process (then nobody applies it). Returns the micro-batch means."""
         training, acc = self.config.training, self.accelerator
-        accumulation = training.gradient_accumulation_steps
+        accumulation = self.accumulation
         totals: dict[str, torch.Tensor] = {}
         batch = None
         nonfinite_loss = torch.zeros(1, device=acc.device)  # micro-batches with a NaN/Inf loss
@@ -124,7 +142,7 @@ class Trainer:
             micro_batch = self.batches.micro_batch((step - 1) * accumulation + micro)
             if micro_batch is None:  # every image of this micro-batch was unreadable
                 continue
-            batch = micro_batch
+            batch = self._drop_captions(micro_batch, step, micro)
             generator = step_generator(training.seed, "step", step, micro, acc.process_index)
             # Gradients are all-reduced across processes once, on the last micro-batch.
             context = acc.no_sync(self.policy_forward) if micro < accumulation - 1 else nullcontext()

@@ -314,6 +314,6 @@ def test_baselines_train_on_the_tiny_sd_model(worlds, tmp_path):
     (a fixed reference = adapters off, so no reference adapter is built) and MaPO full fine-tuning."""
     metrics, _ = train_short(worlds, tmp_path / "dspo", "dspo", preset="sd15", lora_rank=4)
     assert metrics["step"].tolist() == [1, 2] and metrics["ref_err_w"].notna().all()
-    assert (tmp_path / "dspo" / "runs" / "dspo" / "final" / "policy_lora.safetensors").is_file()
+    assert (tmp_path / "dspo" / "runs" / "dspo" / "final" / "pytorch_lora_weights.safetensors").is_file()
     metrics, _ = train_short(worlds, tmp_path / "mapo", "mapo", preset="sd15")
     assert metrics["step"].tolist() == [1, 2] and metrics["ref_err_w"].isna().all()

@@ -100,3 +100,12 @@ def test_inv_sqrt_snr_on_the_sd_schedule_runs_from_1_to_2_and_is_monotone():
 def test_unknown_reward_scale_lists_the_valid_ones():
     with pytest.raises(ValueError, match="valid: constant, inv-sqrt-snr"):
         reward_scale("snr", sd_alphas_cumprod(10))
+
+
+def test_inv_sqrt_snr_is_finite_on_a_zero_terminal_snr_schedule():
+    """alphas_cumprod (0.8, 0.5, 0.0): the last t has SNR 0, so 1/sqrt(SNR) is infinite there.
+    The finite values are sqrt(0.2/0.8) = 0.5 and sqrt(0.5/0.5) = 1, min-max normalised to 0 and 1,
+    so lambda = (1, 2); the zero-SNR t takes the noisy end's 2. Without the rule: NaN."""
+    scale = reward_scale("inv-sqrt-snr", torch.tensor([0.8, 0.5, 0.0], dtype=torch.float64))
+    assert torch.isfinite(scale).all()
+    assert scale.tolist() == pytest.approx([1.0, 2.0, 2.0])

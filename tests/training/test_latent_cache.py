@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
 
 def overrides(tiny, **data):
     return {"model": {"pretrained": str(tiny / "sd15"), "resolution": 16, "gradient_checkpointing": False},
-            "data": {"source": str(tiny / "pairs.parquet"), "num_workers": 0, **data},
+            "data": {"source": str(tiny / "pairs.parquet"), "num_workers": 0, "random_flip": False, **data},
             "training": {"max_steps": 3, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 1e-4,
                          "scale_lr": False, "lr_warmup_steps": 0, "monitor_size": 2}}
 

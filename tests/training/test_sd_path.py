@@ -42,7 +42,7 @@ def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     assert store.query("select count(*) as n from train_metrics where run = 'refdpo'")["n"][0] == 3
     assert store.query("select count(*) as n from ref_events where kind = 'sync'")["n"][0] == 3
     final = tmp_path / "runs" / "refdpo" / "final"
-    assert (final / ("policy_lora.safetensors" if lora else "unet/config.json")).is_file()
+    assert (final / ("pytorch_lora_weights.safetensors" if lora else "unet/config.json")).is_file()
     # The trained policy samples through the diffusers pipeline, noise fixed by (prompt, seed).
     result = subprocess.run([sys.executable, "-m", "refbench", "generate", "refdpo", "--prompts", "toy-test",
                              "--num-prompts", "2", "--steps", "2", "--db", str(db), "--out", str(tmp_path / "runs"),
@@ -53,6 +53,25 @@ def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     from PIL import Image
 
     assert Image.open(samples["image_path"][0]).size == (16, 16)
+    # A user without refbench: plain diffusers loads the run's output (the UNet folder, or the
+    # LoRA weights through load_lora_weights) and makes the same image from the same noise.
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from refbench.toy.sampling import initial_noise
+
+    pipe = (StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline).from_pretrained(str(tiny / kind))
+    if lora:
+        pipe.load_lora_weights(str(final))
+        assert pipe.get_list_adapters()  # diffusers loads nothing, silently, from a folder without LoRA weights
+    else:
+        pipe.unet = UNet2DConditionModel.from_pretrained(str(final / "unet"))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    row = store.query("select prompt, seed, image_path, guidance_scale from samples where run = 'refdpo' order by prompt limit 1")
+    latents = initial_noise(row["prompt"][0], int(row["seed"][0]), (4, 8, 8))[None]
+    image = pipe([row["prompt"][0]], latents=latents, guidance_scale=float(row["guidance_scale"][0]), num_inference_steps=2,
+                 height=16, width=16, output_type="np").images[0]
+    made = np.asarray(Image.open(row["image_path"][0]), dtype=np.int16)
+    assert np.abs((np.clip(image, 0, 1) * 255).round().astype(np.int16) - made).max() <= 1
 
 
 def test_lora_reference_and_initial_model_share_the_base(tiny):

@@ -51,7 +51,7 @@ class StableDiffusionBackend(Backend):
                 self.unet = UNet2DConditionModel.from_pretrained(self.source, subfolder="unet").to(self.device)
             self.noise_scheduler = DDPMScheduler.from_pretrained(self.source, subfolder="scheduler")
             if encoders:
-                self.vae = AutoencoderKL.from_pretrained(self.source, subfolder="vae")
+                self.vae = None if model.vae else AutoencoderKL.from_pretrained(self.source, subfolder="vae")
                 self.tokenizers = [CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer")]
                 self.text_encoders = [CLIPTextModel.from_pretrained(self.source, subfolder="text_encoder")]
                 if self.kind == "sdxl":
@@ -59,15 +59,23 @@ class StableDiffusionBackend(Backend):
                     self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(self.source, subfolder="text_encoder_2"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.pretrained: cannot load {self.source}: {str(exc).splitlines()[0]}") from None
+        if encoders and model.vae:  # another VAE (the SDXL preset's fp16-fix, as the official launcher loads)
+            try:
+                self.vae = AutoencoderKL.from_pretrained(model.vae)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"model.vae: cannot load {model.vae}: {str(exc).splitlines()[0]}") from None
+        # The VAE stays in fp32 unless model.vae_fp32 is off (SD's VAE overflows in fp16).
+        self.vae_dtype = torch.float32 if model.vae_fp32 else self.dtype
         for module in (m for m in (self.vae, *self.text_encoders) if m is not None):
             module.requires_grad_(False).eval().to(self.device)
-            if self.dtype != torch.float32:
-                module.to(dtype=self.dtype)
+            dtype = self.vae_dtype if module is self.vae else self.dtype
+            if dtype != torch.float32:
+                module.to(dtype=dtype)
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
         pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        posterior = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        posterior = self.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist
         return (posterior.mean * self.vae.config.scaling_factor).float()
 
     @torch.no_grad()
