@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from .config_layers import accumulation_or_effective_batch, refuse_reference_updates, vae_goes_with_its_model
 from .errors import ConfigError
 from .method.reference_update import ReferenceUpdateRule
 from .method.timesteps import reward_scale_names
@@ -43,7 +44,6 @@ __all__ = [
 # Objectives without a reference model (the trainer skips the reference pass for them), and
 # the fields that only steer a reference's updates, refused with them.
 REFERENCE_FREE_OBJECTIVES = ("sft", "mapo")
-_REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -386,43 +386,8 @@ def load_config(
     raw["method"]["name"] = method
     raw = _merge(raw, overrides or {})
     raw["name"] = name or from_file.get("name") or method
-    _accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
-    _vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
+    accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
+    vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
     config = config_from_dict(raw)
-    _refuse_reference_updates(config, method_preset, from_file, overrides or {})
+    refuse_reference_updates(config.method.objective, REFERENCE_FREE_OBJECTIVES, method_preset, from_file, overrides or {})
     return config
-
-
-def _accumulation_or_effective_batch(raw: dict, *layers: dict) -> None:
-    """An accumulation asked for above the model preset wins over the preset's effective batch
-    (the presets state the effective batch); asking for both in one place is refused."""
-    for layer in layers:
-        training = {k: v for k, v in layer.get("training", {}).items() if v is not None}
-        if "gradient_accumulation_steps" in training and training.get("effective_batch"):
-            raise ConfigError("training.effective_batch: give it or training.gradient_accumulation_steps, not both")
-        if "gradient_accumulation_steps" in training:
-            raw.setdefault("training", {})["effective_batch"] = 0
-        elif training.get("effective_batch"):
-            raw.setdefault("training", {}).pop("gradient_accumulation_steps", None)
-
-
-def _vae_goes_with_its_model(raw: dict, *layers: dict) -> None:
-    """The preset's ``model.vae`` belongs to the preset's model: another ``model.pretrained``
-    asked for above the preset drops it, unless a ``model.vae`` is asked for too."""
-    asked = [{k: v for k, v in layer.get("model", {}).items() if v is not None} for layer in layers]
-    if any("pretrained" in a for a in asked) and not any("vae" in a for a in asked):
-        raw.setdefault("model", {})["vae"] = None
-
-
-def _refuse_reference_updates(config: RunConfig, *layers: dict) -> None:
-    """tau, delta, on_exceed or mixup_alpha given for a reference-free method (above the model
-    preset, whose numbers serve every method) would do nothing: refuse them, naming the field."""
-    objective = config.method.objective
-    if objective not in REFERENCE_FREE_OBJECTIVES:
-        return
-    for layer in layers:
-        section = layer.get("method")
-        for key in _REFERENCE_UPDATE_FIELDS:
-            if isinstance(section, dict) and section.get(key) is not None:
-                raise ConfigError(f"method.{key}: the {objective} objective has no reference model to update; remove {key}")
-

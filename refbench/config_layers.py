@@ -1,0 +1,44 @@
+"""Rules between the layers of a config (model preset < method preset < file < flags) that a
+single field's validation cannot see: what was asked for above the model preset."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates"]
+
+_REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
+
+
+def accumulation_or_effective_batch(raw: dict, *layers: dict) -> None:
+    """An accumulation asked for above the model preset wins over the preset's effective batch
+    (the presets state the effective batch); asking for both in one place is refused."""
+    for layer in layers:
+        training = {k: v for k, v in layer.get("training", {}).items() if v is not None}
+        if "gradient_accumulation_steps" in training and training.get("effective_batch"):
+            raise ConfigError("training.effective_batch: give it or training.gradient_accumulation_steps, not both")
+        if "gradient_accumulation_steps" in training:
+            raw.setdefault("training", {})["effective_batch"] = 0
+        elif training.get("effective_batch"):
+            raw.setdefault("training", {}).pop("gradient_accumulation_steps", None)
+
+
+def vae_goes_with_its_model(raw: dict, *layers: dict) -> None:
+    """The preset's ``model.vae`` belongs to the preset's model: another ``model.pretrained``
+    asked for above the preset drops it, unless a ``model.vae`` is asked for too."""
+    asked = [{k: v for k, v in layer.get("model", {}).items() if v is not None} for layer in layers]
+    if any("pretrained" in a for a in asked) and not any("vae" in a for a in asked):
+        raw.setdefault("model", {})["vae"] = None
+
+
+def refuse_reference_updates(objective: str, reference_free: tuple[str, ...], *layers: dict) -> None:
+    """tau, delta, on_exceed or mixup_alpha given for a reference-free method (above the model
+    preset, whose numbers serve every method) would do nothing: refuse them, naming the field."""
+    if objective not in reference_free:
+        return
+    for layer in layers:
+        section = layer.get("method")
+        for key in _REFERENCE_UPDATE_FIELDS:
+            if isinstance(section, dict) and section.get(key) is not None:
+                raise ConfigError(f"method.{key}: the {objective} objective has no reference model to update; remove {key}")
+
