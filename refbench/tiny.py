@@ -62,6 +62,12 @@ def build_tiny_pipeline(folder: str | Path, kind: str = "sd15", seed: int = 0) -
     scheduler.save_pretrained(str(folder / "scheduler"))
     for name, encoder in encoders.items():
         encoder.save_pretrained(str(folder / name))
+    write_pipeline_index(folder, sdxl)
+    return folder
+
+
+def write_pipeline_index(folder: Path, sdxl: bool) -> None:
+    """The pipeline's model_index.json, so that diffusers' pipelines load the folder."""
     index = {"_class_name": "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline",
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
              "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
@@ -71,5 +77,4 @@ def build_tiny_pipeline(folder: str | Path, kind: str = "sd15", seed: int = 0) -
                      tokenizer_2=["transformers", "CLIPTokenizer"], force_zeros_for_empty_prompt=True)
     else:
         index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
+    (Path(folder) / "model_index.json").write_text(json.dumps(index, indent=2))

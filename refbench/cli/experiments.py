@@ -111,8 +111,24 @@ def bench_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     repetitions: Optional[int] = typer.Option(None, "--repetitions", help="Interleaved repetitions (default 3 quick, 7 full)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    full_size: bool = typer.Option(False, "--full-size", help="SD1.5 / SDXL at their real sizes (random weights, built here): step time and peak memory."),
+    models: str = typer.Option("sd15", "--models", help="With --full-size: sd15, sdxl or both (comma-separated)."),
+    lora_ranks: str = typer.Option("64", "--lora-ranks", help="With --full-size: LoRA ranks, 0 for full fine-tuning (e.g. 0,64)."),
+    optimizers: str = typer.Option("adamw", "--optimizers", help="With --full-size: adamw, adafactor (comma-separated)."),
+    steps: int = typer.Option(2, "--steps", help="With --full-size: optimizer steps per case (the first is warm-up)."),
+    root: Path = typer.Option(Path("runs/bench-full-size"), "--root", help="With --full-size: where the models are built (SD1.5 ~4 GB)."),
 ) -> None:
     """Time training and analysis against their bare passes, side by side (see benchmarks/RESULTS.md)."""
+    if full_size:
+        import json
+
+        from ..bench.full_size import full_size_bench
+
+        rows = full_size_bench(root, kinds=tuple(parse_list(models)), lora_ranks=tuple(parse_list(lora_ranks, int)),
+                               optimizers=tuple(parse_list(optimizers)), steps=steps)
+        if out:
+            out.write_text(json.dumps(rows, indent=1))
+        return
     from ..bench import bench
 
     typer.echo(bench(quick=quick, as_json=as_json, out=out, repetitions=repetitions, threads=threads))
