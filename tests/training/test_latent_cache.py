@@ -189,3 +189,25 @@ def test_an_interrupted_build_resumes_with_what_it_had_not_finished(tiny, tmp_pa
     assert json.loads((cache / "meta.json").read_text())["complete"]
     assert (np.load(cache / "status.npy") == 1).all()
     np.testing.assert_array_equal(np.load(cache / "latents.npy"), reference)
+
+
+def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
+    """`accelerate launch --num_processes 2 -m refbench cache-latents`: the processes take chunks
+    of 64 pairs in turn (150 pairs: chunks 0 and 2 to process 0, chunk 1 to process 1), writing
+    their own rows of the shared arrays; the cache equals the one a single process builds."""
+    from refbench.toy.pairs import build_pairs, write_pairs
+
+    data = write_pairs(build_pairs(150, "train", seed=7), tmp_path / "pairs.parquet")
+    accelerate = __import__("pathlib").Path(sys.executable).with_name("accelerate")
+    args = ["cache-latents", "--preset", "sd15", "--model", str(tiny / "sd15"), "--data", str(data),
+            "--resolution", "16", "--dtype", "float32", "--no-progress"]
+    two = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", *args, "--out",
+                          str(tmp_path / "two")], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = cli(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    for name in ("latents.npy", "status.npy", "caption_index.npy", "text_hidden.npy", "text_status.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name), atol=1e-6)
+    assert json.loads((tmp_path / "two" / "meta.json").read_text())["complete"]
