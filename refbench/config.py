@@ -189,6 +189,7 @@ class TrainingConfig:
     # adamw: torch AdamW; adafactor: transformers' Adafactor with the official SDXL settings;
     # adamw8bit: bitsandbytes' AdamW8bit (optional package).
     optimizer: Literal["adamw", "adafactor", "adamw8bit"] = "adamw"
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"  # live curves through accelerate's trackers
     learning_rate: float = 1e-5
     scale_lr: bool = False  # official launchers: lr x (batch x accumulation x processes)
     lr_scheduler: Literal["constant", "constant_with_warmup", "cosine"] = "constant_with_warmup"

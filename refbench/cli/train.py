@@ -50,6 +50,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per process per micro-step."),
     accumulation: Optional[int] = typer.Option(None, "--accumulation", help="Gradient accumulation steps (instead of --effective-batch)."),
     effective_batch: Optional[int] = typer.Option(None, "--effective-batch", help="Pairs per optimizer step over all processes (the paper: 2048); sets the accumulation."),
+    report_to: Optional[str] = typer.Option(None, "--report-to", help="Live curves: tensorboard (in RUN/logs), wandb or none."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run of this name from its last checkpoint."),
     db: Path = DB_OPTION,
     out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
@@ -62,7 +63,8 @@ def train(
     overrides = {
         "method": {"tau": tau, "delta": delta, "gamma": gamma, "bins": bins, "beta": beta},
         "training": {"max_steps": max_steps, "learning_rate": lr, "seed": seed, "batch_size": batch_size,
-                     "gradient_accumulation_steps": accumulation, "effective_batch": effective_batch},
+                     "gradient_accumulation_steps": accumulation, "effective_batch": effective_batch,
+                     "report_to": report_to},
         "model": {"pretrained": model, "vae": vae, "lora_rank": lora_rank, "resolution": resolution},
         "data": {"source": data},
     }

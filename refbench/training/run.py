@@ -31,14 +31,16 @@ def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
 
 
 def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
-    """The stored config, with only ``training.max_steps`` allowed to change on resume."""
+    """The stored config, with only ``training.max_steps`` and ``report_to`` allowed to change on resume."""
     overrides = {s: {k: v for k, v in values.items() if v is not None} for s, values in overrides.items() if isinstance(values, dict)}
     max_steps = overrides.get("training", {}).pop("max_steps", None)
+    report_to = overrides.get("training", {}).pop("report_to", None)  # where the curves go may change
     conflicts = _diff(stored, {s: v for s, v in overrides.items() if v})
     if conflicts:
         raise ConfigError(f"--resume continues a run with its stored config; these differ: {', '.join(conflicts)}")
-    if max_steps is not None:
-        stored = {**stored, "training": {**stored["training"], "max_steps": max_steps}}
+    for key, value in (("max_steps", max_steps), ("report_to", report_to)):
+        if value is not None:
+            stored = {**stored, "training": {**stored["training"], key: value}}
     return config_from_dict(stored)
 
 
@@ -59,9 +61,11 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
     # Half precision is for GPUs; on a CPU the same run goes in fp32 (accelerate refuses fp16 there).
     # cpu=True without a GPU also makes accelerate set up gloo when launched with several processes.
     gpu = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu)
-    main = accelerator.is_main_process
     run_dir = Path(out_root) / config.name
+    report_to = config.training.report_to
+    accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu,
+                              log_with=None if report_to == "none" else report_to, project_dir=str(run_dir / "logs"))
+    main = accelerator.is_main_process
     with ExitStack() as held:
         store, existing, failure = None, None, None
         if main:
@@ -79,6 +83,23 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = 
             raise RefbenchError(failure)
         return _run_training(config, accelerator, store, run_dir, existing=existing, resume=resume, progress=progress,
                              overrides=overrides)
+
+
+def start_trackers(accelerator, config: RunConfig) -> None:
+    """accelerate's trackers (TensorBoard: RUN/logs/NAME; W&B: project refbench), with the config
+    flattened to scalars as hyperparameters. A tracker whose package is missing is one line."""
+    flat = {}
+    for section, values in config.to_dict().items():
+        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+            name = f"{section}.{key}" if key else section
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    try:
+        accelerator.init_trackers(config.name if config.training.report_to == "tensorboard" else "refbench",
+                                  config=flat, init_kwargs={"wandb": {"name": config.name}})
+    except (ImportError, ModuleNotFoundError) as exc:
+        package = "tensorboard" if config.training.report_to == "tensorboard" else "wandb"
+        raise RefbenchError(f"training.report_to {config.training.report_to} needs the {package} package "
+                            f"(pip install {package}): {exc}") from None
 
 
 def same_on_every_process(accelerator, message: str | None) -> str | None:
@@ -138,7 +159,11 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
                              versions=package_versions())
         # Skips found on load are stored now, so a killed run keeps them too.
         store.set_run_status(config.name, "running", f"data skips: {pairs.skipped.as_dict()}")
-    run_log = RunLog(store, config.name) if main else None
+    tracker = None
+    if config.training.report_to != "none":
+        start_trackers(accelerator, config)
+        tracker = accelerator.log
+    run_log = RunLog(store, config.name, tracker=tracker) if main else None
     trainer = None
     try:
         trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress,
@@ -168,6 +193,8 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
         if isinstance(exc, OSError):  # a full disk, a folder removed under the run: one line
             raise RefbenchError(f"training stopped at step {step}: {exc}") from None
         raise
+    if tracker is not None:
+        accelerator.end_training()
     report = trainer.process_report()
     if main:
         (run_dir / "processes.json").write_text(json.dumps(report, indent=1))

@@ -17,21 +17,30 @@ from ..store import Store
 
 
 class RunLog:
-    def __init__(self, store: Store | None, run: str, *, flush_seconds: float = 10.0):
+    """``tracker``: a callable ``(values, step)`` (accelerate's ``Accelerator.log``) that gets
+    every metric row and event as it is logged, for a live TensorBoard or W&B page; the store
+    stays the source of truth."""
+
+    def __init__(self, store: Store | None, run: str, *, flush_seconds: float = 10.0, tracker=None):
         self.store = store
         self.run = run
         self.flush_seconds = flush_seconds
+        self.tracker = tracker
         self._metrics: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
 
     def metrics(self, step: int, **values: float | None) -> None:
         self._metrics.append({"run": self.run, "step": step, **values})
+        if self.tracker is not None:
+            self.tracker({f"train/{k}": v for k, v in values.items() if v is not None}, step=step)
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def event(self, step: int, kind: str, divergence: float | None) -> None:
         self._events.append({"run": self.run, "step": step, "kind": kind, "divergence": divergence})
+        if self.tracker is not None and divergence is not None:  # e.g. events/sync: D(ref, init) at the sync
+            self.tracker({f"events/{kind}": divergence}, step=step)
 
     def flush(self, *, final: bool = False) -> bool:
         """Write buffered rows; True once all are committed. A busy store keeps them for the next
