@@ -175,8 +175,10 @@ def load_scorer(name: str, source: str | None = None) -> MetricFn:
             except MetricLoadError:
                 raise
             except OSError as exc:  # missing file, hub unreachable or repo/file not cached
-                raise MetricLoadError(f"{name}: cannot load {source!r} (offline, or not found); "
-                                      f"pass {name}=/local/path") from exc
+                if not os.path.exists(os.path.expanduser(source)):  # a path with a typo, or a hub id
+                    raise MetricLoadError(f"{name}: cannot load {source!r}: no file or folder of that name exists, and "
+                                          f"as a hub id it is offline or not found; pass {name}=/local/path") from exc
+                raise MetricLoadError(f"{name}: cannot load {source!r}: {(str(exc).splitlines() or [''])[0][:300]}") from exc
             except Exception as exc:  # a file that exists but does not fit: say why, on one line
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise MetricLoadError(f"{name}: cannot load {source!r}: {type(exc).__name__}: {first}") from exc

@@ -158,3 +158,36 @@ def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: training.effective_batch: must be a multiple of training.batch_size (4); "
                                      "got 6")
+
+
+def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_path, monkeypatch):
+    """`--data digits/train.parquet` (a typo of a local path, shaped like a hub id): one line that
+    says no such file exists and that the name failed as a hub data set too; the same for a
+    reward model's source and for --model."""
+    import datasets
+
+    from refbench.evaluation.metrics import MetricLoadError, load_scorer
+    from refbench.training.data import DataError, open_pair_source
+
+    monkeypatch.chdir(tmp_path)
+
+    def offline(name, split):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"^no file or folder digits/train.parquet exists, and as a hub data set it "
+                                        r"cannot be loaded \(split 'train'\): Couldn't reach") as error:
+        open_pair_source("digits/train.parquet", "train")
+    assert "\n" not in str(error.value)
+    with pytest.raises(MetricLoadError, match=r"^pickscore: cannot load 'models/pickscore': no file or folder of that "
+                                              r"name exists, and as a hub id it is offline or not found"):
+        load_scorer("pickscore", "models/pickscore")
+    from refbench.toy.pairs import build_pairs, write_pairs
+
+    data = write_pairs(build_pairs(4, "train", seed=0), tmp_path / "pairs.parquet")
+    result = subprocess.run([sys.executable, "-m", "refbench", "train", "--preset", "sd15", "--model", "models/sd15",
+                             "--data", str(data), "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: model.pretrained: cannot load models/sd15: no file or folder of that name exists, and as a hub id:")

@@ -58,6 +58,9 @@ class StableDiffusionBackend(Backend):
                     self.tokenizers.append(CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer_2"))
                     self.text_encoders.append(CLIPTextModelWithProjection.from_pretrained(self.source, subfolder="text_encoder_2"))
         except (OSError, ValueError) as exc:
+            if not Path(self.source).exists():  # a local path with a typo is tried as a hub id: say both
+                raise ConfigError(f"model.pretrained: cannot load {self.source}: no file or folder of that name exists, "
+                                  f"and as a hub id: {str(exc).splitlines()[0]}") from None
             raise ConfigError(f"model.pretrained: cannot load {self.source}: {str(exc).splitlines()[0]}") from None
         if encoders and model.vae:  # another VAE (the SDXL preset's fp16-fix, as the official launcher loads)
             try:
