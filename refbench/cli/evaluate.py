@@ -76,3 +76,27 @@ def winrate(
     table, means = winrate_frames(run, baseline, results)
     typer.echo(render_frame(table, fmt, title=f"win rate % [95% CI] on {prompts}, ties count half"))
     typer.echo(render_frame(means, fmt, title="mean scores"))
+
+
+def doctor(
+    metrics: Optional[list[str]] = typer.Argument(None, help="Metrics, each NAME or NAME=/local/path (default: the paper's five)."),
+) -> None:
+    """Check that reward models load here, offline, as `score` loads them: source, weights sha256, size, status."""
+    from ..errors import RefbenchError
+    from ..evaluation.doctor import check_metrics, environment
+    from ..evaluation.metrics import list_metrics
+
+    if not metrics:
+        for package, version in environment().items():
+            typer.echo(f"{package:<16} {version}")
+        typer.echo("")
+    checks = check_metrics(metrics or list_metrics(kind="reward-model"))
+    for check in checks:
+        size = f"{check.size_bytes / 2**20:.1f} MB" if check.size_bytes else "-"
+        typer.echo(f"{check.name:<16} {'ok    ' if check.ok else 'FAILED'} {check.source}")
+        typer.echo(f"{'':<16} sha256 {check.sha256 or '- (no weight file found here)'}  size {size}")
+        if not check.ok:
+            typer.echo(f"{'':<16} {check.status}")
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise RefbenchError(f"{len(failed)} of {len(checks)} reward models cannot be loaded here: {', '.join(failed)}")

@@ -1,0 +1,98 @@
+"""`refbench doctor`: can the reward models be loaded here, offline, exactly as `score` loads them?
+
+Per metric (default: the paper's five): its source, the sha256 and size of its weight files,
+and a one-line status. Weight files are those of a local source (the file, or the weight
+files in the folder and its subfolders) or of a hub id's snapshot in the local hub cache;
+nothing is downloaded. With no metrics named, the versions of the stack and whether a GPU is
+visible come first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["MetricCheck", "check_metric", "check_metrics", "environment", "weight_files"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "open_clip_torch")
+
+
+@dataclass
+class MetricCheck:
+    name: str
+    source: str
+    sha256: str | None
+    size_bytes: int
+    ok: bool
+    status: str  # "ok", or the one-line reason it cannot be loaded
+
+
+def weight_files(source: str) -> list[Path]:
+    """The weight files behind ``source``: local, or a hub snapshot already in the local cache."""
+    path = Path(os.path.expanduser(source))
+    if not path.exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(source, local_files_only=True))
+        except Exception:  # not cached (or not a hub id): nothing to hash
+            return []
+    if path.is_file():
+        return [path]
+    return sorted(f for f in path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+
+
+def _digest(files: list[Path]) -> str | None:
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_metric(spec: str) -> MetricCheck:
+    """Load ``name`` or ``name=source`` as `refbench score` would, and describe its weights."""
+    from ..errors import RefbenchError
+    from .metrics import get_metric, load_scorer
+
+    name = spec.partition("=")[0].strip()
+    try:
+        metric = get_metric(spec)
+    except (RefbenchError, KeyError, ValueError) as exc:
+        return MetricCheck(name, spec.partition("=")[2], None, 0, False, str(exc).splitlines()[0])
+    source = metric.source or "(computed from pixels)"
+    files = weight_files(metric.source) if metric.source else []
+    try:
+        if metric.source:
+            load_scorer(metric.name, metric.source)
+        ok, status = True, "ok"
+    except RefbenchError as exc:
+        ok, status = False, str(exc).splitlines()[0]
+    except Exception as exc:  # anything else a loader raises: still one line
+        ok, status = False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+    return MetricCheck(metric.name, source, _digest(files), sum(f.stat().st_size for f in files), ok, status)
+
+
+def check_metrics(specs: list[str]) -> list[MetricCheck]:
+    return [check_metric(spec) for spec in specs]
+
+
+def environment() -> dict[str, str]:
+    """Installed versions of the stack, and whether a GPU is visible."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    import torch
+
+    versions["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
+    return versions

@@ -1,0 +1,56 @@
+"""`refbench doctor` on tiny random-weight reward models built offline (as test_rewards builds them)."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+from test_rewards import _tiny_hf_clip, _tiny_open_clip
+
+
+def doctor(*metrics):
+    return subprocess.run([sys.executable, "-m", "refbench", "doctor", *metrics], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
+    """PickScore as a folder (its model.safetensors) and HPSv2 as a file: both load, exit 0, and the
+    printed sha256 is the file's own (for the folder: of its one weight file)."""
+    _tiny_hf_clip(tmp_path / "pickscore")
+    _tiny_open_clip(tmp_path / "hps", "HPS_v2_compressed.pt", wrap=True)
+    hps = tmp_path / "hps" / "HPS_v2_compressed.pt"
+    weights = sorted(p for p in (tmp_path / "pickscore").rglob("*") if p.suffix in (".safetensors", ".bin"))
+    assert len(weights) == 1
+    result = doctor(f"pickscore={tmp_path / 'pickscore'}", f"hpsv2={hps}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert hashlib.sha256(hps.read_bytes()).hexdigest() in result.stdout
+    assert hashlib.sha256(weights[0].read_bytes()).hexdigest() in result.stdout
+    assert result.stdout.count("ok ") == 2 and "FAILED" not in result.stdout
+
+
+def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path):
+    """A truncated HPSv2 file (its first half) and a path that is not there: both FAILED with
+    their reason on one line, and the command ends with one error line and exit code 2."""
+    _tiny_open_clip(tmp_path / "hps", "HPS_v2_compressed.pt", wrap=True)
+    whole = (tmp_path / "hps" / "HPS_v2_compressed.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    result = doctor(f"hpsv2={truncated}", f"pickscore={tmp_path / 'nowhere'}")
+    assert result.returncode == 2
+    assert result.stdout.count("FAILED") == 2
+    assert result.stderr.strip() == "error: 2 of 2 reward models cannot be loaded here: hpsv2, pickscore"
+    assert f"hpsv2: cannot load '{truncated}'" in result.stdout
+
+
+def test_doctor_without_arguments_reports_the_stack_and_the_papers_five():
+    """No arguments: versions of torch, diffusers, transformers, accelerate, open_clip and the GPU
+    line, then the paper's five reward models; offline, without their weights, all five fail."""
+    from importlib import metadata
+
+    result = doctor()
+    assert result.returncode == 2
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["torch", metadata.version("torch")]
+    assert any(line.startswith("gpu ") for line in lines)
+    for name in ("pickscore", "hpsv2", "clip", "laion-aesthetic", "imagereward"):
+        assert any(line.startswith(name) and "FAILED" in line for line in lines)
