@@ -58,6 +58,10 @@ TABLES: dict[str, str] = {
         run VARCHAR, baseline VARCHAR, metric VARCHAR, prompt_set VARCHAR, n BIGINT,
         rate DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mean_run DOUBLE, mean_baseline DOUBLE,
         created_at TIMESTAMPTZ, PRIMARY KEY (run, baseline, metric, prompt_set)""",
+    # Which checkpoint made a reward model's scores in this store (one per metric).
+    "metric_sources": """
+        metric VARCHAR PRIMARY KEY, source VARCHAR, weights_sha256 VARCHAR, size_bytes BIGINT,
+        recorded_at TIMESTAMPTZ""",
 }
 
 

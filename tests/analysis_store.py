@@ -175,6 +175,9 @@ def build_synthetic_store(path: str | Path) -> Store:
                 i += 1
     store.upsert("samples", samples)
     store.upsert("scores", scores)
+    # a reward model's checkpoint record, as `score` writes for pickscore=SOURCE (the toy oracles have none)
+    store.upsert("metric_sources", [{"metric": "pickscore", "source": "/models/PickScore_v1", "weights_sha256": "0" * 64,
+                                     "size_bytes": 1, "recorded_at": stamp}])
 
     n = NUM_PROMPTS * len(SEEDS)
     winrates = []

@@ -9,15 +9,13 @@ visible come first.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
-__all__ = ["MetricCheck", "check_metric", "check_metrics", "environment", "weight_files"]
+from .weights import digest, weight_files
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+__all__ = ["MetricCheck", "check_metric", "check_metrics", "environment"]
+
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "open_clip_torch")
 
 
@@ -29,32 +27,6 @@ class MetricCheck:
     size_bytes: int
     ok: bool
     status: str  # "ok", or the one-line reason it cannot be loaded
-
-
-def weight_files(source: str) -> list[Path]:
-    """The weight files behind ``source``: local, or a hub snapshot already in the local cache."""
-    path = Path(os.path.expanduser(source))
-    if not path.exists():
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(source, local_files_only=True))
-        except Exception:  # not cached (or not a hub id): nothing to hash
-            return []
-    if path.is_file():
-        return [path]
-    return sorted(f for f in path.rglob("*") if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
-
-
-def _digest(files: list[Path]) -> str | None:
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def check_metric(spec: str) -> MetricCheck:
@@ -77,7 +49,7 @@ def check_metric(spec: str) -> MetricCheck:
         ok, status = False, str(exc).splitlines()[0]
     except Exception as exc:  # anything else a loader raises: still one line
         ok, status = False, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
-    return MetricCheck(metric.name, source, _digest(files), sum(f.stat().st_size for f in files), ok, status)
+    return MetricCheck(metric.name, source, digest(files), sum(f.stat().st_size for f in files), ok, status)
 
 
 def check_metrics(specs: list[str]) -> list[MetricCheck]:

@@ -48,6 +48,8 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
     for requested in names:
         metric = get_metric(requested)
         name = metric.name  # stored without the source, so "pickscore=/path" fills the pickscore column
+        if metric.source is not None:
+            record_source(store, name, metric.source, db)
         scored = set(store.query("SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
                                  "WHERE m.run = ? AND s.metric = ?", [run, name])["sample_id"])
         todo = samples[~samples["sample_id"].isin(scored)]
@@ -67,3 +69,20 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
         bar.close()
         added[name] = len(todo)
     return added
+
+
+def record_source(store: Store, metric: str, source: str, db: Path) -> None:
+    """Record which checkpoint makes ``metric``'s scores in this store (its source and the sha256
+    of its weight files); scores from another checkpoint would be mixed in one column: refused."""
+    from ..store import now
+    from .weights import digest, weight_files
+
+    files = weight_files(source)
+    sha256, size = digest(files), sum(f.stat().st_size for f in files)
+    known = store.query("SELECT source, weights_sha256 FROM metric_sources WHERE metric = ?", [metric])
+    if not known.empty and (known["source"][0], known["weights_sha256"][0]) != (source, sha256):
+        raise RefbenchError(f"{metric} scores in {db} come from {known['source'][0]} (sha256 "
+                            f"{str(known['weights_sha256'][0])[:12]}), not {source} (sha256 {str(sha256)[:12]}); "
+                            f"score with that checkpoint, or use another --db")
+    store.upsert("metric_sources", [{"metric": metric, "source": source, "weights_sha256": sha256,
+                                     "size_bytes": size, "recorded_at": now()}])

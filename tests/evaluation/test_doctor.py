@@ -54,3 +54,39 @@ def test_doctor_without_arguments_reports_the_stack_and_the_papers_five():
     assert any(line.startswith("gpu ") for line in lines)
     for name in ("pickscore", "hpsv2", "clip", "laion-aesthetic", "imagereward"):
         assert any(line.startswith(name) and "FAILED" in line for line in lines)
+
+
+def test_every_score_records_its_checkpoint_and_another_one_is_refused(tmp_path):
+    """Scoring with pickscore=DIR records DIR and the sha256 of its weight file in metric_sources;
+    scoring the same store's pickscore column from another checkpoint (other weights) is refused
+    in one line that names both."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from refbench.errors import RefbenchError
+    from refbench.evaluation.score import score
+    from refbench.store import Store
+
+    _tiny_hf_clip(tmp_path / "pickscore")
+    weights = next(p for p in (tmp_path / "pickscore").rglob("*") if p.suffix in (".safetensors", ".bin"))
+    store = Store(tmp_path / "db.duckdb")
+    rows = []
+    for index in range(3):
+        path = tmp_path / f"sample{index}.png"
+        Image.fromarray(np.full((16, 16, 3), 40 * index, dtype=np.uint8)).save(path)
+        rows.append({"sample_id": f"s{index}", "run": "r", "prompt_set": "toy-test", "prompt": f"a red circle {index}",
+                     "seed": 0, "image_path": str(path), "guidance_scale": 3.0, "num_steps": 2, "created_at": None})
+    store.upsert("samples", rows)
+    assert score("r", metrics=f"pickscore={tmp_path / 'pickscore'}", db=tmp_path / "db.duckdb", progress=False) == {"pickscore": 3}
+    recorded = store.query("SELECT metric, source, weights_sha256, size_bytes FROM metric_sources")
+    assert recorded.to_dict("records") == [{"metric": "pickscore", "source": str(tmp_path / "pickscore"),
+                                            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+                                            "size_bytes": weights.stat().st_size}]
+    import torch
+
+    torch.manual_seed(123)  # other random weights: another checkpoint
+    _tiny_hf_clip(tmp_path / "other")
+    with pytest.raises(RefbenchError, match=r"pickscore scores in .* come from .*pickscore \(sha256 [0-9a-f]{12}\), not "
+                                            r".*other \(sha256 [0-9a-f]{12}\)"):
+        score("r", metrics=f"pickscore={tmp_path / 'other'}", db=tmp_path / "db.duckdb", progress=False)
