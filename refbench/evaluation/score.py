@@ -48,8 +48,9 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
     for requested in names:
         metric = get_metric(requested)
         name = metric.name  # stored without the source, so "pickscore=/path" fills the pickscore column
-        if metric.source is not None:
-            record_source(store, name, metric.source, db)
+        source = getattr(metric, "source", None)  # reward models have one; the toy oracles none
+        if source is not None:
+            record_source(store, name, source, db)
         scored = set(store.query("SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
                                  "WHERE m.run = ? AND s.metric = ?", [run, name])["sample_id"])
         todo = samples[~samples["sample_id"].isin(scored)]

@@ -374,7 +374,8 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
     "training": {"max_steps": 0, "batch_size": 0, "gradient_accumulation_steps": 0, "learning_rate": float("nan"),
                  "scale_lr": "yes", "lr_scheduler": "linear", "lr_warmup_steps": -1, "weight_decay": -0.1,
                  "max_grad_norm": 0.0, "seed": -1, "log_every": 0, "monitor_every": 0, "monitor_size": 0,
-                 "checkpoint_every": 0, "max_nonfinite_steps": 0, "effective_batch": -1, "optimizer": "sgd"},
+                 "checkpoint_every": 0, "max_nonfinite_steps": 0, "effective_batch": -1, "optimizer": "sgd",
+                 "report_to": "mlflow"},
 }
 ALTERNATIVE = {  # a second invalid value where the first tests the type, or a range has two ends
     ("method", "gamma"): 1.5, ("method", "delta"): float("nan"), ("method", "tau"): "8", ("training", "seed"): 2**63,
