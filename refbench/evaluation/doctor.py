@@ -10,7 +10,6 @@ visible come first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 
 from .weights import digest, weight_files
 
@@ -58,13 +57,11 @@ def check_metrics(specs: list[str]) -> list[MetricCheck]:
 
 def environment() -> dict[str, str]:
     """Installed versions of the stack, and whether a GPU is visible."""
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
     import torch
+
+    from ..provenance import package_versions
+
+    versions = package_versions(PACKAGES)
 
     versions["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
     return versions
