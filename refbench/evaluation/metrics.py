@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import RefbenchError
+from ..hub import SourceNotFound
 
 MetricFn = Callable[[np.ndarray, list[str]], np.ndarray]
 
@@ -174,6 +175,8 @@ def load_scorer(name: str, source: str | None = None) -> MetricFn:
                 _SCORERS[key] = spec.loader(source)
             except MetricLoadError:
                 raise
+            except SourceNotFound as exc:  # neither a local path nor a hub id that can be had: say both
+                raise MetricLoadError(f"{name}: {exc}; pass {name}=/local/path") from exc
             except OSError as exc:  # missing file, hub unreachable or repo/file not cached
                 if not os.path.exists(os.path.expanduser(source)):  # a path with a typo, or a hub id
                     raise MetricLoadError(f"{name}: cannot load {source!r}: no file or folder of that name exists, and "
@@ -183,6 +186,21 @@ def load_scorer(name: str, source: str | None = None) -> MetricFn:
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise MetricLoadError(f"{name}: cannot load {source!r}: {type(exc).__name__}: {first}") from exc
         return _SCORERS[key]
+
+
+def with_weights(fn: MetricFn, *files: str | os.PathLike) -> MetricFn:
+    """Mark a loader's scoring function with the weight files it was built from (for
+    ``weights_files``: the sha256 that every score and ``refbench doctor`` record)."""
+    fn.weights_files = tuple(os.fspath(f) for f in files)  # type: ignore[attr-defined]
+    return fn
+
+
+def weights_files(metric: Metric) -> tuple[str, ...]:
+    """The weight files a reward model's scorer was loaded from (loading it if need be; cached);
+    () for a metric without weights (the toy oracles) or a loader that does not say."""
+    if metric.source is None:
+        return ()
+    return tuple(getattr(load_scorer(metric.name, metric.source), "weights_files", ()))
 
 
 def get_metric(name: str) -> Metric:

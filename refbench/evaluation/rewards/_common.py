@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# Local path or hub id: the shared rule and its one-line "neither" message live in refbench/hub.py.
+from ...hub import hub_file, local_path, looks_local  # noqa: F401  (re-exported for the reward modules)
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
@@ -58,32 +61,32 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(dim=-1)
 
 
-def looks_local(source: str) -> bool:
-    """A path rather than a hub id: it exists, or starts like a path (``/``, ``.``, ``~``)."""
-    return os.path.exists(os.path.expanduser(source)) or source.startswith(("/", ".", "~"))
+WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def local_path(source: str) -> Path:
-    """The local file or folder ``source``; FileNotFoundError (reported as 'not found') if absent."""
-    path = Path(os.path.expanduser(source))
-    if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {source}")
-    return path
+def pretrained_weight_files(source: str) -> list[Path]:
+    """The weight files ``from_pretrained(source)`` reads (a local folder or the hub cache), in
+    transformers' order of preference; shards listed by an index file. [] if none is found."""
+    import json
 
+    def find(name: str) -> Path | None:
+        if looks_local(source):
+            path = Path(os.path.expanduser(source)) / name
+            return path if path.is_file() else None
+        from huggingface_hub import try_to_load_from_cache
 
-def hub_file(repo_id: str, filename: str, repo_type: str | None = None) -> str:
-    """Path of ``filename`` from a hub repo (cache first; offline mode never downloads).
+        cached = try_to_load_from_cache(source, name)
+        return Path(cached) if isinstance(cached, str) else None
 
-    Every failure (offline, unknown repo or file, bad id) becomes a FileNotFoundError,
-    which the registry reports as one line naming the metric and the source.
-    """
-    import huggingface_hub
-    from huggingface_hub import errors
-
-    try:
-        return huggingface_hub.hf_hub_download(repo_id, filename, repo_type=repo_type)
-    except (OSError, errors.EntryNotFoundError, errors.HFValidationError) as exc:
-        raise FileNotFoundError(f"{repo_id}/{filename}: {type(exc).__name__}") from exc
+    for name in WEIGHT_NAMES:
+        found = find(name)
+        if found is None:
+            continue
+        if not name.endswith(".index.json"):
+            return [found]
+        shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
+        return [p for p in (find(s) for s in shards) if p is not None]
+    return []
 
 
 def find_file(folder: Path, names: tuple[str, ...], patterns: tuple[str, ...] = ()) -> Path:

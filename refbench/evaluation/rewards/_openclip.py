@@ -39,7 +39,7 @@ def resolve_checkpoint(source: str, *, hub_filename: str, local_names: tuple[str
         return (find_file(path, local_names, patterns) if path.is_dir() else path), True
     parts = source.split("/")
     repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or hub_filename
-    return Path(hub_file(repo, filename)), False
+    return Path(hub_file(repo, filename, source=source)), False
 
 
 def load_open_clip(source: str, *, default_arch: str, hub_filename: str, local_names: tuple[str, ...],

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import MetricFn, MetricLoadError, register_loader
+from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
 
-from ._common import batches, device, find_file, hub_file, local_path, looks_local, pooled, to_pil
+from ._common import (batches, device, find_file, hub_file, local_path, looks_local, pooled, pretrained_weight_files,
+                      to_pil)
 
 MLP_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 DEFAULT_SOURCE = f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{MLP_FILE}"
@@ -85,7 +86,7 @@ def resolve(source: str) -> tuple[Path, str]:
         clip = path / "clip"
         return find_file(path, (MLP_FILE,), ("*.pth",)), str(clip) if clip.is_dir() else CLIP_SOURCE
     parts = source.split("/")
-    return Path(hub_file("/".join(parts[:2]), "/".join(parts[2:]) or MLP_FILE)), CLIP_SOURCE
+    return Path(hub_file("/".join(parts[:2]), "/".join(parts[2:]) or MLP_FILE, source=source)), CLIP_SOURCE
 
 
 def load(source: str) -> MetricFn:
@@ -115,7 +116,7 @@ def load(source: str) -> MetricFn:
                 out[sl] = mlp.layers(emb).squeeze(-1).cpu().numpy()
         return out
 
-    return score
+    return with_weights(score, mlp_file, *pretrained_weight_files(clip_source))
 
 
 register_loader(

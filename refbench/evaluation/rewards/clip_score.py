@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import MetricFn, register_loader
+from ..metrics import MetricFn, register_loader, with_weights
 
 from ._openclip import cosine_scores, load_open_clip
 
@@ -37,7 +37,7 @@ def load(source: str) -> MetricFn:
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
         return SCALE * cosine_scores(m, images, prompts)
 
-    return score
+    return with_weights(score, m.checkpoint)
 
 
 register_loader(

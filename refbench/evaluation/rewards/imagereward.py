@@ -1,75 +1,145 @@
-"""ImageReward (Xu et al. 2023) as the ``imagereward`` metric: an optional adapter.
+"""ImageReward (Xu et al. 2023) as the ``imagereward`` metric, in refbench's own environment.
 
-Formula: ImageReward's own ``score(prompt, images)`` (BLIP ViT-L image-text encoder + MLP
-head, standardised with the package's fixed mean and std), so scores are on the paper's
-scale (Table 3: 0.32 for Diffusion-DPO, 0.65 for ours). Images are grouped by prompt so
-each prompt is encoded once per batch of its images.
+Formula: reward = (MLP(BLIP text encoder [CLS] output, cross-attending to BLIP ViT-L/16 image
+tokens) - 0.16717) / 1.03334, ImageReward's own score (Table 3: 0.32 for Diffusion-DPO,
+0.65 for ours). The network is rebuilt from transformers' BLIP classes (``_blip.py``, with
+the key mapping of the official checkpoint); the ``image-reward`` package is not used, so
+no transformers < 4.56 and no download of ``bert-base-uncased`` while building the model.
+``benchmarks/imagereward_equivalence.py`` checks it against the package's own code
+(``benchmarks/RESULTS.md``: the same random weights give the same scores within 1e-4).
 
-Weights: ``ImageReward-v1.0`` (default; the package downloads it from hub repo
-``THUDM/ImageReward``) or a local ``ImageReward.pt`` (``imagereward=/path/ImageReward.pt``).
+Sources (``imagereward=SOURCE``):
+- default ``THUDM/ImageReward`` (alias ``ImageReward-v1.0``, the package's name for it): its
+  ``ImageReward.pt`` and ``med_config.json`` from the hub cache, the tokenizer from
+  ``bert-base-uncased`` (hub cache);
+- a local ``ImageReward.pt`` (or ``.safetensors``), or a folder holding it. Beside the file,
+  optionally: ``med_config.json`` (default: ImageReward's), ``vision_config.json``
+  (``BlipVisionConfig`` fields; default: ViT-L/16 at 224), and the BERT tokenizer as
+  ``tokenizer/`` or as ``vocab.txt`` in the folder itself (default: ``bert-base-uncased`` from
+  the hub cache). Offline, a folder with ``ImageReward.pt``, ``med_config.json`` and
+  ``tokenizer/`` (bert-base-uncased's ``vocab.txt``) is all it takes;
+- a hub repo ``owner/name`` or ``owner/name/file.pt``.
 
-The ``image-reward`` package is NOT a dependency and is not installed here: it needs
-transformers < 4.56, ``setuptools<81`` and the undeclared ``clip`` package, so it cannot
-live beside the transformers 5 that refbench uses, and it downloads ``bert-base-uncased``
-files just to build its model. Use it from a separate environment, e.g.
-``python -m venv .venv-ir && .venv-ir/bin/pip install -e . image-reward "transformers<4.56"
-"setuptools<81" git+https://github.com/openai/CLIP.git``, then run ``refbench score ...
---metrics imagereward`` with that environment's python. Without the package the metric
-fails with one line saying so.
-
-Not run here: neither the package nor its weights were ever loaded; the tests check the
-missing-package error only.
+Not run here: the real weights were never loaded (no model hub on this machine); the
+equivalence check ran on random full-size weights, and the tests load a tiny configuration.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections import defaultdict
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..metrics import MetricFn, MetricLoadError, register_loader
+from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
 
-from ._common import batches, device, to_pil
+from ._common import batches, device, find_file, hub_file, local_path, looks_local, to_pil
 
-DEFAULT_SOURCE = "ImageReward-v1.0"
-MODULE = "ImageReward"  # the import name of the image-reward package
+DEFAULT_SOURCE = "THUDM/ImageReward"
+ALIASES = {"ImageReward-v1.0": DEFAULT_SOURCE}
+CHECKPOINT = "ImageReward.pt"
+MED_CONFIG = "med_config.json"
+VISION_CONFIG = "vision_config.json"
+TOKENIZER_SOURCE = "bert-base-uncased"
+PATTERNS = ("*.pt", "*.pth", "*.bin", "*.safetensors")
 
-MISSING = ("imagereward: the image-reward package is not installed (it needs transformers<4.56, so it cannot "
-           "share refbench's environment); install it in a separate environment: "
-           "pip install image-reward 'transformers<4.56' 'setuptools<81' git+https://github.com/openai/CLIP.git")
+
+@dataclass
+class Resolved:
+    checkpoint: Path
+    tokenizer: str
+    med: dict = field(default_factory=dict)
+    vision: dict = field(default_factory=dict)
 
 
-def _import_package():
+def _read_json(path: Path) -> dict:
     try:
-        return importlib.import_module(MODULE)
-    except ImportError as exc:  # ModuleNotFoundError, or a broken install next to transformers 5
-        raise MetricLoadError(MISSING) from exc
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MetricLoadError(f"imagereward: cannot read {path}: {exc}") from None
+
+
+def resolve(source: str) -> Resolved:
+    """Where the checkpoint, configs and tokenizer of an ``imagereward`` source are."""
+    source = ALIASES.get(source, source)
+    if looks_local(source):
+        path = local_path(source)
+        ckpt = find_file(path, (CHECKPOINT,), PATTERNS) if path.is_dir() else path
+        folder = ckpt.parent
+        tokenizer = TOKENIZER_SOURCE
+        if (folder / "tokenizer").is_dir():
+            tokenizer = str(folder / "tokenizer")
+        elif (folder / "vocab.txt").is_file():
+            tokenizer = str(folder)
+        med = _read_json(folder / MED_CONFIG) if (folder / MED_CONFIG).is_file() else {}
+        vision = _read_json(folder / VISION_CONFIG) if (folder / VISION_CONFIG).is_file() else {}
+        return Resolved(ckpt, tokenizer, med, vision)
+    parts = source.split("/")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or CHECKPOINT
+    ckpt = Path(hub_file(repo, filename, source=source))
+    try:  # the official repo has it; without it, ImageReward's own values (MED_DEFAULTS) apply
+        med = _read_json(Path(hub_file(repo, MED_CONFIG)))
+    except FileNotFoundError:
+        med = {}
+    return Resolved(ckpt, TOKENIZER_SOURCE, med, {})
+
+
+def read_state_dict(path: Path) -> dict:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_model(resolved: Resolved):
+    """The network with the checkpoint's weights, in eval mode on ``device()``."""
+    import torch
+
+    from ._blip import build_model, convert_state_dict
+
+    state = read_state_dict(resolved.checkpoint)
+    model = build_model(resolved.vision, resolved.med)
+    converted = convert_state_dict(state, set(model.state_dict()))
+    model.load_state_dict(converted, strict=True)
+    del state, converted
+    with torch.no_grad():
+        return model.eval().requires_grad_(False).to(device())
 
 
 def load(source: str) -> MetricFn:
     import torch
 
-    rm = _import_package()
-    model = rm.load(source, device=device())
-    model.eval()
+    from ._blip import MAX_LENGTH, load_tokenizer, preprocess
+
+    resolved = resolve(source)
+    model = load_model(resolved)
+    try:
+        tokenizer = load_tokenizer(resolved.tokenizer)
+    except OSError as exc:  # the weights loaded; say which part is missing
+        raise MetricLoadError(
+            f"imagereward: cannot load the BERT tokenizer {resolved.tokenizer!r} (offline, or not found); put "
+            f"bert-base-uncased's vocab.txt in a tokenizer/ folder beside {resolved.checkpoint.name}") from exc
+    transform = preprocess(model.image_size)
+    dev = next(model.parameters()).device
 
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
         out = np.empty(len(images), dtype=np.float64)
         with torch.no_grad():
             for sl in batches(len(images)):
-                groups: dict[str, list[int]] = defaultdict(list)
-                for i in range(sl.start, sl.stop):
-                    groups[prompts[i]].append(i)
-                for prompt, idx in groups.items():
-                    rewards = model.score(prompt, to_pil(images[idx]))  # a float for one image
-                    out[idx] = np.atleast_1d(np.asarray(rewards, dtype=np.float64))
+                pix = torch.stack([transform(im) for im in to_pil(images[sl])]).to(dev)
+                tok = tokenizer(prompts[sl], padding="max_length", truncation=True, max_length=MAX_LENGTH,
+                                return_tensors="pt").to(dev)
+                out[sl] = model(pix, tok["input_ids"], tok["attention_mask"]).cpu().numpy()
         return out
 
-    return score
+    return with_weights(score, resolved.checkpoint)
 
 
 register_loader(
     "imagereward", load, default_source=DEFAULT_SOURCE,
-    description="ImageReward (optional: needs the image-reward package in a separate environment)",
+    description="ImageReward: standardised MLP(BLIP text-image encoder) (~0.3-0.7 for SD1.5 DPO runs)",
 )

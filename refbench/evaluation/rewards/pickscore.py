@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import MetricFn, MetricLoadError, register_loader
+from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
 
-from ._common import batches, cosine, device, local_path, looks_local, pooled, to_pil
+from ._common import batches, cosine, device, hub_file, local_path, looks_local, pooled, pretrained_weight_files, to_pil
 
 DEFAULT_SOURCE = "yuvalkirstain/PickScore_v1"
 PROCESSOR_SOURCE = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -47,6 +47,8 @@ def load(source: str) -> MetricFn:
 
     if looks_local(source):
         local_path(source)  # a missing folder is "not found", not a malformed hub id
+    else:  # tried as a hub id: not there says so in one line, naming both tries
+        hub_file(source, "config.json", source=source)
     model = CLIPModel.from_pretrained(source).eval().requires_grad_(False).to(device())
     try:
         processor = CLIPProcessor.from_pretrained(processor_source(source))
@@ -69,7 +71,7 @@ def load(source: str) -> MetricFn:
                 out[sl] = (scale * cosine(img_emb, txt_emb)).cpu().numpy()
         return out
 
-    return score
+    return with_weights(score, *pretrained_weight_files(source))
 
 
 register_loader(
