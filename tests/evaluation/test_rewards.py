@@ -4,7 +4,8 @@ temporary folder and loaded through the same ``name=/path`` code as the real wei
 The hub is off (conftest): the real weights are never loaded here. What is checked:
 registry listing and metadata, the source syntax and caching, shapes, finiteness,
 determinism, batching, each score formula against embeddings computed by hand, and the
-one-line errors (offline default sources, missing files, missing image-reward package).
+one-line errors (offline default sources, missing files, paths that are not hub ids either).
+ImageReward's port has its own file, test_imagereward.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import math
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import pytest
 
 from refbench.evaluation import metrics
 from refbench.evaluation.metrics import MetricLoadError, get_metric, list_metrics, register_loader
+from reward_helpers import TINY_OPEN_CLIP, tiny_aesthetic, tiny_hf_clip, tiny_open_clip
 
 REWARDS = ("clip", "hpsv2", "imagereward", "laion-aesthetic", "pickscore")
 PROMPTS = ["two red circles on a blue background", "one green square on a white background",
@@ -34,107 +35,33 @@ def images() -> np.ndarray:
     return rng.integers(0, 256, size=(len(PROMPTS), 16, 16, 3), dtype=np.uint8)
 
 
-# ---- tiny models -------------------------------------------------------------
-
-
-def _byte_unicode() -> list[str]:
-    """GPT-2's byte -> printable unicode table (what a byte-level BPE vocab is made of)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return [chars[b] for b in range(256)]
-
-
-def _tiny_hf_clip(folder: Path, projection_dim: int = 16):
-    """A ~0.1 M-parameter transformers CLIPModel + CLIPProcessor, saved to ``folder``."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    folder.mkdir(parents=True)
-    chars = _byte_unicode()
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer.from_pretrained(folder)
-    assert len(tokenizer) == 514
-    eos = vocab["<|endoftext|>"]
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=eos - 1,
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2),
-        projection_dim=projection_dim, logit_scale_init_value=math.log(50.0))
-    torch.manual_seed(0)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return model
-
-
-TINY_OPEN_CLIP = {
-    "model_cfg": {"embed_dim": 16,
-                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}},
-    "preprocess_cfg": {},
-}
-
-
-def _tiny_open_clip(folder: Path, filename: str, wrap: bool):
-    """A tiny open_clip CLIP (3 MB, mostly the 49408-token embedding) saved as ``filename``."""
-    import open_clip
-    import torch
-
-    folder.mkdir(parents=True)
-    (folder / "open_clip_config.json").write_text(json.dumps(TINY_OPEN_CLIP))
-    torch.manual_seed(1)
-    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False).eval()
-    with torch.no_grad():
-        model.logit_scale.fill_(3.0)  # not the init value, so a missed load would show
-    state = model.state_dict()
-    torch.save({"state_dict": state, "epoch": 1} if wrap else state, folder / filename)
-    return model
+# ---- tiny models (tests/reward_helpers.py) -------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def pickscore_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pickscore") / "PickScore_v1"
-    _tiny_hf_clip(folder)
+    tiny_hf_clip(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def hps_file(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hps") / "hps"
-    _tiny_open_clip(folder, "HPS_v2_compressed.pt", wrap=True)
+    tiny_open_clip(folder, "HPS_v2_compressed.pt", wrap=True)
     return folder / "HPS_v2_compressed.pt"
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("clip") / "clip-h"
-    _tiny_open_clip(folder, "open_clip_pytorch_model.bin", wrap=False)
+    tiny_open_clip(folder, "open_clip_pytorch_model.bin", wrap=False)
     return folder
 
 
 @pytest.fixture(scope="module")
 def aesthetic_dir(tmp_path_factory) -> Path:
-    import torch
-
-    from refbench.evaluation.rewards.aesthetic import MLP_FILE, build_mlp
-
-    folder = tmp_path_factory.mktemp("aesthetic")
-    _tiny_hf_clip(folder / "clip", projection_dim=16)
-    torch.manual_seed(2)
-    torch.save(build_mlp(16).state_dict(), folder / MLP_FILE)
-    return folder
+    return tiny_aesthetic(tmp_path_factory.mktemp("aesthetic"))
 
 
 def _by_hand_open_clip(path: Path, images: np.ndarray, prompts: list[str], resize_mode: str) -> np.ndarray:
@@ -211,27 +138,44 @@ def test_import_stays_cheap() -> None:
 # ---- offline and missing sources -------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["pickscore", "hpsv2", "clip", "laion-aesthetic"])
+@pytest.mark.parametrize("name", REWARDS)
 def test_offline_default_source_one_line(name: str, images: np.ndarray) -> None:
     m = get_metric(name)
     with pytest.raises(MetricLoadError) as err:
         m(images[:1], PROMPTS[:1])
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"{name}: cannot load") and m.source in msg
+    assert "\n" not in msg and msg.startswith(f"{name}: ") and m.source in msg and "offline" in msg.lower()
     assert f"{name}=/local/path" in msg
 
 
 def test_hub_file_form_offline_one_line(images: np.ndarray) -> None:
     with pytest.raises(MetricLoadError) as err:
         get_metric("hpsv2=xswu/HPSv2/HPS_v2.1_compressed.pt")(images[:1], PROMPTS[:1])
-    assert "\n" not in str(err.value) and "'xswu/HPSv2/HPS_v2.1_compressed.pt'" in str(err.value)
+    msg = str(err.value)
+    assert "\n" not in msg and "'xswu/HPSv2/HPS_v2.1_compressed.pt'" in msg
+    assert "(xswu/HPSv2, file HPS_v2.1_compressed.pt) it is not in the local hub cache and HF_HUB_OFFLINE is set" in msg
 
 
-def test_missing_local_path_one_line(tmp_path: Path, images: np.ndarray) -> None:
-    for name in ("pickscore", "hpsv2", "clip", "laion-aesthetic"):
-        with pytest.raises(MetricLoadError) as err:
-            get_metric(f"{name}={tmp_path}/absent")(images[:1], PROMPTS[:1])
-        assert "\n" not in str(err.value) and f"{tmp_path}/absent" in str(err.value)
+@pytest.mark.parametrize("name", REWARDS)
+def test_missing_local_path_one_line(name: str, tmp_path: Path, images: np.ndarray) -> None:
+    """A path that starts like one: no such file, and it cannot be a hub id either."""
+    with pytest.raises(MetricLoadError) as err:
+        get_metric(f"{name}={tmp_path}/absent")(images[:1], PROMPTS[:1])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: no such file or folder '{tmp_path}/absent'")
+    assert "hub id" in msg
+
+
+@pytest.mark.parametrize("name", REWARDS)
+def test_relative_path_tried_as_hub_id_too(name: str, tmp_path: Path, images: np.ndarray,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``models/typo.pt`` (no such file here) could be a hub repo: both tries are named, in one line."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MetricLoadError) as err:
+        get_metric(f"{name}=models/typo.pt")(images[:1], PROMPTS[:1])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{name}: no such file or folder 'models/typo.pt', and as a hub id (")
+    assert "it is not in the local hub cache and HF_HUB_OFFLINE is set" in msg
 
 
 def test_aesthetic_file_without_backbone_one_line(aesthetic_dir: Path, images: np.ndarray) -> None:
@@ -252,38 +196,6 @@ def test_wrong_architecture_one_line(tmp_path: Path, hps_file: Path, images: np.
     with pytest.raises(MetricLoadError) as err:
         get_metric(f"hpsv2={tmp_path}")(images[:1], PROMPTS[:1])
     assert "\n" not in str(err.value) and str(err.value).startswith(f"hpsv2: cannot load '{tmp_path}': ")
-
-
-def test_imagereward_missing_package_one_line(monkeypatch: pytest.MonkeyPatch, images: np.ndarray) -> None:
-    monkeypatch.setitem(sys.modules, "ImageReward", None)  # as if not installed
-    monkeypatch.setattr(metrics, "_SCORERS", {})
-    with pytest.raises(MetricLoadError) as err:
-        get_metric("imagereward")(images[:1], PROMPTS[:1])
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("imagereward:") and "image-reward" in msg
-    assert "separate environment" in msg
-
-
-def test_imagereward_adapter_groups_by_prompt(monkeypatch: pytest.MonkeyPatch, images: np.ndarray) -> None:
-    seen: list[tuple[str, int]] = []
-
-    class FakeModel:
-        def eval(self):
-            return self
-
-        def score(self, prompt, pil_images):
-            seen.append((prompt, len(pil_images)))
-            vals = [len(prompt) + float(np.asarray(im).mean()) for im in pil_images]
-            return vals[0] if len(vals) == 1 else vals  # the package returns a float for one image
-
-    fake = types.SimpleNamespace(load=lambda source, device: FakeModel())
-    monkeypatch.setitem(sys.modules, "ImageReward", fake)
-    monkeypatch.setattr(metrics, "_SCORERS", {})
-    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[2]]
-    out = get_metric("imagereward=fake-source")(images, prompts)
-    expect = [len(p) + images[i].mean() for i, p in enumerate(prompts)]
-    np.testing.assert_allclose(out, expect)
-    assert sorted(seen) == sorted([(PROMPTS[0], 3), (PROMPTS[1], 1), (PROMPTS[2], 1)])
 
 
 # ---- tiny models through the real loading code -------------------------------------

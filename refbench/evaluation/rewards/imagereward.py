@@ -110,6 +110,28 @@ def load_model(resolved: Resolved):
         return model.eval().requires_grad_(False).to(device())
 
 
+def tokenizer_folder(resolved: Resolved) -> str:
+    """A folder holding the BERT vocabulary. Checked here: transformers 5 builds an empty BERT
+    tokenizer, without an error, from a hub id it cannot reach."""
+    source = resolved.tokenizer
+    try:
+        if looks_local(source):
+            folder = local_path(source)
+            if not any((folder / name).is_file() for name in ("vocab.txt", "tokenizer.json")):
+                raise FileNotFoundError(f"{folder} has no vocab.txt")
+            return str(folder)
+        vocab = Path(hub_file(source, "vocab.txt"))
+        try:  # its settings (lower case) when the hub cache has them; BERT's defaults otherwise
+            hub_file(source, "tokenizer_config.json")
+        except FileNotFoundError:
+            pass
+        return str(vocab.parent)
+    except FileNotFoundError as exc:  # the weights loaded; say which part is missing
+        raise MetricLoadError(
+            f"imagereward: cannot load the BERT tokenizer {source!r} (offline, or not found); put "
+            f"bert-base-uncased's vocab.txt in a tokenizer/ folder beside {resolved.checkpoint.name}") from exc
+
+
 def load(source: str) -> MetricFn:
     import torch
 
@@ -117,12 +139,7 @@ def load(source: str) -> MetricFn:
 
     resolved = resolve(source)
     model = load_model(resolved)
-    try:
-        tokenizer = load_tokenizer(resolved.tokenizer)
-    except OSError as exc:  # the weights loaded; say which part is missing
-        raise MetricLoadError(
-            f"imagereward: cannot load the BERT tokenizer {resolved.tokenizer!r} (offline, or not found); put "
-            f"bert-base-uncased's vocab.txt in a tokenizer/ folder beside {resolved.checkpoint.name}") from exc
+    tokenizer = load_tokenizer(tokenizer_folder(resolved))
     transform = preprocess(model.image_size)
     dev = next(model.parameters()).device
 
