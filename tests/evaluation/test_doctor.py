@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from test_rewards import _tiny_hf_clip, _tiny_open_clip
+from reward_helpers import tiny_hf_clip as _tiny_hf_clip, tiny_open_clip as _tiny_open_clip
 
 
 def doctor(*metrics):
@@ -90,3 +90,14 @@ def test_every_score_records_its_checkpoint_and_another_one_is_refused(tmp_path)
     with pytest.raises(RefbenchError, match=r"pickscore scores in .* come from .*pickscore \(sha256 [0-9a-f]{12}\), not "
                                             r".*other \(sha256 [0-9a-f]{12}\)"):
         score("r", metrics=f"pickscore={tmp_path / 'other'}", db=tmp_path / "db.duckdb", progress=False)
+
+
+def test_imagereward_loads_in_refbenchs_own_environment(tmp_path):
+    """The ported ImageReward (a tiny ImageReward.pt with its configs and tokenizer beside it)
+    loads through `refbench doctor` in the environment `make test` installs: exit 0, its sha256."""
+    from reward_helpers import tiny_imagereward
+
+    checkpoint = tiny_imagereward(tmp_path / "ir")
+    result = doctor(f"imagereward={checkpoint}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" not in result.stdout and hashlib.sha256(checkpoint.read_bytes()).hexdigest() in result.stdout

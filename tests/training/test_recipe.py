@@ -179,8 +179,8 @@ def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_p
                                         r"cannot be loaded \(split 'train'\): Couldn't reach") as error:
         open_pair_source("digits/train.parquet", "train")
     assert "\n" not in str(error.value)
-    with pytest.raises(MetricLoadError, match=r"^pickscore: cannot load 'models/pickscore': no file or folder of that "
-                                              r"name exists, and as a hub id it is offline or not found"):
+    with pytest.raises(MetricLoadError, match=r"^pickscore: no such file or folder 'models/pickscore', and as a hub id "
+                                              r"\(models/pickscore, file config.json\) it is not in the local hub cache"):
         load_scorer("pickscore", "models/pickscore")
     from refbench.toy.pairs import build_pairs, write_pairs
 
