@@ -50,9 +50,11 @@ TABLES: dict[str, str] = {
     # sample_id is a hash of (run, prompt_set, prompt, seed), so that key is unique too.
     "samples": """
         sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, seed BIGINT,
-        image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ""",
+        image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ,
+        sampler VARCHAR, height INTEGER, width INTEGER, prompt_set_sha256 VARCHAR""",
+    # source / weights_sha256: the checkpoint (or, for built-in oracles, the code) that made the score.
     "scores": """
-        sample_id VARCHAR, metric VARCHAR, value DOUBLE,
+        sample_id VARCHAR, metric VARCHAR, value DOUBLE, source VARCHAR, weights_sha256 VARCHAR,
         PRIMARY KEY (sample_id, metric)""",
     "winrates": """
         run VARCHAR, baseline VARCHAR, metric VARCHAR, prompt_set VARCHAR, n BIGINT,
@@ -62,16 +64,16 @@ TABLES: dict[str, str] = {
     "metric_sources": """
         metric VARCHAR PRIMARY KEY, source VARCHAR, weights_sha256 VARCHAR, size_bytes BIGINT,
         recorded_at TIMESTAMPTZ""",
+    # What a run's training cost: image-passes through each model by kind (policy, reference,
+    # initial, monitor) and, in the row kind 'total', the wall seconds of its training steps.
+    "run_costs": """
+        run VARCHAR, kind VARCHAR, forward_images BIGINT, backward_images BIGINT, seconds DOUBLE,
+        PRIMARY KEY (run, kind)""",
 }
 
 
 def _columns(table: str) -> list[str]:
-    names = []
-    for part in re.split(r",\s*(?![^()]*\))", TABLES[table]):
-        word = part.strip().split()[0]
-        if word.upper() not in ("PRIMARY", "UNIQUE"):
-            names.append(word)
-    return names
+    return [name for name, _ in _column_types(table)]
 
 
 def now() -> datetime:
@@ -127,6 +129,11 @@ class Store:
         with self.connect() as con:
             for table, columns in TABLES.items():
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                # A store made by an older refbench gains the columns added since (NULL in old rows).
+                have = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+                for column, kind in _column_types(table):
+                    if column not in have:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- generic reads -----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None):
@@ -195,8 +202,9 @@ class Store:
         with self.connect() as con:
             for table in TABLES:
                 path = folder / f"{table}.parquet"
-                if path.is_file():
-                    columns = ", ".join(_columns(table))
+                if path.is_file():  # an export from an older refbench may lack newer columns
+                    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{_quote(path)}')").fetchall()}
+                    columns = ", ".join(c for c in _columns(table) if c in present)
                     con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM read_parquet('{_quote(path)}')")
                     count += con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()[0]
         return count
@@ -241,6 +249,16 @@ class Store:
             ORDER BY r.created_at
             """
         )
+
+
+def _column_types(table: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of each column, from the schema text."""
+    pairs = []
+    for part in re.split(r",\s*(?![^()]*\))", TABLES[table]):
+        words = part.strip().split()
+        if words[0].upper() not in ("PRIMARY", "UNIQUE"):
+            pairs.append((words[0], words[1]))
+    return pairs
 
 
 def _key_columns(table: str) -> list[str]:

@@ -14,7 +14,7 @@ def test_new_file_gets_every_table(tmp_path):
     store = Store(tmp_path / "sub" / "new.duckdb")
     names = set(store.query("select table_name from information_schema.tables")["table_name"])
     assert names == {"runs", "train_metrics", "ref_events", "timestep_stats", "samples", "scores", "winrates",
-                     "metric_sources"}
+                     "metric_sources", "run_costs"}
     assert set(TABLES) == names
 
 

@@ -87,7 +87,8 @@ def reproduce(
     db: Path = typer.Option(Path("results/reproduce.duckdb"), "--db", help=DB_HELP),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Root folder of the runs."),
     jobs: int = typer.Option(2, "--jobs", help="Runs trained at once."),
-    seeds: int = typer.Option(2, "--seeds", help="Seeds per toy-test prompt for evaluation."),
+    seeds: int = typer.Option(3, "--seeds", help="Training seeds of every run of the plan (0..N-1)."),
+    eval_seeds: int = typer.Option(2, "--eval-seeds", help="Evaluation seeds per toy-test prompt (the same for every run)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the toy preset's 300)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of the plan's runs."),
     num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N toy-test prompts (quick checks)."),
@@ -97,7 +98,7 @@ def reproduce(
     """The toy world's full reproduction: every run of the paper's tables, evaluated and analysed, into results/."""
     from ..experiments.reproduce import reproduce as run_reproduce
 
-    summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, max_steps=max_steps,
+    summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, eval_seeds=eval_seeds, max_steps=max_steps,
                             only=parse_list(only) or None, num_prompts=num_prompts,
                             timestep_pairs=timestep_pairs, progress=progress)
     typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")

@@ -36,6 +36,11 @@ def prompt_texts(prompt_set: str) -> list[str]:
         raise RefbenchError(str(exc)) from None
 
 
+def prompt_set_fingerprint(prompts: list[str]) -> str:
+    """sha256 of a prompt set's prompts in order, one per line: which set a sample came from."""
+    return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+
+
 def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
     """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
     from .samplers import PipelineSampler, ToySampler
@@ -83,7 +88,9 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
         raise RefbenchError("--seeds and --num-prompts must be >= 1")
     steps = DEFAULT_STEPS if steps is None else steps
     store = Store(db)
-    prompts = prompt_texts(prompt_set)[:num_prompts]
+    every_prompt = prompt_texts(prompt_set)
+    fingerprint = prompt_set_fingerprint(every_prompt)
+    prompts = every_prompt[:num_prompts]
     wanted = [(p, s) for p in prompts for s in range(seeds)]
     done = set(store.query("SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?",
                            [run, prompt_set]).itertuples(index=False, name=None))
@@ -110,7 +117,8 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
                 Image.fromarray(image).save(path)
                 rows.append({"sample_id": sample_id(run, prompt_set, prompt, seed), "run": run, "prompt_set": prompt_set,
                              "prompt": prompt, "seed": seed, "image_path": str(path), "guidance_scale": guidance_scale,
-                             "num_steps": steps, "created_at": now()})
+                             "num_steps": steps, "created_at": now(), "sampler": sampler.name,
+                             "height": image.shape[0], "width": image.shape[1], "prompt_set_sha256": fingerprint})
             store.upsert("samples", rows)  # per batch: an interruption keeps what was made
             bar.update(len(chunk))
         bar.close()

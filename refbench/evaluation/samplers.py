@@ -20,6 +20,8 @@ DEFAULT_GUIDANCE = {"toy": TOY_GUIDANCE, "sd15": 7.5, "sdxl": 5.0}
 class ToySampler:
     """The toy model (``model_folder``), optionally with a fine-tuned UNet from a run."""
 
+    name = "toy DDIMScheduler"  # recorded with every sample (the evaluation protocol)
+
     def __init__(self, model_folder: Path, unet_folder: Path | None = None):
         from ..toy.model import load_components
 
@@ -53,6 +55,7 @@ class PipelineSampler:
             if not self.pipe.get_list_adapters():  # diffusers loads nothing, silently, from a wrong folder
                 raise RuntimeError(f"no LoRA weights were loaded from {final_folder}")
         self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
+        self.name = f"{pipeline_class.__name__} DDIMScheduler"  # recorded with every sample
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.to(device)
         self.resolution = resolution

@@ -50,7 +50,9 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
         name = metric.name  # stored without the source, so "pickscore=/path" fills the pickscore column
         source = getattr(metric, "source", None)  # reward models have one; the toy oracles none
         if source is not None:
-            record_source(store, name, source, db)
+            sha256 = record_source(store, name, source, db)
+        else:
+            source, sha256 = builtin_source(metric)
         scored = set(store.query("SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
                                  "WHERE m.run = ? AND s.metric = ?", [run, name])["sample_id"])
         todo = samples[~samples["sample_id"].isin(scored)]
@@ -64,7 +66,8 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
                 except (OSError, ValueError) as exc:
                     raise RefbenchError(f"cannot read sample image {path}: {exc}") from None
             values = metric(np.stack(images), list(chunk["prompt"]))
-            store.upsert("scores", [{"sample_id": sid, "metric": name, "value": float(v)}
+            store.upsert("scores", [{"sample_id": sid, "metric": name, "value": float(v), "source": source,
+                                     "weights_sha256": sha256}
                                     for sid, v in zip(chunk["sample_id"], values)])
             bar.update(len(chunk))
         bar.close()
@@ -72,7 +75,17 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
     return added
 
 
-def record_source(store: Store, metric: str, source: str, db: Path) -> None:
+def builtin_source(metric) -> tuple[str, str]:
+    """A built-in metric (the toy oracles) has no weights: its scores are pinned to the code that
+    computes them, the sha256 of the file defining the function (a changed oracle is a new source)."""
+    import hashlib
+    import inspect
+
+    path = Path(inspect.getsourcefile(metric.fn))
+    return f"builtin:{metric.fn.__module__}", hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_source(store: Store, metric: str, source: str, db: Path) -> str:
     """Record which checkpoint makes ``metric``'s scores in this store (its source and the sha256
     of its weight files); scores from another checkpoint would be mixed in one column: refused."""
     from ..store import now
@@ -87,3 +100,4 @@ def record_source(store: Store, metric: str, source: str, db: Path) -> None:
                             f"score with that checkpoint, or use another --db")
     store.upsert("metric_sources", [{"metric": metric, "source": source, "weights_sha256": sha256,
                                      "size_bytes": size, "recorded_at": now()}])
+    return sha256

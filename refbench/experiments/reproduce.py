@@ -17,17 +17,16 @@ from pathlib import Path
 
 from ..errors import RefbenchError
 
-__all__ = ["reproduce", "DEFAULT_SEEDS"]
+__all__ = ["reproduce"]
 
-DEFAULT_SEEDS = 2  # toy-test: 42 prompts x 2 seeds = 84 paired samples per run
 
 
 def _stage(name: str, started: float) -> None:
     print(f"[{time.perf_counter() - started:7.0f} s] {name}", flush=True)
 
 
-def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int = DEFAULT_SEEDS,
-              max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
+def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int | None = None,
+              eval_seeds: int | None = None, max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
               num_prompts: int | None = None, progress: bool = True) -> dict:
     from . import reproduce_plan as plan
     from ..evaluation.winrates import TOY_METRICS, compute_winrates
@@ -37,6 +36,10 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     from ..toy.dataset import ensure_toy_pairs
 
     started = time.perf_counter()
+    seeds = plan.DEFAULT_TRAINING_SEEDS if seeds is None else seeds
+    eval_seeds = plan.EVAL_SEEDS if eval_seeds is None else eval_seeds
+    if seeds < 1 or eval_seeds < 1:
+        raise RefbenchError("--seeds and --eval-seeds must be >= 1")
     results, db, out_root = Path(results), Path(db), Path(out_root)
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -45,8 +48,8 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
         raise RefbenchError(f"cannot create {exc.filename}: {exc.strerror}") from None
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
-    specs = plan.plan_specs(max_steps=max_steps, only=only)
-    sample_flags = ["--prompts", "toy-test", "--seeds", str(seeds), "--db", str(db), "--no-progress",
+    specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds)
+    sample_flags = ["--prompts", "toy-test", "--seeds", str(eval_seeds), "--db", str(db), "--no-progress",
                     *(["--num-prompts", str(num_prompts)] if num_prompts else [])]
 
     from ..store import Store
@@ -56,12 +59,13 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     def then(spec):
         commands = [["generate", spec.name, *sample_flags, "--out", str(out_root)],
                     ["score", spec.name, "--metrics", ",".join(TOY_METRICS), "--db", str(db), "--no-progress"]]
-        if spec.name in plan.TIMESTEP_RUNS and spec.name not in analysed:
+        family = spec.name.rsplit("-seed", 1)[0]
+        if family in plan.TIMESTEP_RUNS and spec.name not in analysed:
             commands.append(["timestep-analysis", spec.name, "--db", str(db), "--pairs", str(timestep_pairs),
                              "--figure", str(out_root / spec.name / "timestep.png"), "--format", "csv", "--no-progress"])
         return commands
 
-    _stage(f"training, sampling and scoring {len(specs)} runs, {jobs} at a time", started)
+    _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time", started)
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, progress=progress, then=then)
     failed = {name: outcome for name, outcome in outcomes.items() if outcome not in ("trained", "done", "skipped")}
     for name, outcome in failed.items():
@@ -69,15 +73,19 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     done = [s.name for s in specs if s.name not in failed]
 
     _stage("base model samples and scores", started)
-    generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=seeds, num_prompts=num_prompts,
+    generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=eval_seeds, num_prompts=num_prompts,
              progress=progress)
     score("base", metrics=",".join(TOY_METRICS), db=db, progress=False)
 
-    _stage("win rates (Table 1)", started)
-    if plan.TABLE1_RUN in done:
+    _stage("win rates per training seed (Table 1)", started)
+    for seed in range(seeds):
+        run = plan.seeded_name(plan.TABLE1_RUN, seed)
+        if run not in done:
+            continue
         for _, baseline in plan.TABLE1:
-            if baseline == "base" or baseline in done:
-                compute_winrates(plan.TABLE1_RUN, baseline, db=db, out_root=out_root, seeds=seeds,
+            opponent = baseline if baseline == "base" else plan.seeded_name(baseline, seed)
+            if baseline == "base" or opponent in done:
+                compute_winrates(run, opponent, db=db, out_root=out_root, seeds=eval_seeds,
                                  num_prompts=num_prompts, progress=False)
 
     _stage("tables, figures, parquet export, results/README.md", started)

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from .sweep import RunSpec
 
-__all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs"]
+__all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs",
+           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS"]
 
 TOY_TAUS = (4, 8, 16)
+# Fixed before any multi-seed result was seen (issue 16): training seeds 0, 1, 2 of every run,
+# each evaluated on the same 42 toy-test prompts x evaluation seeds {0, 1}, so every comparison
+# between two runs of one training seed is paired by (prompt, evaluation seed).
+DEFAULT_TRAINING_SEEDS = 3
+EVAL_SEEDS = 2
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """The run of plan entry ``name`` under training seed ``seed`` (the sweep's naming)."""
+    return f"{name}-seed{seed}"
 
 
 def _spec(name: str, preset_method: str, **sections: dict) -> RunSpec:
@@ -61,10 +72,16 @@ FIG5 = {"relative_to": "ref-explore", "runs": {"gamma 0.9 without scale": "refdp
 TIMESTEP_RUNS = ["diff-dpo", "ref-explore", "refdpo-constant", "refdpo"]
 
 
-def plan_specs(max_steps: int | None = None, only: list[str] | None = None) -> list[RunSpec]:
-    """The plan's specs, optionally with another step budget or a subset of names."""
-    specs = [s for s in PLAN if only is None or s.name in only]
-    if max_steps is None:
-        return specs
-    return [RunSpec(s.name, s.method, {**s.overrides, "training": {**s.overrides.get("training", {}), "max_steps": max_steps}},
-                    s.preset) for s in specs]
+def plan_specs(max_steps: int | None = None, only: list[str] | None = None,
+               seeds: int = DEFAULT_TRAINING_SEEDS) -> list[RunSpec]:
+    """The plan's specs under training seeds 0..seeds-1 (seed-major: every run of seed 0 first, so
+    a partial reproduction has whole seeds), optionally with another step budget or a subset."""
+    chosen = [s for s in PLAN if only is None or s.name in only]
+    specs = []
+    for seed in range(seeds):
+        for spec in chosen:
+            training = {**spec.overrides.get("training", {}), "seed": seed,
+                        **({"max_steps": max_steps} if max_steps is not None else {})}
+            specs.append(RunSpec(seeded_name(spec.name, seed), spec.method, {**spec.overrides, "training": training},
+                                 spec.preset))
+    return specs

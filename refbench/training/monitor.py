@@ -27,6 +27,7 @@ class DivergenceMonitor:
         self.reference_syncs = reference_syncs  # False: the reference is the initial model, fixed
         self._inputs: tuple[torch.Tensor, Conditioning, torch.Tensor, torch.Tensor] | None = None
         self._cache: dict[str, tuple[int, torch.Tensor]] = {}  # frozen models' errors, see errors()
+        self.passes = None  # the trainer's PassCounts, when it counts
 
     def inputs(self) -> tuple[torch.Tensor, Conditioning, torch.Tensor, torch.Tensor]:
         """(x0, conditioning, timesteps, noise) of the monitor set, built on first use."""
@@ -82,6 +83,8 @@ class DivergenceMonitor:
                 module.eval()
             errors = backend.errors(module, x_t, timesteps, cond, target)
             module.train(was_training)
+        if self.passes is not None:
+            self.passes.add("initial" if name == "initial" else "monitor", x_t.shape[0])
         if version is not None:
             self._cache[name] = (version, errors)
         return errors

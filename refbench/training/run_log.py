@@ -28,6 +28,7 @@ class RunLog:
         self.tracker = tracker
         self._metrics: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
+        self._costs: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
 
     def metrics(self, step: int, **values: float | None) -> None:
@@ -42,12 +43,16 @@ class RunLog:
         if self.tracker is not None and divergence is not None:  # e.g. events/sync: D(ref, init) at the sync
             self.tracker({f"events/{kind}": divergence}, step=step)
 
+    def costs(self, rows: list[dict[str, Any]]) -> None:
+        """The run's cost so far (``run_costs`` rows, replaced at each flush), written at the next flush."""
+        self._costs = list(rows)
+
     def flush(self, *, final: bool = False) -> bool:
         """Write buffered rows; True once all are committed. A busy store keeps them for the next
         flush (False), except the final one, which raises."""
         self._last_flush = time.monotonic()
         if self.store is None:
-            self._metrics, self._events = [], []
+            self._metrics, self._events, self._costs = [], [], []
             return True
         try:
             if self._events:
@@ -56,6 +61,9 @@ class RunLog:
             if self._metrics:
                 self.store.upsert("train_metrics", self._metrics)
                 self._metrics = []
+            if self._costs:
+                self.store.upsert("run_costs", self._costs)
+                self._costs = []
         except StoreError as exc:
             if final:
                 raise

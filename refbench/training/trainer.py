@@ -32,6 +32,7 @@ from ..method.reference_update import Action, ReferenceUpdater
 from ..method.timesteps import make_timestep_sampler, reward_scale
 from .backends import Backend, Conditioning, load_backend
 from .batches import BatchSource, StepBatch
+from .costs import PassCounts
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import PreferencePairs
 from .latent_cache import LatentCache
@@ -79,6 +80,7 @@ class Trainer:
                                    process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
         self.monitor = DivergenceMonitor(self.batches, self.backend, self.models, acc, size=training.monitor_size,
                                          seed=training.seed, reference_syncs=method.reference == "sync")
+        self.passes = self.monitor.passes = PassCounts()
         self.step, self.elapsed, self.skipped_steps = 0, 0.0, 0
         self.nonfinite_steps = 0  # skipped for a non-finite loss or gradient (also in skipped_steps)
 
@@ -95,6 +97,7 @@ class Trainer:
         cond = batch.cond.repeat(copies)
         with self.accelerator.autocast(), self.models.use(POLICY, self.policy_forward) as policy:
             model_pred = backend.predict(policy, x_t, timesteps_all, cond)
+        self.passes.add("policy", x_t.shape[0], backward=True)
         if method.objective == "sft":
             model_err = per_sample_error(model_pred, target)
             return {"loss": sft_loss(model_err), "model_err_w": model_err.detach().mean()}
@@ -102,6 +105,7 @@ class Trainer:
         if method.reference != "none":  # reference-free objectives (mapo) never run a reference
             with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
                 ref_pred = backend.predict(reference, x_t, timesteps_all, cond)
+            self.passes.add("reference", x_t.shape[0])
         forward = PairForward(pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
         out = OBJECTIVES[method.objective](method, forward)
         model_w, model_l = forward.halves(forward.model_err.detach())
@@ -207,6 +211,9 @@ class Trainer:
         # Metrics and events first: a checkpoint at step N promises that every row up to N is
         # committed, since a run resumed from it starts at N + 1 and never logs them again. While the
         # store stays busy, the previous checkpoint is kept and the next one tries again.
+        if self.log:
+            self.log.costs(self.passes.rows(self.config.name, processes=self.accelerator.num_processes,
+                                            seconds=self.elapsed))
         committed = self.log.flush() if self.log else True
         if self.accelerator.is_main_process and committed:
             save_checkpoint(
@@ -215,7 +222,7 @@ class Trainer:
                 reference=self.models.reference_state() if self.config.method.reference == "sync" else None,
                 optimizer=self.optimizer.state_dict(), lr_scheduler=self.lr_scheduler.state_dict(),
                 state={"step": self.step, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
-                       "nonfinite_steps": self.nonfinite_steps,
+                       "nonfinite_steps": self.nonfinite_steps, "passes": self.passes.state_dict(),
                        "updater": self.updater.state_dict()},
             )
         self.accelerator.wait_for_everyone()
@@ -232,6 +239,7 @@ class Trainer:
         state = saved["state"]
         self.step, self.elapsed, self.skipped_steps = state["step"], state["elapsed"], state["skipped_steps"]
         self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        self.passes.load_state_dict(state.get("passes"))
         self.updater.load_state_dict(state["updater"])
         return True
 
