@@ -1,9 +1,23 @@
-"""The paper's claims, checked one by one against the store.
+"""The paper's claims, checked one by one against the store, over training seeds.
 
-Every check reads numbers, states what was measured and returns a verdict: "holds",
-"does not hold", or "not measured" (a run it needs is missing). Score comparisons use the
-hidden "human" oracle, the toy's analogue of PickScore (the paper's Fig. 4 metric); win
-rates count as a win when their 95% interval lies above 50%.
+Every check measures one *effect*, signed so that the paper's claim is a positive effect, with
+a 95% interval that includes seed-to-seed variation (``analysis.seeds``, the hierarchical
+bootstrap of ``refbench.method.hierarchical``), and gives one of three verdicts:
+
+- ``holds``: the interval lies above no effect (0, or 50% for a win rate);
+- ``contradicted``: it lies below;
+- ``inconclusive``: it contains no effect;
+- ``not measured``: a run it needs is missing.
+
+A claim made of several comparisons (``every tau beats Diffusion-DPO``) holds when every part
+holds, is contradicted when any part is, and is inconclusive otherwise. Score comparisons use
+the hidden ``human`` oracle (the toy's PickScore) on samples paired by (prompt, evaluation seed)
+inside each training seed: two levels. Effects measured once per training run (a divergence, a
+reward margin, a timestep analysis) have the training seeds as their only level; with 3 seeds
+such an interval is the range of the seeds' values, so it "holds" only when every seed agrees.
+
+The rules (which runs, which effect, which sign) were fixed before the multi-seed numbers were
+seen; the paper's wording of each claim is unchanged from the one-seed version.
 """
 
 from __future__ import annotations
@@ -13,219 +27,247 @@ from dataclasses import dataclass
 import pandas as pd
 
 from refbench.experiments import reproduce_plan as plan
+from refbench.method.hierarchical import HierarchicalEstimate, verdict
 
-from . import reads
+from . import reads, seeds
+from .costs import cost_text
 from .figures import relative_divergence
 
-__all__ = ["Claim", "check_claims", "claims_table"]
+__all__ = ["Claim", "check_claims", "claims_table", "VERDICTS"]
 
 PRIMARY = "human"
+VERDICTS = ("holds", "inconclusive", "contradicted", "not measured")
 
 
 @dataclass(frozen=True)
 class Claim:
     where: str
     paper: str
-    measured: str
+    measured: str  # what the effect is, with its value and interval
+    effect: float | None
+    ci_low: float | None
+    ci_high: float | None
+    seeds: int
+    samples: int  # paired samples per seed (1: measured once per training run)
     verdict: str
+    cost: str = ""
 
 
 class _Missing(Exception):
     pass
 
 
-class _Numbers:
-    """Cached lookups; a missing number raises _Missing, which turns a claim into 'not measured'."""
+def _combine(verdicts: list[str]) -> str:
+    if all(v == "holds" for v in verdicts):
+        return "holds"
+    return "contradicted" if "contradicted" in verdicts else "inconclusive"
+
+
+class _Checks:
+    """Each check returns (measured text, estimate shown, verdict, cost text)."""
 
     def __init__(self, db, prompt_set: str):
         self.db, self.prompt_set = db, prompt_set
-        runs = [s.name for s in plan.PLAN] + ["base"]
-        self.scores = reads.mean_scores(db, runs, prompt_set=prompt_set)
-        self.curves = reads.train_curves(db, [s.name for s in plan.PLAN])
-        self.winrates = reads.winrates(db, plan.TABLE1_RUN, [b for _, b in plan.TABLE1], prompt_set)
 
-    def score(self, run: str, metric: str = PRIMARY) -> float:
-        hit = self.scores[(self.scores["run"] == run) & (self.scores["metric"] == metric)]
-        if hit.empty:
-            raise _Missing(run)
-        return float(hit["mean"].iloc[0])
+    # -- measurements ----------------------------------------------------------------------------
+    def diff(self, a: str, b: str) -> HierarchicalEstimate:
+        try:
+            return seeds.compare(self.db, a, b, metric=PRIMARY, prompt_set=self.prompt_set)
+        except LookupError as missing:
+            raise _Missing(str(missing)) from None
+
+    def win(self, a: str, b: str, metrics: list[str] | None = None) -> HierarchicalEstimate:
+        try:
+            return seeds.compare(self.db, a, b, kind="win", metric=PRIMARY, metrics_for_win=metrics,
+                                 prompt_set=self.prompt_set)
+        except LookupError as missing:
+            raise _Missing(str(missing)) from None
+
+    def per_seed(self, family: str, value_of) -> list[float]:
+        try:
+            return seeds.per_seed(self.db, family, value_of)
+        except LookupError as missing:
+            raise _Missing(str(missing)) from None
 
     def series(self, run: str, column: str) -> pd.DataFrame:
-        hit = self.curves[self.curves["run"] == run].dropna(subset=[column])
-        if hit.empty:
+        curves = reads.train_curves(self.db, [run]).dropna(subset=[column])
+        if curves.empty:
             raise _Missing(run)
-        return hit
+        return curves
 
     def final(self, run: str, column: str) -> float:
         return float(self.series(run, column)[column].iloc[-1])
 
-    def winrate(self, baseline: str, metric: str = PRIMARY) -> pd.Series:
-        hit = self.winrates[(self.winrates["baseline"] == baseline) & (self.winrates["metric"] == metric)]
-        if hit.empty:
-            raise _Missing(baseline)
-        return hit.iloc[0]
+    def paired_seed_values(self, a: str, b: str, value_of) -> list[float]:
+        """value_of(run_a, run_b) per shared training seed."""
+        try:
+            pairs = seeds._pairs(self.db, a, b)
+        except LookupError as missing:
+            raise _Missing(str(missing)) from None
+        return [value_of(run_a, run_b) for run_a, run_b in pairs]
 
-    def timestep(self, run: str) -> pd.DataFrame:
-        stats = reads.timestep_stats(self.db, [run])
-        if stats.empty:
-            raise _Missing(run)
-        return stats.sort_values("bin")
+    def cost(self, *families: str) -> str:
+        return cost_text(self.db, list(families))
+
+    # -- helpers for score claims ----------------------------------------------------------------------
+    def better(self, a: str, b: str):
+        """'A beats B' on mean human score: effect = A - B."""
+        estimate = self.diff(a, b)
+        text = f"{a} - {b}: {seeds.fmt(estimate)}"
+        return text, estimate, verdict(estimate.ci_low, estimate.ci_high), self.cost(a, b)
+
+    def all_better(self, comparisons: list[tuple[str, str]]):
+        parts = [self.diff(a, b) for a, b in comparisons]
+        text = "; ".join(f"{a} - {b}: {seeds.fmt(e)}" for (a, b), e in zip(comparisons, parts))
+        weakest = min(parts, key=lambda e: e.ci_low)
+        families = list(dict.fromkeys(name for pair in comparisons for name in pair))
+        return text, weakest, _combine([verdict(e.ci_low, e.ci_high) for e in parts]), self.cost(*families)
 
 
-def _verdict(ok: bool) -> str:
-    return "holds" if ok else "does not hold"
-
-
-def _checks(n: _Numbers):
+def _claims(c: _Checks):
     def beats_diffdpo():
-        w = n.winrate("diff-dpo")
-        text = f"refdpo vs diff-dpo, {PRIMARY} win rate {100 * w.rate:.1f}% [{100 * w.ci_low:.1f}, {100 * w.ci_high:.1f}], n={w.n}"
-        return text, _verdict(w.ci_low > 0.5)
+        estimate = c.win(plan.TABLE1_RUN, "diff-dpo")
+        return (f"refdpo vs diff-dpo, {PRIMARY} win rate {seeds.fmt(estimate, percent=True)}", estimate,
+                verdict(estimate.ci_low, estimate.ci_high, null=0.5), c.cost(plan.TABLE1_RUN, "diff-dpo"))
     yield "Table 1", "Ours beats Diffusion-DPO under the reward models", beats_diffdpo
 
     def beats_baselines():
-        parts, ok = [], True
-        for label, baseline in plan.TABLE1:
-            if baseline in ("diff-dpo", "base"):
-                continue
-            rates = n.winrates[n.winrates["baseline"] == baseline]["rate"]
-            if rates.empty:
-                raise _Missing(baseline)
-            parts.append(f"{baseline} {100 * rates.mean():.1f}%")
-            ok = ok and rates.mean() > 0.5
-        return "mean win rate over the five metrics: " + ", ".join(parts), _verdict(ok)
+        from refbench.evaluation.winrates import TOY_METRICS
+
+        parts = {b: c.win(plan.TABLE1_RUN, b, list(TOY_METRICS)) for _, b in plan.TABLE1 if b not in ("diff-dpo", "base")}
+        text = "win rate averaged over the five metrics: " + ", ".join(f"{b} {seeds.fmt(e, percent=True)}"
+                                                                         for b, e in parts.items())
+        weakest = min(parts.values(), key=lambda e: e.ci_low)
+        return (text, weakest, _combine([verdict(e.ci_low, e.ci_high, null=0.5) for e in parts.values()]),
+                c.cost(plan.TABLE1_RUN, *parts))
     yield "Table 1", "Ours beats SFT, DSPO, Diffusion-KTO (and MaPO)", beats_baselines
 
     def explores():
-        fixed, noreg = n.final("diff-dpo", "div_policy"), n.final("ref-noreg", "div_ref")
-        return f"final D x1e3: diff-dpo policy {1e3 * fixed:.2f}, ref-noreg reference {1e3 * noreg:.2f}", _verdict(noreg > 3 * abs(fixed))
+        values = c.paired_seed_values("ref-noreg", "diff-dpo", lambda noreg, fixed: c.final(noreg, "div_ref")
+                                      - c.final(fixed, "div_policy"))
+        estimate = seeds.seed_level(values)
+        return (f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
+                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
     yield "Fig. 1(b)", "Diffusion-DPO stays close to the initial model; reference updates move far from it", explores
 
     def keeps_growing():
-        series = n.series("ref-noreg", "div_ref")
-        half = series[series["step"] <= series["step"].max() / 2]["div_ref"].iloc[-1]
-        end = series["div_ref"].iloc[-1]
-        return f"ref-noreg D(ref) x1e3: {1e3 * half:.2f} at half the steps, {1e3 * end:.2f} at the end", _verdict(end > half)
+        def growth(run):
+            series = c.series(run, "div_ref")
+            half = series[series["step"] <= series["step"].max() / 2]["div_ref"].iloc[-1]
+            return float(series["div_ref"].iloc[-1] - half)
+        estimate = seeds.seed_level(c.per_seed("ref-noreg", growth))
+        return (f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
+                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
     yield "Fig. 1(b)", "Without regularisation the reference's divergence keeps growing", keeps_growing
 
     def margin_grows():
-        tail = lambda run: n.series(run, "margin").tail(100)["margin"].mean()  # noqa: E731
-        noreg, fixed = tail("ref-noreg"), tail("diff-dpo")
-        return (f"mean margin over the last 100 steps x1e4: ref-noreg {1e4 * noreg:.2f}, diff-dpo {1e4 * fixed:.2f}",
-                _verdict(noreg > fixed))
+        tail = lambda run: float(c.series(run, "margin").tail(100)["margin"].mean())  # noqa: E731
+        estimate = seeds.seed_level(c.paired_seed_values("ref-noreg", "diff-dpo", lambda a, b: tail(a) - tail(b)))
+        return (f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: {seeds.fmt(estimate, scale=1e4, digits=2)}",
+                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
     yield "Fig. 1(b)", "The implicit reward margin grows under reference updates", margin_grows
 
     def bounded():
-        delta = reads.run_settings(n.db, ["refdpo"])
-        if delta.empty:
-            raise _Missing("refdpo")
-        events = reads.ref_events(n.db, ["refdpo"])
-        frozen = events[events["kind"] == "freeze"]
-        final = n.final("refdpo", "div_ref")
-        where = f"froze at step {int(frozen['step'].iloc[0])}" if not frozen.empty else "never froze"
-        noreg = n.final("ref-noreg", "div_ref")
-        return (f"refdpo {where}; final D(ref) x1e3 {1e3 * final:.2f} against ref-noreg's {1e3 * noreg:.2f}",
-                _verdict(not frozen.empty and final < noreg))
+        frozen = c.per_seed("refdpo", lambda run: not reads.ref_events(c.db, [run]).query("kind == 'freeze'").empty)
+        values = c.paired_seed_values("ref-noreg", "refdpo", lambda noreg, ours: c.final(noreg, "div_ref")
+                                      - c.final(ours, "div_ref"))
+        estimate = seeds.seed_level(values)
+        result = verdict(estimate.ci_low, estimate.ci_high)
+        if result == "holds" and not all(frozen):
+            result = "inconclusive"
+        return (f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
+                f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, result, "")
     yield "Fig. 1(b)", "Regularisation keeps the reference near the delta boundary", bounded
 
     def moderate():
-        divergence = reads.final_divergence(n.db, [s.name for s in plan.PLAN])
-        merged = divergence.merge(n.scores[n.scores["metric"] == PRIMARY], on="run").sort_values("div_policy")
-        if len(merged) < 3:
+        names = [s.name for s in plan.PLAN]
+        index = seeds.families(c.db, names)
+        if len(index) < 6:
             raise _Missing("runs")
-        best = merged.loc[merged["mean"].idxmax()]
-        rank = list(merged["run"]).index(best["run"])
-        return (f"best {PRIMARY} score {best['mean']:.3f} by {best['run']}, divergence rank {rank + 1} of {len(merged)}",
-                _verdict(0 < rank < len(merged) - 1))
+        seed_count = min(len(runs) for runs in index.values())
+
+        def thirds(k):
+            runs = [runs[k] for runs in index.values()]
+            merged = reads.final_divergence(c.db, runs).merge(
+                reads.mean_scores(c.db, runs, metrics=[PRIMARY], prompt_set=c.prompt_set), on="run")
+            merged = merged.sort_values("div_policy").reset_index(drop=True)
+            third = len(merged) // 3
+            low, mid, high = merged["mean"][:third], merged["mean"][third:len(merged) - third], merged["mean"][len(merged) - third:]
+            return float(mid.mean() - high.mean()), float(mid.mean() - low.mean())
+        pairs = [thirds(k) for k in range(seed_count)]
+        hurt, best = seeds.seed_level([p[0] for p in pairs]), seeds.seed_level([p[1] for p in pairs])
+        text = (f"runs in thirds by final D(policy): mean {PRIMARY} of the middle third - the most divergent "
+                f"{seeds.fmt(hurt)}, - the least divergent {seeds.fmt(best)}")
+        return text, min((hurt, best), key=lambda e: e.ci_low), _combine([verdict(e.ci_low, e.ci_high) for e in (hurt, best)]), ""
     yield "Fig. 1(c)", "Controlled divergence scores best; too much divergence hurts", moderate
 
     def imbalance():
-        stats = n.timestep("ref-explore")
-        noisy, rest = stats.iloc[0], stats.iloc[1:]
-        text = (f"ref-explore, noisiest interval vs the rest: |r_t| {noisy.reward_scale:.2e} vs {rest.reward_scale.mean():.2e}, "
-                f"accuracy {noisy.accuracy:.3f} vs {rest.accuracy.mean():.3f}")
-        return text, _verdict(noisy.reward_scale < rest.reward_scale.mean() and noisy.accuracy < rest.accuracy.mean())
+        def gaps(run):
+            stats = reads.timestep_stats(c.db, [run]).sort_values("bin")
+            if stats.empty:
+                raise _Missing(f"the timestep analysis of {run}")
+            noisy, rest = stats.iloc[0], stats.iloc[1:]
+            return float(rest.reward_scale.mean() - noisy.reward_scale), float(rest.accuracy.mean() - noisy.accuracy)
+        values = c.per_seed("ref-explore", gaps)
+        scale, accuracy = seeds.seed_level([v[0] for v in values]), seeds.seed_level([v[1] for v in values])
+        text = (f"ref-explore, the other intervals - the noisiest: |r_t| x1e4 {seeds.fmt(scale, scale=1e4, digits=2)}, "
+                f"accuracy {seeds.fmt(accuracy)}")
+        return (text, min((scale, accuracy), key=lambda e: e.ci_low),
+                _combine([verdict(e.ci_low, e.ci_high) for e in (scale, accuracy)]), "")
     yield "Fig. 2", "The implicit reward is weaker (smaller, less accurate) at the noisy start of generation", imbalance
 
-    def order(runs, label):
-        values = [n.score(r) for r in runs]
-        text = ", ".join(f"{r} {v:.3f}" for r, v in zip(runs, values))
-        return text, values
-
-    def lr_collapse():
-        text, (base, fast) = order(["diff-dpo", "diff-dpo-lr5x"], "")
-        return text, _verdict(fast < base)
-    yield "Table 3", "A 5x learning rate degrades Diffusion-DPO", lr_collapse
-
-    def beta_no_help():
-        text, (base, low_beta, ours) = order(["diff-dpo", "diff-dpo-beta1000", "refdpo"], "")
-        return text, _verdict(low_beta < ours)
-    yield "Table 3", "beta 1000 does not reach the method's gain", beta_no_help
-
-    def reinit():
-        text, (base, reinit_score, ours) = order(["diff-dpo", "ref-reinit", "refdpo"], "")
-        return text, _verdict(base < reinit_score < ours)
-    yield "Table 3", "Re-initialising the reference helps a little, less than freezing", reinit
-
-    def time_only():
-        text, (base, only) = order(["diff-dpo", "timestep-only"], "")
-        return text, _verdict(only < base)
-    yield "Table 4", "Timestep-aware training alone does not help Diffusion-DPO", time_only
-
-    def exploration():
-        text, (base, explore) = order(["diff-dpo", "ref-explore"], "")
-        return text, _verdict(explore > base)
-    yield "Table 4", "Exploration alone improves on Diffusion-DPO", exploration
-
-    def synergy():
-        text, (explore, ours) = order(["ref-explore", "refdpo"], "")
-        return text, _verdict(ours > explore)
-    yield "Table 4", "Timestep-aware training adds to exploration", synergy
-
-    def scale():
-        text, values = order(["refdpo-gamma0.8-constant", "refdpo-gamma0.8", "refdpo-constant", "refdpo"], "")
-        return text, _verdict(values[1] > values[0] and values[3] > values[2])
-    yield "Table 4", "The reward scale lambda(t) improves both gamma settings", scale
-
-    def tau_noreg():
-        runs = plan.FIG4["without regularisation"]
-        text, values = order(runs, "")
-        return text + " (tau 4, 8, 16)", _verdict(values[0] < values[-1])
-    yield "Fig. 4", "Without regularisation, a shorter tau scores lower", tau_noreg
-
-    def tau_reg():
-        runs = plan.FIG4["with regularisation"]
-        text, values = order(runs, "")
-        base = n.score(plan.FIG4["baseline"])
-        return text + f"; diff-dpo {base:.3f}", _verdict(min(values) > base)
-    yield "Fig. 4", "With regularisation every tau beats Diffusion-DPO", tau_reg
+    yield "Table 3", "A 5x learning rate degrades Diffusion-DPO", lambda: c.better("diff-dpo", "diff-dpo-lr5x")
+    yield "Table 3", "beta 1000 does not reach the method's gain", lambda: c.better("refdpo", "diff-dpo-beta1000")
+    yield ("Table 3", "Re-initialising the reference helps a little, less than freezing",
+           lambda: c.all_better([("ref-reinit", "diff-dpo"), ("refdpo", "ref-reinit")]))
+    yield "Table 4", "Timestep-aware training alone does not help Diffusion-DPO", lambda: c.better("diff-dpo", "timestep-only")
+    yield "Table 4", "Exploration alone improves on Diffusion-DPO", lambda: c.better("ref-explore", "diff-dpo")
+    yield "Table 4", "Timestep-aware training adds to exploration", lambda: c.better("refdpo", "ref-explore")
+    yield ("Table 4", "The reward scale lambda(t) improves both gamma settings",
+           lambda: c.all_better([("refdpo-gamma0.8", "refdpo-gamma0.8-constant"), ("refdpo", "refdpo-constant")]))
+    noreg, reg = plan.FIG4["without regularisation"], plan.FIG4["with regularisation"]
+    yield "Fig. 4", "Without regularisation, a shorter tau scores lower", lambda: c.better(noreg[-1], noreg[0])
+    yield ("Fig. 4", "With regularisation every tau beats Diffusion-DPO",
+           lambda: c.all_better([(run, plan.FIG4["baseline"]) for run in reg]))
 
     def fig5():
-        try:
-            table = relative_divergence(n.db, plan.FIG5["runs"], plan.FIG5["relative_to"])
-        except ValueError:  # none of the runs has a timestep analysis
-            raise _Missing("timestep analyses") from None
-        if table.empty:
+        def gap(run_without, run_with, run_relative):
+            try:
+                table = relative_divergence(c.db, {"without": run_without, "with": run_with}, run_relative)
+            except ValueError:
+                raise _Missing("timestep analyses") from None
+            noisy = table[table["bin"] == table["bin"].min()].set_index("label")["percent"] if not table.empty else {}
+            if len(noisy) < 2:
+                raise _Missing("timestep analyses")
+            return float(noisy["without"] - noisy["with"])
+        relative = plan.FIG5["relative_to"]
+        without, with_scale = plan.FIG5["runs"]["gamma 0.9 without scale"], plan.FIG5["runs"]["gamma 0.9 + scale"]
+        runs = [seeds.family_runs(c.db, f) for f in (without, with_scale, relative)]
+        shared = sorted(set(runs[0]) & set(runs[1]) & set(runs[2]))
+        if not shared:
             raise _Missing("timestep analyses")
-        noisy = table[table["bin"] == table["bin"].min()].set_index("run")["percent"]
-        if not {"refdpo", "refdpo-constant"} <= set(noisy.index):
-            raise _Missing("timestep analyses")
-        return (f"noisiest interval, D(policy, init) as % of ref-explore's: with scale {noisy['refdpo']:.0f}%, "
-                f"without {noisy['refdpo-constant']:.0f}%", _verdict(noisy["refdpo"] < noisy["refdpo-constant"]))
+        estimate = seeds.seed_level([gap(runs[0][k], runs[1][k], runs[2][k]) for k in shared])
+        return (f"noisiest interval, D(policy, init) as % of {relative}'s, without scale - with scale: "
+                f"{seeds.fmt(estimate, digits=1)} points", estimate, verdict(estimate.ci_low, estimate.ci_high), "")
     yield "Fig. 5", "The reward scale spends less divergence at early timesteps", fig5
 
 
 def check_claims(db, prompt_set: str = "toy-test") -> list[Claim]:
-    numbers = _Numbers(db, prompt_set)
+    checks = _Checks(db, prompt_set)
     out = []
-    for where, paper, check in _checks(numbers):
+    for where, paper, check in _claims(checks):
         try:
-            measured, verdict = check()
+            measured, estimate, result, cost = check()
+            out.append(Claim(where, paper, measured, estimate.effect, estimate.ci_low, estimate.ci_high, estimate.seeds,
+                             estimate.samples, result, cost))
         except _Missing as missing:
-            measured, verdict = f"needs {missing}", "not measured"
-        out.append(Claim(where, paper, measured, verdict))
+            out.append(Claim(where, paper, f"needs {missing}", None, None, None, 0, 0, "not measured"))
     return out
 
 
 def claims_table(db, prompt_set: str = "toy-test") -> pd.DataFrame:
     return pd.DataFrame([vars(c) for c in check_claims(db, prompt_set)])
+
+
+def verdict_counts(claims: pd.DataFrame) -> dict[str, int]:
+    return {name: int((claims["verdict"] == name).sum()) for name in VERDICTS if (claims["verdict"] == name).any()}

@@ -1,7 +1,13 @@
 """The paper's figures, drawn from the store (matplotlib). Each returns the Figure; ``out`` saves a PNG.
 
 Names follow `refbench plot KIND`: kl (Fig. 1b), divergence-vs-score (Fig. 1c), timestep
-(Fig. 2), tau (Fig. 4), divergence-by-timestep (Fig. 5).
+(Fig. 2), samples (Fig. 3), tau (Fig. 4), divergence-by-timestep (Fig. 5).
+
+Runs are given as families (``analysis.seeds``): ``refdpo`` means refdpo-seed0, -seed1, ... when
+the store has them, else the run named ``refdpo``. Curves and points are means over a family's
+training seeds, with the spread shown: Fig. 1(b) a band from the lowest to the highest seed,
+Fig. 4 the 95% interval over seeds and samples, Fig. 2 the binomial (Wilson) interval of each
+interval's accuracy over the pairs of every seed pooled.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ matplotlib.use("Agg")  # files, never windows: this runs in tests, notebooks and
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import reads  # noqa: E402
+from refbench.method.interval_stats import binomial_interval  # noqa: E402
 
-__all__ = ["plot_kl", "plot_divergence_vs_score", "plot_timestep", "plot_tau", "plot_divergence_by_timestep"]
+from . import reads, seeds  # noqa: E402
+
+__all__ = ["plot_kl", "plot_divergence_vs_score", "plot_timestep", "plot_tau", "plot_divergence_by_timestep",
+           "plot_samples"]
 
 
 def _save(figure, out: str | Path | None):
@@ -36,18 +45,23 @@ def _require(frame, what: str) -> None:
 def plot_kl(db, runs: list[str], *, smooth: int = 20, out=None):
     """Fig. 1(b): reward margin (solid, rolling mean over ``smooth`` steps) and divergences from the
     initial model (dotted: D(policy, init) for fixed-reference runs, D(ref, init) for syncing ones)."""
-    curves = reads.train_curves(db, runs)
+    index = seeds.families(db, runs)
+    curves = reads.train_curves(db, [run for members in index.values() for run in members])
     _require(curves, "train_metrics")
-    settings = reads.run_settings(db, runs).set_index("run")
+    settings = reads.run_settings(db, list(curves["run"].unique())).set_index("run")
     figure, (margin_axis, divergence_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for run, group in curves.groupby("run", sort=False):
-        margin = group["margin"].rolling(smooth, min_periods=1).mean()
-        line, = margin_axis.plot(group["step"], margin, label=run)
-        syncing = run in settings.index and settings.loc[run, "reference"] == "sync"
+    for family, members in index.items():
+        group = curves[curves["run"].isin(members)]
+        if group.empty:
+            continue
+        syncing = members[0] in settings.index and settings.loc[members[0], "reference"] == "sync"
         column = "div_ref" if syncing else "div_policy"
-        measured = group.dropna(subset=[column])
-        divergence_axis.plot(measured["step"], measured[column], linestyle=":", color=line.get_color(),
-                             label=f"{run}: D({'ref' if syncing else 'policy'}, init)")
+        margin = group.assign(margin=group.groupby("run")["margin"].transform(
+            lambda m: m.rolling(smooth, min_periods=1).mean()))
+        label = family + (f" ({len(members)} seeds)" if len(members) > 1 else "")
+        line = _band(margin_axis, margin, "margin", label=label)
+        _band(divergence_axis, group.dropna(subset=[column]), column, color=line.get_color(), linestyle=":",
+              label=f"{family}: D({'ref' if syncing else 'policy'}, init)")
     margin_axis.set(xlabel="step", ylabel=f"implicit reward margin (mean of {smooth} steps)", title="reward margin")
     divergence_axis.set(xlabel="step", ylabel="D(., init)", title="divergence from the initial model")
     for axis in (margin_axis, divergence_axis):
@@ -56,11 +70,25 @@ def plot_kl(db, runs: list[str], *, smooth: int = 20, out=None):
     return _save(figure, out)
 
 
+def _band(axis, frame, column: str, **style):
+    """The mean over runs per step (a line) and the range from the lowest to the highest run (a band)."""
+    by_step = frame.groupby("step")[column].agg(["mean", "min", "max"])
+    line, = axis.plot(by_step.index, by_step["mean"], **style)
+    if frame["run"].nunique() > 1:
+        axis.fill_between(by_step.index, by_step["min"], by_step["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
 def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prompt_set: str = "toy-test", out=None):
     """Fig. 1(c): each run's final D(policy, init) against its mean score."""
-    divergence = reads.final_divergence(db, runs)
-    scores = reads.mean_scores(db, runs, prompt_set=prompt_set, metrics=[metric])
+    index = seeds.families(db, runs)
+    family_of = {run: family for family, members in index.items() for run in members}
+    members = list(family_of)
+    divergence = reads.final_divergence(db, members)
+    scores = reads.mean_scores(db, members, prompt_set=prompt_set, metrics=[metric])
     merged = divergence.merge(scores, on="run")
+    merged = (merged.assign(run=merged["run"].map(family_of)).groupby("run", sort=False)[["div_policy", "mean"]]
+              .mean().reset_index())
     _require(merged, f"runs with both a divergence and {metric} scores")
     figure, axis = plt.subplots(figsize=(6, 4.5))
     axis.scatter(merged["div_policy"], merged["mean"])
@@ -73,29 +101,53 @@ def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prom
         grid = np.linspace(x.min(), x.max(), 100)
         axis.plot(grid, np.polyval(coefficients, grid), color="gray", linestyle="--", linewidth=1, label="quadratic fit")
         axis.legend(fontsize=8)
-    axis.set(xlabel="final D(policy, init)", ylabel=f"mean {metric} score on {prompt_set}",
+    axis.set(xlabel="final D(policy, init), mean over seeds", ylabel=f"mean {metric} score on {prompt_set}",
              title="divergence vs preference score")
     return _save(figure, out)
 
 
 def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None):
     """Fig. 2: per interval (noisiest on the left) the model's loss, |r_t|, accuracy, and lambda(t)."""
-    stats = reads.timestep_stats(db, runs, analysis)
+    index = seeds.families(db, runs)
+    stats = reads.timestep_stats(db, [run for members in index.values() for run in members], analysis)
     _require(stats, f"timestep_stats (analysis {analysis!r}); run `refbench timestep-analysis RUN` first")
     figure, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     panels = [("loss", "(a) model loss"), ("reward_scale", "(b) implicit reward scale |r_t|"),
-              ("accuracy", "(c) preference accuracy"), ("lambda_t", "(d) lambda(t)")]
-    for run, group in stats.groupby("run", sort=False):
+              ("accuracy", "(c) preference accuracy, 95% Wilson interval"), ("lambda_t", "(d) lambda(t)")]
+    for family, members in index.items():
+        group = _pooled_intervals(stats[stats["run"].isin(members)])
+        if group.empty:
+            continue
         labels = [f"{lo}-{hi}" for lo, hi in zip(group["t_low"], group["t_high"])]
+        positions = np.arange(len(group))
+        label = family + (f" ({len(members)} seeds)" if len(members) > 1 else "")
         for axis, (column, title) in zip(axes, panels):
-            axis.plot(range(len(group)), group[column], marker="o", label=run)
+            line, = axis.plot(positions, group[column], marker="o", label=label)
+            if column == "accuracy":
+                axis.fill_between(positions, group["accuracy_low"], group["accuracy_high"], color=line.get_color(),
+                                  alpha=0.2, linewidth=0)
             axis.set_title(title)
-            axis.set_xticks(range(len(group)), labels, rotation=60, fontsize=7)
+            axis.set_xticks(positions, labels, rotation=60, fontsize=7)
     axes[2].axhline(0.5, color="gray", linewidth=0.5)
     for axis in axes:
         axis.set_xlabel("t interval (start of generation on the left)")
     axes[0].legend(fontsize=8)
     return _save(figure, out)
+
+
+def _pooled_intervals(stats):
+    """Per interval of t: means over seeds, and the accuracy's Wilson interval over every seed's pairs."""
+    import pandas as pd
+
+    rows = []
+    for (bin_, t_low, t_high), group in stats.groupby(["bin", "t_low", "t_high"], sort=True):
+        trials = int(group["n"].sum())
+        correct = float((group["accuracy"] * group["n"]).sum())
+        low, high = binomial_interval(min(correct, trials), trials)
+        rows.append({"bin": bin_, "t_low": t_low, "t_high": t_high, "n": trials,
+                     **{c: float(group[c].mean()) for c in ("loss", "reward_scale", "lambda_t", "divergence")},
+                     "accuracy": correct / trials, "accuracy_low": low, "accuracy_high": high})
+    return pd.DataFrame(rows)
 
 
 def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-dpo", metric: str = "human",
@@ -104,21 +156,33 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
     figure, axis = plt.subplots(figsize=(6, 4.5))
     plotted = False
     for label, runs in groups.items():
-        settings = reads.run_settings(db, runs)
-        scores = reads.mean_scores(db, runs, prompt_set=prompt_set, metrics=[metric])
-        merged = settings.merge(scores, on="run").sort_values("tau")
-        if merged.empty:
+        points = []
+        for family, members in seeds.families(db, runs).items():
+            try:
+                estimate = seeds.score_estimate(db, family, metric=metric, prompt_set=prompt_set)
+            except LookupError:
+                continue
+            tau = reads.run_settings(db, members[:1])["tau"]
+            points.append((int(tau.iloc[0]), estimate))
+        if not points:
             continue
-        axis.plot(merged["tau"], merged["mean"], marker="o", label=label)
+        points.sort(key=lambda p: p[0])
+        taus = [p[0] for p in points]
+        means = np.array([p[1].effect for p in points])
+        errors = np.array([[p[1].effect - p[1].ci_low for p in points], [p[1].ci_high - p[1].effect for p in points]])
+        axis.errorbar(taus, means, yerr=errors, marker="o", capsize=3, label=f"{label} ({points[0][1].seeds} seeds)")
         plotted = True
     if not plotted:
         raise ValueError("nothing to plot: none of the tau runs has scores")
     if baseline:
-        base = reads.mean_scores(db, [baseline], prompt_set=prompt_set, metrics=[metric])
-        if not base.empty:
-            axis.axhline(float(base["mean"].iloc[0]), color="gray", linestyle="--", label=baseline)
+        try:
+            base = seeds.score_estimate(db, baseline, metric=metric, prompt_set=prompt_set)
+            axis.axhline(base.effect, color="gray", linestyle="--", label=f"{baseline} (mean over seeds)")
+            axis.axhspan(base.ci_low, base.ci_high, color="gray", alpha=0.15, linewidth=0)
+        except LookupError:
+            pass
     axis.set(xlabel="reference update period tau (steps)", ylabel=f"mean {metric} score on {prompt_set}",
-             title="sensitivity to tau")
+             title="sensitivity to tau (95% interval over seeds and samples)")
     axis.set_xscale("log", base=2)
     axis.legend(fontsize=8)
     return _save(figure, out)
@@ -142,8 +206,21 @@ def relative_divergence(db, runs: dict[str, str], relative_to: str, analysis: st
 
 def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analysis: str = "reference", out=None):
     """Fig. 5: divergence from init per interval, as % of the reference-update-only run's."""
-    table = relative_divergence(db, runs, relative_to, analysis)
+    parts = []
+    base_runs = seeds.family_runs(db, relative_to)
+    for k, base_run in base_runs.items():
+        mine = {label: seeds.family_runs(db, family).get(k) for label, family in runs.items()}
+        mine = {label: run for label, run in mine.items() if run}
+        if mine:
+            try:
+                parts.append(relative_divergence(db, mine, base_run, analysis))
+            except ValueError:
+                continue
+    import pandas as pd
+
+    table = pd.concat(parts) if parts else pd.DataFrame()
     _require(table, f"intervals shared with {relative_to}")
+    table = table.groupby(["label", "bin", "t_low", "t_high"], as_index=False, sort=False)["percent"].mean()
     figure, axis = plt.subplots(figsize=(7, 4))
     labels = list(dict.fromkeys(table["label"]))
     width = 0.8 / max(1, len(labels))
@@ -157,4 +234,63 @@ def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, a
     axis.set(xlabel="t interval (start of generation on the left)", ylabel="D(policy, init), % of reference",
              title="divergence per timestep interval")
     axis.legend(fontsize=8)
+    return _save(figure, out)
+
+
+def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None:
+    """A stored sample's PNG: its recorded path, else the copy `refbench reproduce` keeps under
+    results/samples/RUN/SET/ ($REFBENCH_RESULTS or ./results, then the repository's results/)."""
+    import os
+
+    recorded = Path(image_path)
+    if recorded.is_file():
+        return recorded
+    roots = [Path(os.environ.get("REFBENCH_RESULTS", "results")), Path(__file__).resolve().parents[1] / "results"]
+    for root in roots:
+        copy = root / "samples" / run / prompt_set / recorded.name
+        if copy.is_file():
+            return copy
+    return None
+
+
+def plot_samples(db, runs: list[str], *, prompt_set: str = "toy-test", num: int = 6, training_seed: int = 0,
+                 out=None):
+    """Fig. 3: the same prompt and evaluation seed under every run, side by side: one row per
+    (prompt, seed), one column per run (``training_seed``'s run of each family). Rows are spread
+    evenly over the (prompt, seed) pairs every run has."""
+    from PIL import Image
+
+    if num < 1:
+        raise ValueError("--num must be >= 1")
+    chosen = {}
+    for name in runs:
+        members = seeds.family_runs(db, name)
+        if training_seed not in members:
+            raise ValueError(f"nothing to plot: no run of {name!r} with training seed {training_seed} in the store")
+        chosen[name] = members[training_seed]
+    store = reads.open_store(db)
+    frames = {name: store.query("SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?",
+                                [run, prompt_set]).set_index(["prompt", "seed"]) for name, run in chosen.items()}
+    shared = sorted(set.intersection(*(set(frame.index) for frame in frames.values())))
+    if not shared:
+        raise ValueError(f"nothing to plot: no (prompt, seed) on {prompt_set} that every run has samples for")
+    picks = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, min(num, len(shared))).round().astype(int))]
+    figure, axes = plt.subplots(len(picks), len(chosen), figsize=(1.6 * len(chosen) + 2.2, 1.6 * len(picks)),
+                                squeeze=False)
+    for row, key in enumerate(picks):
+        for column, (name, run) in enumerate(chosen.items()):
+            axis = axes[row, column]
+            path = sample_image_file(frames[name].loc[key, "image_path"], run, prompt_set)
+            if path is None:
+                raise ValueError(f"sample image of {run} for {key[0]!r} (seed {key[1]}) is missing: "
+                                 f"{frames[name].loc[key, 'image_path']}")
+            with Image.open(path) as image:
+                axis.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name, fontsize=9)
+            if column == 0:
+                axis.set_ylabel(f"{key[0]}\n(seed {key[1]})", fontsize=7, rotation=0, ha="right", va="center")
+    figure.suptitle(f"same prompt and seed under every run (training seed {training_seed})", fontsize=9)
     return _save(figure, out)

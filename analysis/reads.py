@@ -10,7 +10,7 @@ import pandas as pd
 from refbench.store import Store
 
 __all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
-           "run_settings", "winrates", "load_results"]
+           "run_settings", "winrates", "load_results", "run_costs"]
 
 
 def open_store(db: str | Path | Store) -> Store:
@@ -111,3 +111,10 @@ def load_results(db: str | Path | None = None) -> Store:
     store = Store(Path(tempfile.mkdtemp(prefix="refbench-results-")) / "results.duckdb")
     store.import_parquet(export)
     return store
+
+
+def run_costs(db, runs: list[str]) -> pd.DataFrame:
+    """Per run and kind (policy, reference, initial, monitor, total): forward and backward image-passes,
+    and for 'total' the wall seconds of training (``training/costs.py``)."""
+    marks, params = _in(runs)
+    return open_store(db).query(f"SELECT * FROM run_costs WHERE run IN {marks} ORDER BY run, kind", params)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from refbench.experiments import reproduce_plan as plan
 
-from . import figures, reads, tables
-from .claims import claims_table
+from . import figures, reads, seeds, tables
+from .claims import VERDICTS, claims_table
 
 __all__ = ["write_report", "FIGURES"]
 
@@ -21,6 +21,8 @@ FIGURES = {
                                       lambda db, out: figures.plot_divergence_vs_score(db, [s.name for s in plan.PLAN], out=out)),
     "fig2_timestep.png": ("Fig. 2: loss, |r_t|, accuracy and lambda(t) per timestep interval",
                           lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out)),
+    "fig3_samples.png": ("Fig. 3: the same prompt and seed under each method (training seed 0)",
+                         lambda db, out: figures.plot_samples(db, plan.FIG3, out=out)),
     "fig4_tau.png": ("Fig. 4: mean human score against tau, with and without regularisation",
                      lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"},
                                                       baseline=plan.FIG4["baseline"], out=out)),
@@ -31,16 +33,24 @@ FIGURES = {
 
 
 def _timestep_markdown(db) -> str:
-    stats = reads.timestep_stats(db, plan.TIMESTEP_RUNS)
+    index = seeds.families(db, plan.TIMESTEP_RUNS)
+    stats = reads.timestep_stats(db, [run for members in index.values() for run in members])
     if stats.empty:
         return "(no timestep analysis in the store)"
+    family_of = {run: family for family, members in index.items() for run in members}
+    stats = stats.assign(run=stats["run"].map(family_of))
+    pooled = [figures._pooled_intervals(group).assign(run=family) for family, group in stats.groupby("run", sort=False)]
+    import pandas as pd
+
+    stats = pd.concat(pooled)
+    stats["accuracy"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                         zip(stats["accuracy"], stats["accuracy_low"], stats["accuracy_high"])]
     stats = stats.assign(interval=[f"{lo}-{hi}" for lo, hi in zip(stats["t_low"], stats["t_high"])])
     columns = ["run", "interval", "n", "loss", "reward_scale", "accuracy", "lambda_t", "divergence"]
     frame = stats[columns].copy()
     for column in ("loss", "reward_scale", "divergence"):
         frame[column] = frame[column].map(lambda v: f"{v:.3e}")
-    for column in ("accuracy", "lambda_t"):
-        frame[column] = frame[column].map(lambda v: f"{v:.3f}")
+    frame["lambda_t"] = frame["lambda_t"].map(lambda v: f"{v:.3f}")
     return tables.to_markdown(frame)
 
 
@@ -55,6 +65,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
         "table1.md": tables.winrate_table(db, plan.TABLE1_RUN, plan.TABLE1),
         "table3.md": tables.raw_score_table(db, plan.TABLE3),
         "table4.md": tables.raw_score_table(db, plan.TABLE4),
+        "costs.md": tables.cost_table(db, [s.name for s in plan.PLAN]),
     }
     markdown = {}
     for name, frame in sections.items():
@@ -64,6 +75,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     markdown["timestep"] = _timestep_markdown(db)
     (results / "timestep_analysis.md").write_text(markdown["timestep"] + "\n")
     written.append(results / "timestep_analysis.md")
+    written += _copy_fig3_samples(db, results)
     drawn = {}
     for name, (description, draw) in FIGURES.items():
         try:
@@ -74,17 +86,46 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
             drawn[name] = f"{description} -- not drawn: {exc}"
     written += reads.open_store(db).export_parquet(results / "data")
     claims = claims_table(db)
-    claims_md = tables.to_markdown(claims.rename(columns={"where": "where", "paper": "the paper says",
-                                                          "measured": "toy world, measured", "verdict": "verdict"}))
-    settings = reads.run_settings(db, [s.name for s in plan.PLAN])
+    shown = claims.assign(seeds=[f"{s} x {n}" if s else "" for s, n in zip(claims["seeds"], claims["samples"])])
+    claims_md = tables.to_markdown(shown[["where", "paper", "measured", "seeds", "verdict", "cost"]].rename(columns={
+        "paper": "the paper says", "measured": "effect (paper's direction positive) [95% interval]",
+        "seeds": "seeds x samples", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
+    index = seeds.families(db, [s.name for s in plan.PLAN])
+    settings = reads.run_settings(db, [run for members in index.values() for run in members])
     readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {})
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
 
 
+def _copy_fig3_samples(db, results: Path) -> list[Path]:
+    """Fig. 3's images (training seed 0 of its runs) under results/samples/RUN/SET/, so that the figure
+    and its notebook can be redrawn from a clone, where runs/ is not committed (16 px PNGs: tiny)."""
+    import shutil
+
+    written = []
+    store = reads.open_store(db)
+    for family in plan.FIG3:
+        run = seeds.family_runs(db, family).get(0)
+        if run is None:
+            continue
+        frame = store.query("SELECT prompt_set, image_path FROM samples WHERE run = ?", [run])
+        for prompt_set, image_path in frame.itertuples(index=False):
+            source = Path(image_path)
+            if not source.is_file():
+                continue
+            target = results / "samples" / run / prompt_set / source.name
+            if not target.is_file() or target.read_bytes() != source.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+            written.append(target)
+    return written
+
+
 def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed) -> str:
-    holds = int((claims["verdict"] == "holds").sum())
+    counts = {name: int((claims["verdict"] == name).sum()) for name in VERDICTS}
+    summary = ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured")
+    training_seeds = int(claims["seeds"].max()) if not claims.empty else 0
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     timing = f"{seconds / 60:.1f} minutes for the last `refbench reproduce` invocation" if seconds else "time not recorded"
     figure_lines = "\n".join(f"- `{name}`: {text}" for name, text in drawn.items())
@@ -97,32 +138,45 @@ Every number below is read from the store exported in `data/` (parquet, one file
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (README of the project);
 the runs use the toy preset (300 steps, batch 8, beta 5000, lr 1e-5, tau 8, delta 2e-3,
-gamma 0.9 over 50 bins), one training seed each, and 42 toy-test prompts x 2 seeds for
-evaluation. tau is scaled from the paper's {{16, 32, 64}} to {{4, 8, 16}}.
+gamma 0.9 over 50 bins), each trained under {training_seeds} training seeds (run `NAME-seedK`),
+and every run is evaluated on the same 42 toy-test prompts x 2 evaluation seeds.
+tau is scaled from the paper's {{16, 32, 64}} to {{4, 8, 16}}.
 
 ## The paper's claims, one by one
 
-{holds} of {len(claims)} claims hold at toy scale. Verdicts are computed from the numbers by
-`analysis.claims`; score comparisons use the hidden `human` oracle (the toy's PickScore), and
-a win counts when the 95% interval lies above 50%. One training seed per run: differences of
-a few thousandths in mean score are within seed noise, so a "holds" on a small gap is weak
-evidence and a "does not hold" on a small gap is not evidence against the paper.
+**{summary}** (of {len(claims)} claims). Each claim is one effect, signed so that the paper's
+claim is positive, with a 95% interval from a hierarchical bootstrap: training seeds are
+resampled, then paired samples (prompt, evaluation seed) within them (`analysis.claims`,
+`refbench/method/hierarchical.py`). `holds`: the interval lies above no effect (0, or 50% for a
+win rate); `contradicted`: below; `inconclusive`: it contains no effect. A claim of several
+comparisons holds when all hold and is contradicted when any is. Score effects use the hidden
+`human` oracle (the toy's PickScore). "seeds x samples": a x 1 means the effect is measured once
+per training run (a divergence, a margin), so the seeds are its only level; with 3 seeds such an
+interval is the range of the three seeds' values.
 
 {claims_md}
 
-## Table 1: win rates of refdpo (%, 95% bootstrap interval, ties count half)
+## What each method costs (means over training seeds)
+
+Image-passes per optimizer step (one image through one model; batch 8 pairs = 16 images),
+training forward and backward apart from the divergence monitor's forwards, and wall seconds
+of training. Seconds were measured with two runs sharing the 2 cores; passes are exact.
+
+{markdown["costs.md"]}
+
+## Table 1: win rates of refdpo (%, 95% interval over training seeds and paired samples, ties count half)
 
 {markdown["table1.md"]}
 
-## Table 3: alternative exploration strategies (mean oracle scores; best in bold)
+## Table 3: alternative exploration strategies (mean oracle scores over seeds [95% interval]; best mean in bold)
 
 {markdown["table3.md"]}
 
-## Table 4: timestep-aware training (mean oracle scores; best in bold)
+## Table 4: timestep-aware training (mean oracle scores over seeds [95% interval]; best mean in bold)
 
 {markdown["table4.md"]}
 
-## Fig. 2: timestep analysis (against each run's reference; interval 0-99 is the clean end)
+## Fig. 2: timestep analysis (against each run's reference; means over seeds, accuracy with its 95% Wilson interval over the pooled pairs; interval 0-99 is the clean end)
 
 {markdown["timestep"]}
 

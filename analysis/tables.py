@@ -1,12 +1,18 @@
-"""The paper's tables as markdown, from the store: Table 1 (win rates) and Tables 3-4 (raw mean scores)."""
+"""The paper's tables as markdown, from the store, over training seeds.
+
+Table 1: refdpo's win rate against each baseline per metric, with a 95% interval over training
+seeds and paired samples (``analysis.seeds``), and what each baseline costs. Tables 3 and 4: each
+run's mean score over seeds, with its interval; the best mean of each metric in bold.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from . import reads
+from . import seeds
+from .costs import family_costs
 
-__all__ = ["TOY_METRICS", "winrate_table", "raw_score_table", "to_markdown"]
+__all__ = ["TOY_METRICS", "winrate_table", "raw_score_table", "cost_table", "to_markdown"]
 
 TOY_METRICS = ["human", "colour", "count", "shape", "aesthetic"]  # the toy's five "reward models"
 
@@ -19,42 +25,73 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[str] | None = None,
-                  prompt_set: str = "toy-test") -> pd.DataFrame:
-    """Table 1: one row per baseline, cells 'rate [CI low, high]' in %, and the average over metrics."""
+                  prompt_set: str = "toy-test", resamples: int = 2000) -> pd.DataFrame:
+    """Table 1: one row per baseline, cells 'rate [CI low, high]' in % (ties half), the average over
+    metrics, the seeds x paired samples behind each cell, and the baseline's cost."""
     metrics = metrics or TOY_METRICS
-    stored = reads.winrates(db, run, [baseline for _, baseline in rows], prompt_set)
+    costs = family_costs(db, [run, *[b for _, b in rows]]).set_index("family")
     out = []
     for label, baseline in rows:
-        mine = stored[(stored["baseline"] == baseline) & stored["metric"].isin(metrics)].set_index("metric")
-        if mine.empty:
+        cells, rates, shape = {}, [], ""
+        for metric in metrics:
+            try:
+                estimate = seeds.compare(db, run, baseline, kind="win", metric=metric, prompt_set=prompt_set,
+                                         resamples=resamples)
+            except LookupError:
+                continue
+            cells[metric] = seeds.fmt(estimate, percent=True).replace("%", "")
+            rates.append(estimate.effect)
+            shape = f"{estimate.seeds} x {estimate.samples}"
+        if not rates:
             continue
-        cells = {m: (f"{100 * mine.loc[m, 'rate']:.1f} [{100 * mine.loc[m, 'ci_low']:.1f}, {100 * mine.loc[m, 'ci_high']:.1f}]"
-                     if m in mine.index else "") for m in metrics}
-        average = mine.loc[[m for m in metrics if m in mine.index], "rate"].mean()
-        out.append({"": f"{run} {label}", **cells, "avg": f"{100 * average:.1f}", "n": int(mine["n"].max())})
+        row = {"": f"{run} {label}", **{m: cells.get(m, "") for m in metrics}, "avg": f"{100 * sum(rates) / len(rates):.1f}",
+               "seeds x n": shape}
+        row["cost (fwd+bwd passes/step)"] = (f"{costs.loc[baseline, 'forward_per_step']:.0f}+"
+                                             f"{costs.loc[baseline, 'backward_per_step']:.0f}" if baseline in costs.index else "")
+        out.append(row)
     return pd.DataFrame(out)
 
 
 def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test",
-                    digits: int = 3) -> pd.DataFrame:
-    """Tables 3 and 4: mean score per (row, metric); the best value of each metric in bold."""
+                    digits: int = 3, resamples: int = 2000) -> pd.DataFrame:
+    """Tables 3 and 4: mean score per (row, metric) over seeds, 'mean [low, high]'; the best mean in bold."""
     from refbench.evaluation.metrics import get_metric
 
     metrics = metrics or TOY_METRICS
-    scores = reads.mean_scores(db, [run for _, run in rows], prompt_set=prompt_set, metrics=metrics)
-    wide = scores.pivot(index="run", columns="metric", values="mean")
-    present = [(label, run) for label, run in rows if run in wide.index]
+    estimates: dict[tuple[str, str], seeds.HierarchicalEstimate] = {}
+    for _, run in rows:
+        for metric in metrics:
+            try:
+                estimates[run, metric] = seeds.score_estimate(db, run, metric=metric, prompt_set=prompt_set,
+                                                              resamples=resamples)
+            except LookupError:
+                pass
+    present = [(label, run) for label, run in rows if any((run, m) in estimates for m in metrics)]
     best = {}
     for metric in metrics:
-        if metric in wide.columns:
-            column = wide.loc[[run for _, run in present], metric]
-            best[metric] = column.max() if get_metric(metric).higher_is_better else column.min()
+        values = [estimates[run, metric].effect for _, run in present if (run, metric) in estimates]
+        if values:
+            best[metric] = max(values) if get_metric(metric).higher_is_better else min(values)
     out = []
     for label, run in present:
         row = {"model": label, "run": run}
         for metric in metrics:
-            value = wide.loc[run, metric] if metric in wide.columns else float("nan")
-            text = "" if pd.isna(value) else f"{value:.{digits}f}"
-            row[metric] = f"**{text}**" if text and value == best.get(metric) else text
+            estimate = estimates.get((run, metric))
+            if estimate is None:
+                row[metric] = ""
+                continue
+            mean = f"{estimate.effect:.{digits}f}"
+            row[metric] = (f"**{mean}**" if estimate.effect == best.get(metric) else mean) + \
+                f" [{estimate.ci_low:.{digits}f}, {estimate.ci_high:.{digits}f}]"
+        row["seeds"] = max((estimates[run, m].seeds for m in metrics if (run, m) in estimates), default=0)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def cost_table(db, families: list[str]) -> pd.DataFrame:
+    """Per family: image-passes per step (forward, backward, monitor) and training seconds, means over seeds."""
+    table = family_costs(db, families)
+    for column in ("forward_per_step", "backward_per_step", "monitor_per_step"):
+        table[column] = table[column].map(lambda v: f"{v:.1f}")
+    table["train_seconds"] = table["train_seconds"].map(lambda v: f"{v:.0f}")
+    return table

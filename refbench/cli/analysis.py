@@ -10,12 +10,18 @@ import typer
 from ..errors import RefbenchError
 from .common import DB_HELP, parse_list
 
-PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep", "table1", "table3", "table4")
+PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "samples", "tau", "divergence-by-timestep", "table1", "table3",
+              "table4")
 
 
 def plot(
-    kind: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, tau, divergence-by-timestep, table1, table3, table4."),
-    runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs (default: the reproduction's)."),
+    kind: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, "
+                                         "table1, table3, table4."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs or families (refdpo = refdpo-seed0, "
+                                       "-seed1, ... when those exist; default: the reproduction's)."),
+    prompts: str = typer.Option("toy-test", "--prompts", help="samples: the prompt set of the stored samples."),
+    num: int = typer.Option(6, "--num", help="samples: rows, one per (prompt, seed)."),
+    training_seed: int = typer.Option(0, "--training-seed", help="samples: which training seed's run of each family."),
     metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default results/figures/KIND.png)."),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: results/refbench.duckdb with --runs; "
@@ -50,6 +56,9 @@ def plot(
             figures.plot_kl(db, chosen or plan.FIG1B, out=out)
         elif kind == "divergence-vs-score":
             figures.plot_divergence_vs_score(db, chosen or [s.name for s in plan.PLAN], metric=metric, out=out)
+        elif kind == "samples":
+            figures.plot_samples(db, chosen or plan.FIG3, prompt_set=prompts, num=num, training_seed=training_seed,
+                                 out=out)
         elif kind == "timestep":
             figures.plot_timestep(db, chosen or plan.TIMESTEP_RUNS, out=out)
         elif kind == "tau":

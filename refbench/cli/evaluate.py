@@ -64,7 +64,7 @@ def winrate(
     from dataclasses import asdict
 
     from ..display import render_frame
-    from ..evaluation.winrates import compute_winrates, winrate_frames
+    from ..evaluation.winrates import compute_winrates, winrate_frames, winrate_protocol
 
     fmt = parse_format(fmt)
     names = [m.strip() for m in metrics.split(",")] if metrics else None
@@ -74,6 +74,8 @@ def winrate(
         typer.echo(json_module.dumps([{"run": run, "baseline": baseline, **asdict(r)} for r in results], indent=2))
         return
     table, means = winrate_frames(run, baseline, results)
+    for line in winrate_protocol(run, baseline, db=db, prompt_set=prompts, metrics=[r.metric for r in results]):
+        typer.echo(line, err=fmt == "csv")  # CSV on stdout stays machine-readable
     typer.echo(render_frame(table, fmt, title=f"win rate % [95% CI] on {prompts}, ties count half"))
     typer.echo(render_frame(means, fmt, title="mean scores"))
 

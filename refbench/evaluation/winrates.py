@@ -65,6 +65,9 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
         problem = _missing(store, name, prompt_set, wanted, metrics, flags)
         if problem:
             raise RefbenchError(problem)
+    from .protocol import check_protocol
+
+    check_protocol(store, run, baseline, prompt_set, metrics)  # refuses pairs sampled or scored differently
     results = []
     for metric in metrics:
         pairs = paired_scores(store, run, baseline, prompt_set, metric)
@@ -77,6 +80,13 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
                                "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high, "mean_run": r.mean_run,
                                "mean_baseline": r.mean_baseline, "created_at": stamp} for r in results])
     return results
+
+
+def winrate_protocol(run: str, baseline: str, *, db: Path, prompt_set: str, metrics: list[str]) -> list[str]:
+    """The protocol the two runs' paired samples share, as the lines `refbench winrate` prints."""
+    from .protocol import check_protocol, protocol_lines
+
+    return protocol_lines(check_protocol(Store(db), run, baseline, prompt_set, metrics), prompt_set)
 
 
 def winrate_frames(run: str, baseline: str, results: list[WinRate]):

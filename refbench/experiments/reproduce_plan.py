@@ -10,7 +10,7 @@ from __future__ import annotations
 from .sweep import RunSpec
 
 __all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs",
-           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS"]
+           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS", "FIG3"]
 
 TOY_TAUS = (4, 8, 16)
 # Fixed before any multi-seed result was seen (issue 16): training seeds 0, 1, 2 of every run,
@@ -70,6 +70,8 @@ FIG4 = {"with regularisation": [f"refdpo-tau{t}" if t != 8 else "refdpo" for t i
 # Fig. 5: divergence per interval relative to the reference-update-only run (100%).
 FIG5 = {"relative_to": "ref-explore", "runs": {"gamma 0.9 without scale": "refdpo-constant", "gamma 0.9 + scale": "refdpo"}}
 TIMESTEP_RUNS = ["diff-dpo", "ref-explore", "refdpo-constant", "refdpo"]
+# Fig. 3: the same prompt and seed under each method (the paper's columns).
+FIG3 = ["base", "diff-dpo", "dspo", "diff-kto", "refdpo"]
 
 
 def plan_specs(max_steps: int | None = None, only: list[str] | None = None,

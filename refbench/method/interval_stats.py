@@ -22,7 +22,7 @@ import torch
 
 from .timesteps import bin_edges
 
-__all__ = ["IntervalStats", "interval_bounds", "interval_statistics"]
+__all__ = ["IntervalStats", "interval_bounds", "interval_statistics", "binomial_interval"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +84,26 @@ def interval_statistics(
             divergence=float((model_w[mask].double() - init_w[mask].double()).mean()),
         ))
     return out
+
+
+def binomial_interval(successes: float, trials: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Fig. 2's accuracy per interval of t).
+
+    Wilson rather than the normal approximation because accuracies near 0.5-0.7 on a few hundred
+    pairs are fine either way, but the normal interval leaves [0, 1] for small n or extreme
+    rates. ``successes`` may be fractional (a pooled rate times n). For 8 of 10 at 95%:
+    z = 1.95996, centre (0.8 + z^2/20) / (1 + z^2/10) = 0.71674, half-width
+    z sqrt(0.8 * 0.2 / 10 + z^2/400) / (1 + z^2/10) = 0.22658, so [0.4902, 0.9433].
+    """
+    from statistics import NormalDist
+
+    if trials <= 0:
+        raise ValueError(f"trials must be > 0, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, {trials}], got {successes}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    rate = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * (rate * (1 - rate) / trials + z * z / (4 * trials * trials)) ** 0.5 / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)

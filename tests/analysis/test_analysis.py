@@ -96,15 +96,16 @@ def test_raw_score_table3_bolds_the_best_value_of_each_metric(synthetic_store):
     so the bold cells are refdpo's human, count and aesthetic, beta1000's colour, diff-dpo's shape.
     """
     frame = tables.raw_score_table(synthetic_store, plan.TABLE3)
-    assert list(frame.columns) == ["model", "run", *tables.TOY_METRICS]
+    assert list(frame.columns) == ["model", "run", *tables.TOY_METRICS, "seeds"]
     assert list(frame["model"]) == ["Diff-DPO", "LR x5", "beta = 1000", "Re-Init", "Ours"]
     assert bold_cells(frame) == {("refdpo", "human"), ("diff-dpo-beta1000", "colour"), ("refdpo", "count"),
                                  ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
     cells = frame.set_index("run")
-    assert cells.loc["diff-dpo-beta1000", "colour"] == "**0.710**"
-    assert cells.loc["diff-dpo", "shape"] == "**0.750**"
-    assert cells.loc["diff-dpo-lr5x", "human"] == "0.500"
-    assert cells.loc["ref-reinit", "aesthetic"] == "0.340"
+    assert cells.loc["diff-dpo-beta1000", "colour"].startswith("**0.710** [")
+    assert cells.loc["diff-dpo", "shape"].startswith("**0.750** [")
+    assert cells.loc["diff-dpo-lr5x", "human"].startswith("0.500 [")
+    assert cells.loc["ref-reinit", "aesthetic"].startswith("0.340 [")
+    assert set(frame["seeds"]) == {1}
 
 
 def test_raw_score_table4_bolds_the_best_value_of_each_metric(synthetic_store):
@@ -127,41 +128,47 @@ def test_raw_score_table4_bolds_the_best_value_of_each_metric(synthetic_store):
     assert bold_cells(frame) == {("refdpo", "human"), ("refdpo", "colour"), ("timestep-only", "count"),
                                  ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
     cells = frame.set_index("run")
-    assert cells.loc["timestep-only", "count"] == "**0.605**"
-    assert cells.loc["refdpo-gamma0.8", "human"] == "0.660"
+    assert cells.loc["timestep-only", "count"].startswith("**0.605** [")
+    assert cells.loc["refdpo-gamma0.8", "human"].startswith("0.660 [")
 
 
 def test_raw_score_table_leaves_out_missing_runs_and_digits(synthetic_store):
     frame = tables.raw_score_table(synthetic_store, [("Ours", "refdpo"), ("missing", "no-such-run")], digits=2)
     assert list(frame["run"]) == ["refdpo"]
-    assert frame.loc[0, "human"] == "**0.70**"  # the only row is the best of every metric
+    assert frame.loc[0, "human"].startswith("**0.70** [")  # the only row is the best of every metric
 
 
 def test_winrate_table_cells(synthetic_store):
-    """rate = base rate + (human +0.10, colour +0.05, count 0, shape -0.05, aesthetic -0.10), interval
-    rate -/+ 0.125 clipped to [0, 1]; base rates sft 0.65, diff-dpo 0.65, dspo 0.60, diff-kto 0.55,
-    mapo 0.45, base 0.80; n = 2 prompts x 2 seeds = 4."""
+    """Win rates from the paired samples (2 prompts x 2 seeds = 4 per run, one training seed): sample i
+    of every run carries the same offset, so each pair compares the designed means. refdpo's means
+    (0.700 human, -0.1 colour, -0.2 count, -0.05 shape, -0.3 aesthetic) beat every baseline's on every
+    metric, except diff-dpo's shape (bumped +0.2: 0.750 against refdpo's 0.650): 100% on 4 of 4 pairs,
+    and 0% there; a rate that is the same on every pair has the point interval [r, r]. Costs per step
+    (image-passes, forward + backward): diff-dpo 16 + 16 policy and 16 reference forwards = 32+16;
+    sft 8 winners = 8+8; mapo no reference = 16+16; base is not trained."""
     frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, plan.TABLE1)
-    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg", "n"]
+    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg", "seeds x n", "cost (fwd+bwd passes/step)"]
     assert list(frame[""]) == [f"refdpo {label}" for label, _ in plan.TABLE1]
     rows = frame.set_index("")
     diff_dpo = rows.loc["refdpo vs. Diff-DPO"]
     assert [diff_dpo[m] for m in tables.TOY_METRICS] == [
-        "75.0 [62.5, 87.5]", "70.0 [57.5, 82.5]", "65.0 [52.5, 77.5]", "60.0 [47.5, 72.5]", "55.0 [42.5, 67.5]"]
-    assert diff_dpo["avg"] == "65.0" and diff_dpo["n"] == 4
-    assert rows.loc["refdpo vs. MaPO", "avg"] == "45.0"
-    assert rows.loc["refdpo vs. base model", "human"] == "90.0 [77.5, 100.0]"
+        "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "0.0 [0.0, 0.0]", "100.0 [100.0, 100.0]"]
+    assert diff_dpo["avg"] == "80.0" and diff_dpo["seeds x n"] == "1 x 4"
+    assert rows.loc["refdpo vs. MaPO", "avg"] == "100.0"
+    assert rows.loc["refdpo vs. base model", "human"] == "100.0 [100.0, 100.0]"
+    assert [rows.loc[f"refdpo vs. {b}", "cost (fwd+bwd passes/step)"] for b in ("Diff-DPO", "SFT", "MaPO", "base model")] \
+        == ["32+16", "8+8", "16+16", ""]
     markdown = tables.to_markdown(frame).splitlines()
-    assert markdown[0] == "|  | human | colour | count | shape | aesthetic | avg | n |"
-    assert markdown[1] == "|---|---|---|---|---|---|---|---|"
+    assert markdown[0] == "|  | human | colour | count | shape | aesthetic | avg | seeds x n | cost (fwd+bwd passes/step) |"
+    assert markdown[1] == "|---|---|---|---|---|---|---|---|---|"
     assert len(markdown) == 2 + len(plan.TABLE1)
 
 
 def test_winrate_table_skips_baselines_without_rows(synthetic_store):
     frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, [("vs. SFT", "sft"), ("vs. nobody", "nobody")],
                                  metrics=["human"])
-    assert list(frame.columns) == ["", "human", "avg", "n"]
-    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg"] == "75.0"
+    assert list(frame.columns) == ["", "human", "avg", "seeds x n", "cost (fwd+bwd passes/step)"]
+    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg"] == "100.0"
 
 
 # -- claims ------------------------------------------------------------------------------------------
@@ -178,9 +185,13 @@ def test_check_claims_gives_the_verdicts_built_in(synthetic_store):
     assert_verdicts(claims, EXPECTED_VERDICTS)
     by_phrase = {c.paper: c for c in claims}
     froze = next(c for p, c in by_phrase.items() if "delta boundary" in p)
-    assert froze.measured.startswith("refdpo froze at step 24")
+    assert froze.measured.startswith("refdpo froze in 1 of 1 seeds")
     lr = next(c for p, c in by_phrase.items() if "5x learning rate" in p)
-    assert lr.measured == "diff-dpo 0.600, diff-dpo-lr5x 0.500"
+    assert lr.measured == "diff-dpo - diff-dpo-lr5x: 0.100 [0.100, 0.100]"
+    assert (lr.seeds, lr.samples) == (1, 4) and lr.effect == pytest.approx(0.1)
+    assert lr.cost == "diff-dpo 32+16 passes/step, 80 s; diff-dpo-lr5x 32+16 passes/step, 80 s"
+    margin = next(c for p, c in by_phrase.items() if "margin" in p)
+    assert margin.samples == 1  # measured once per training run: seeds are its only level
 
 
 def _expect_not_measured(phrases):
@@ -194,7 +205,8 @@ def test_claims_without_a_run_are_not_measured(store_copy):
     claims = check_claims(store_copy)
     assert_verdicts(claims, _expect_not_measured(["noisy start", "early timesteps", "5x learning rate"]))
     assert [c.measured for c in claims if c.verdict == "not measured"] == [
-        "needs ref-explore", "needs diff-dpo-lr5x", "needs timestep analyses"]
+        "needs the timestep analysis of ref-explore", "needs human scores of diff-dpo and diff-dpo-lr5x",
+        "needs timestep analyses"]
 
 
 def test_claims_without_any_timestep_analysis_are_not_measured(store_copy):
@@ -221,11 +233,17 @@ def test_write_report(synthetic_store, tmp_path):
     assert (results / "table3.md").read_text() == tables.to_markdown(tables.raw_score_table(synthetic_store, plan.TABLE3)) + "\n"
     readme = (results / "README.md").read_text()
     holds = sum(v == "holds" for _, _, v in EXPECTED_VERDICTS)
-    assert f"{holds} of {len(EXPECTED_VERDICTS)} claims hold at toy scale" in readme
+    assert f"**{holds} holds, 0 inconclusive, 1 contradicted** (of {len(EXPECTED_VERDICTS)} claims)" in readme
     assert "1.5 minutes" in readme and "- mapo: failed (exit 1)" in readme
     assert "not drawn" not in readme
-    assert "| refdpo vs. Diff-DPO | 75.0 [62.5, 87.5] |" in readme
-    assert "| ref-explore | 900-1000 | 32 |" in (results / "timestep_analysis.md").read_text()
+    assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in readme
+    # 32 pairs at accuracy 0.5: Wilson 95% centre (0.5 + z^2/64) / (1 + z^2/32) = 0.5, half-width
+    # z sqrt(0.25/32 + z^2/4096) / (1 + z^2/32) = 1.95996 * sqrt(0.0078125 + 0.0009379) / 1.120046
+    # = 1.95996 * 0.093543 / 1.120046 = 0.163692
+    assert "| ref-explore | 900-1000 | 32 | 2.000e-02 | 1.000e-04 | 0.500 [0.336, 0.664] |" in \
+        (results / "timestep_analysis.md").read_text()
+    copied = sorted((results / "samples").rglob("*.png"))  # Fig. 3's images, for a clone without runs/
+    assert len(copied) == len(plan.FIG3) * 4
 
 
 def test_write_report_on_an_empty_store_reports_instead_of_failing(tmp_path):
@@ -233,7 +251,7 @@ def test_write_report_on_an_empty_store_reports_instead_of_failing(tmp_path):
     write_report(Store(tmp_path / "empty.duckdb"), results)
     assert (results / "table1.md").read_text() == "(no data)\n"
     readme = (results / "README.md").read_text()
-    assert "0 of 18 claims hold" in readme and readme.count("not drawn: nothing to plot") == len(FIGURES)
+    assert "**0 holds, 0 inconclusive, 0 contradicted, 18 not measured**" in readme and readme.count("not drawn: nothing to plot") == len(FIGURES)
 
 
 def counts(store):
@@ -316,6 +334,7 @@ def refbench(monkeypatch, capsys, *args):
     ("kl",),  # the reproduction's runs
     ("tau", "--runs", "refdpo-tau4,refdpo,refdpo-tau16"),
     ("divergence-by-timestep", "--runs", "ref-explore,refdpo"),  # the first run is the 100%
+    ("samples", "--runs", "base,diff-dpo,refdpo", "--num", "2"),
 ], ids=lambda args: args[0])
 def test_plot_figures(synthetic_store, tmp_path, monkeypatch, capsys, args):
     out = tmp_path / "figure.png"
@@ -331,13 +350,13 @@ def test_plot_table_prints_markdown(synthetic_store, monkeypatch, capsys, kind, 
     assert code == 0
     assert stdout == tables.to_markdown(tables.raw_score_table(synthetic_store, rows)) + "\n"
     assert stdout.startswith("| model | run | human | colour | count | shape | aesthetic |")
-    assert "| Ours | refdpo | **0.700** |" in stdout or "| gamma = 0.9 + Scale (Ours) | refdpo | **0.700** |" in stdout
+    assert "| Ours | refdpo | **0.700** [" in stdout or "| gamma = 0.9 + Scale (Ours) | refdpo | **0.700** [" in stdout
 
 
 def test_plot_table1_prints_win_rates(synthetic_store, monkeypatch, capsys):
     code, stdout, _ = refbench(monkeypatch, capsys, "plot", "table1", "--db", synthetic_store)
     assert code == 0
-    assert "| refdpo vs. Diff-DPO | 75.0 [62.5, 87.5] |" in stdout
+    assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in stdout
 
 
 @pytest.mark.parametrize("args, message", [

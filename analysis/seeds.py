@@ -1,0 +1,153 @@
+"""Runs grouped by training seed, and effects with intervals that include seed-to-seed variation.
+
+A *family* is a plan entry (``refdpo``); its runs are ``refdpo-seed0``, ``refdpo-seed1``, ... (the
+names ``refbench reproduce --seeds N`` and the sweep's seed axis give), or, for a single run
+trained outside the reproduction, the run of that name itself (one seed). ``base`` has no
+training seed: it is paired with every seed of the other side.
+
+Comparisons of two families pair run A-seed k with B-seed k (same training seed: same data
+order, noise and timesteps during training) and, inside that, samples by (prompt, evaluation
+seed); the per-seed paired values go to ``refbench.method.hierarchical``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from refbench.evaluation.winrates import paired_scores
+from refbench.method.hierarchical import HierarchicalEstimate, hierarchical_bootstrap
+from refbench.method.winrate import outcomes
+
+from . import reads
+
+__all__ = ["family_runs", "families", "compare", "score_estimate", "seed_level", "fmt"]
+
+BASE = "base"
+
+
+def family_runs(db, family: str) -> dict[int, str]:
+    """{training seed index: run} of a family; {} when it has no run (``base`` counts as seed 0)."""
+    names = _run_names(db)
+    pattern = re.compile(re.escape(family) + r"-seed(\d+)$")
+    seeded = {int(m.group(1)): name for name in names if (m := pattern.match(name))}
+    if seeded:
+        return dict(sorted(seeded.items()))
+    if family in names or family == BASE:
+        return {0: family}
+    return {}
+
+
+def families(db, names: list[str]) -> dict[str, list[str]]:
+    """family -> its runs in seed order, for the families that have runs."""
+    out = {}
+    for family in names:
+        runs = list(family_runs(db, family).values())
+        if runs:
+            out[family] = runs
+    return out
+
+
+def _run_names(db) -> set[str]:
+    store = reads.open_store(db)
+    names = set(store.query("SELECT name FROM runs")["name"])
+    if not store.query("SELECT 1 FROM samples WHERE run = ? LIMIT 1", [BASE]).empty:
+        names.add(BASE)
+    return names
+
+
+def _pairs(db, a: str, b: str) -> list[tuple[str, str]]:
+    """(run of A, run of B) per shared training seed; a single-run side (base) pairs with every seed."""
+    runs_a, runs_b = family_runs(db, a), family_runs(db, b)
+    if not runs_a or not runs_b:
+        raise LookupError(a if not runs_a else b)
+    if len(runs_a) == 1 and len(runs_b) > 1:
+        return [(runs_a[min(runs_a)], run) for run in runs_b.values()]
+    if len(runs_b) == 1 and len(runs_a) > 1:
+        return [(run, runs_b[min(runs_b)]) for run in runs_a.values()]
+    shared = sorted(set(runs_a) & set(runs_b))
+    if not shared:
+        raise LookupError(f"a training seed shared by {a} and {b}")
+    return [(runs_a[k], runs_b[k]) for k in shared]
+
+
+def compare(db, a: str, b: str, *, metric: str = "human", kind: str = "difference", prompt_set: str = "toy-test",
+            metrics_for_win: list[str] | None = None, resamples: int = 2000) -> HierarchicalEstimate:
+    """A against B over training seeds: ``difference`` = mean score of A minus B (paired samples);
+    ``win`` = A's win rate (ties half), averaged over ``metrics_for_win`` when given."""
+    from refbench.evaluation.metrics import get_metric
+
+    if kind not in ("difference", "win"):
+        raise ValueError(f"unknown comparison {kind!r}; valid: difference, win")
+    store = reads.open_store(db)
+    groups = []
+    for run_a, run_b in _pairs(db, a, b):
+        per_metric = []
+        for name in (metrics_for_win or [metric]) if kind == "win" else [metric]:
+            pairs = paired_scores(store, run_a, run_b, prompt_set, name)
+            if pairs.empty:
+                raise LookupError(f"{name} scores of {run_a} and {run_b}")
+            better = get_metric(name).higher_is_better
+            values = (outcomes(pairs["run_value"], pairs["baseline_value"], higher_is_better=better) if kind == "win"
+                      else (1.0 if better else -1.0) * (pairs["run_value"].to_numpy() - pairs["baseline_value"].to_numpy()))
+            per_metric.append(pd.Series(values, index=pd.MultiIndex.from_frame(pairs[["prompt", "seed"]])))
+        groups.append(pd.concat(per_metric, axis=1).mean(axis=1))
+    return hierarchical_bootstrap(_common_keys(groups), resamples=resamples)
+
+
+def score_estimate(db, family: str, *, metric: str = "human", prompt_set: str = "toy-test",
+                   resamples: int = 2000) -> HierarchicalEstimate:
+    """A family's mean score, its interval over training seeds and samples."""
+    runs = list(family_runs(db, family).values())
+    if not runs:
+        raise LookupError(family)
+    store = reads.open_store(db)
+    groups = []
+    for run in runs:
+        frame = store.query("SELECT prompt, seed, value FROM scores JOIN samples USING (sample_id) WHERE run = ? AND prompt_set = ? "
+                            "AND metric = ? ORDER BY prompt, seed", [run, prompt_set, metric])
+        if frame.empty:
+            raise LookupError(f"{metric} scores of {run}")
+        groups.append(frame.set_index(["prompt", "seed"])["value"])
+    return hierarchical_bootstrap(_common_keys(groups), resamples=resamples)
+
+
+def _common_keys(groups: list[pd.Series]) -> list[np.ndarray]:
+    """Each seed's values on the (prompt, evaluation seed) keys every seed has, in one order: the same
+    evaluation set for every training seed (a seed evaluated on more samples is not weighted more)."""
+    shared = set.intersection(*(set(g.index) for g in groups))
+    if not shared:
+        raise LookupError("(prompt, seed) samples shared by every training seed")
+    keys = sorted(shared)
+    return [g.loc[keys].to_numpy() for g in groups]
+
+
+def seed_level(values: list[float], *, resamples: int = 2000) -> HierarchicalEstimate:
+    """An effect measured once per training seed (a divergence, a margin): seeds are the only level."""
+    return hierarchical_bootstrap([[v] for v in values], resamples=resamples)
+
+
+def fmt(estimate: HierarchicalEstimate, scale: float = 1.0, digits: int = 3, percent: bool = False) -> str:
+    """'0.012 [0.004, 0.020]' (or in % for rates)."""
+    factor = 100.0 if percent else scale
+    d = 1 if percent else digits
+    unit = "%" if percent else ""
+    return f"{factor * estimate.effect:.{d}f}{unit} [{factor * estimate.ci_low:.{d}f}, {factor * estimate.ci_high:.{d}f}]"
+
+
+def per_seed(db, family: str, value_of) -> list[float]:
+    """``value_of(run)`` for each run of a family, in seed order (LookupError when it has none)."""
+    runs = list(family_runs(db, family).values())
+    if not runs:
+        raise LookupError(family)
+    return [value_of(run) for run in runs]
+
+
+def curves_by_seed(db, family: str) -> pd.DataFrame:
+    """The family's train_metrics rows with a ``seed_index`` column."""
+    runs = family_runs(db, family)
+    frame = reads.train_curves(db, list(runs.values()))
+    index = {run: k for k, run in runs.items()}
+    return frame.assign(seed_index=frame["run"].map(index))
