@@ -252,6 +252,7 @@ def _claims(c: _Checks):
     yield "Fig. 5", "The reward scale spends less divergence at early timesteps", fig5
 
 
+@reads.holding
 def check_claims(db, prompt_set: str = "toy-test") -> list[Claim]:
     checks = _Checks(db, prompt_set)
     out = []
@@ -265,6 +266,7 @@ def check_claims(db, prompt_set: str = "toy-test") -> list[Claim]:
     return out
 
 
+@reads.holding
 def claims_table(db, prompt_set: str = "toy-test") -> pd.DataFrame:
     return pd.DataFrame([vars(c) for c in check_claims(db, prompt_set)])
 

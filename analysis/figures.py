@@ -42,6 +42,7 @@ def _require(frame, what: str) -> None:
         raise ValueError(f"nothing to plot: no {what} in the store for these runs")
 
 
+@reads.holding
 def plot_kl(db, runs: list[str], *, smooth: int = 20, out=None):
     """Fig. 1(b): reward margin (solid, rolling mean over ``smooth`` steps) and divergences from the
     initial model (dotted: D(policy, init) for fixed-reference runs, D(ref, init) for syncing ones)."""
@@ -79,6 +80,7 @@ def _band(axis, frame, column: str, **style):
     return line
 
 
+@reads.holding
 def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prompt_set: str = "toy-test", out=None):
     """Fig. 1(c): each run's final D(policy, init) against its mean score."""
     index = seeds.families(db, runs)
@@ -106,6 +108,7 @@ def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prom
     return _save(figure, out)
 
 
+@reads.holding
 def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None):
     """Fig. 2: per interval (noisiest on the left) the model's loss, |r_t|, accuracy, and lambda(t)."""
     index = seeds.families(db, runs)
@@ -150,6 +153,7 @@ def _pooled_intervals(stats):
     return pd.DataFrame(rows)
 
 
+@reads.holding
 def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-dpo", metric: str = "human",
              prompt_set: str = "toy-test", out=None):
     """Fig. 4: mean score against tau, one line per group of runs (e.g. with / without regularisation)."""
@@ -188,6 +192,7 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
     return _save(figure, out)
 
 
+@reads.holding
 def relative_divergence(db, runs: dict[str, str], relative_to: str, analysis: str = "reference"):
     """Per interval, each run's divergence as a percentage of ``relative_to``'s (Fig. 5's 100%)."""
     stats = reads.timestep_stats(db, [relative_to, *runs.values()], analysis)
@@ -204,6 +209,7 @@ def relative_divergence(db, runs: dict[str, str], relative_to: str, analysis: st
     return pd.DataFrame(rows)
 
 
+@reads.holding
 def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analysis: str = "reference", out=None):
     """Fig. 5: divergence from init per interval, as % of the reference-update-only run's."""
     parts = []
@@ -253,6 +259,7 @@ def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None
     return None
 
 
+@reads.holding
 def plot_samples(db, runs: list[str], *, prompt_set: str = "toy-test", num: int = 6, training_seed: int = 0,
                  out=None):
     """Fig. 3: the same prompt and evaluation seed under every run, side by side: one row per

@@ -17,6 +17,19 @@ def open_store(db: str | Path | Store) -> Store:
     return db if isinstance(db, Store) else Store(db)
 
 
+def holding(function):
+    """Run an analysis with its store (first argument) held open for reading: one connection for all
+    its queries (``Store.held``) instead of one per query."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(db, *args, **kwargs):
+        store = open_store(db)
+        with store.held():
+            return function(store, *args, **kwargs)
+    return wrapper
+
+
 def _in(runs: list[str]) -> tuple[str, list[str]]:
     return "(" + ", ".join("?" for _ in runs) + ")", list(runs)
 

@@ -54,6 +54,7 @@ def _timestep_markdown(db) -> str:
     return tables.to_markdown(frame)
 
 
+@reads.holding
 def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None) -> list[Path]:
     """Write every table, figure and the README into ``results``; returns the files written."""
     import matplotlib.pyplot as plt

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import seeds
+from . import reads, seeds
 from .costs import family_costs
 
 __all__ = ["TOY_METRICS", "winrate_table", "raw_score_table", "cost_table", "to_markdown"]
@@ -24,6 +24,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+@reads.holding
 def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[str] | None = None,
                   prompt_set: str = "toy-test", resamples: int = 2000) -> pd.DataFrame:
     """Table 1: one row per baseline, cells 'rate [CI low, high]' in % (ties half), the average over
@@ -52,6 +53,7 @@ def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[st
     return pd.DataFrame(out)
 
 
+@reads.holding
 def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test",
                     digits: int = 3, resamples: int = 2000) -> pd.DataFrame:
     """Tables 3 and 4: mean score per (row, metric) over seeds, 'mean [low, high]'; the best mean in bold."""
@@ -88,6 +90,7 @@ def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | Non
     return pd.DataFrame(out)
 
 
+@reads.holding
 def cost_table(db, families: list[str]) -> pd.DataFrame:
     """Per family: image-passes per step (forward, backward, monitor) and training seconds, means over seeds."""
     table = family_costs(db, families)

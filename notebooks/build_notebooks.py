@@ -44,7 +44,8 @@ updates without regularisation (`ref-noreg`) and the method (`refdpo`).
 
 What to look for: Diffusion-DPO stays close to the initial model and its margin flattens;
 without regularisation the reference keeps drifting away (and the margin keeps growing); with
-regularisation the reference's divergence stops near delta when the reference freezes.""",
+regularisation the reference's divergence stops near delta when the reference freezes. Lines
+are means over training seeds; the bands run from the lowest to the highest seed.""",
         [figure("figures.plot_kl(store, plan.FIG1B)")],
     ),
     "fig1c_divergence_vs_score.ipynb": (
@@ -65,15 +66,30 @@ model's denoising loss, the scale of the implicit reward |r_t|, the preference a
 r_t(w) > r_t(l) and the reward scale lambda(t), measured against each run's reference.
 
 What to look for: at the noisy end the implicit reward is smaller and its accuracy nearer 50%
-(a weaker training signal), which lambda(t) compensates for.""",
+(a weaker training signal), which lambda(t) compensates for. Curves are means over training
+seeds; the accuracy's band is its 95% Wilson interval over the pairs of every seed.""",
         [figure("figures.plot_timestep(store, plan.TIMESTEP_RUNS)"),
-         "from analysis import reads\n\nreads.timestep_stats(store, plan.TIMESTEP_RUNS)"],
+         "from analysis import reads, seeds\n\nruns = [run for members in seeds.families(store, plan.TIMESTEP_RUNS).values() "
+         "for run in members]\nreads.timestep_stats(store, runs)"],
+    ),
+    "fig3_samples.ipynb": (
+        """# Fig. 3: the same prompt and seed under every method
+
+The paper's Fig. 3: one row per (prompt, evaluation seed), one column per method (the initial
+model, Diffusion-DPO, DSPO, Diffusion-KTO and the method), each image made from the same initial
+noise, so the columns differ only by the model. The runs are each method's training seed 0;
+`refbench plot samples --runs ... --training-seed K` draws another seed's.
+
+What to look for: at toy scale the differences are small and local (colour, count, shape of the
+drawn objects); read them beside Table 1's win rates rather than as a verdict of their own.""",
+        [figure("figures.plot_samples(store, plan.FIG3, num=6)")],
     ),
     "fig4_tau.ipynb": (
         """# Fig. 4: sensitivity to the reference update period tau
 
 The paper's Fig. 4: mean `human` score against tau, with and without regularisation, beside
-Diffusion-DPO (dashed). The paper's tau {16, 32, 64} is scaled to {4, 8, 16} for the toy's
+Diffusion-DPO (dashed, its interval shaded); points are means over training seeds with their
+95% interval over seeds and samples. The paper's tau {16, 32, 64} is scaled to {4, 8, 16} for the toy's
 300-step budget.
 
 What to look for: without regularisation a shorter tau (more drift) scores lower; with
@@ -96,8 +112,9 @@ early timesteps (left) than without it.""",
         """# Table 1: win rates against the baselines
 
 The paper's Table 1: the win rate of the method (`refdpo`) against each baseline under each
-reward model (here the toy's five oracle metrics), in %, with a 95% bootstrap interval;
-ties count half.
+reward model (here the toy's five oracle metrics), in %, with a 95% interval over training
+seeds and paired samples (hierarchical bootstrap); ties count half. The last column is what the
+baseline costs per step, in image-passes (forward + backward).
 
 What to look for: rates above 50% whose interval lies above 50% as well, against every
 baseline and under most metrics.""",
@@ -128,13 +145,16 @@ two together help most, and lambda(t) improves both gamma settings.""",
     "claims.ipynb": (
         """# The paper's claims, one by one
 
-Every claim of the paper that the toy world can test, with what was measured and a verdict
-("holds", "does not hold", or "not measured" when a run it needs is missing), computed by
-`analysis.claims` from the same store as the figures and tables.
+Every claim of the paper that the toy world can test: one effect, signed so that the paper's
+claim is positive, its 95% interval over training seeds (and paired samples where there are
+any), and a verdict: "holds" (the interval excludes no effect, in the paper's direction),
+"contradicted" (it excludes no effect, in the other direction), "inconclusive", or "not
+measured" when a run it needs is missing; computed by `analysis.claims` from the same store as
+the figures and tables, with what the methods compared cost.
 
-What to look for: which claims hold at toy scale. One training seed per run: a verdict on a
-small gap is weak evidence either way.""",
-        ["from analysis import claims\n\nMarkdown(tables.to_markdown(claims.claims_table(store)))"],
+What to look for: which claims survive a new training seed, and which are inconclusive.""",
+        ["from analysis import claims\n\ntable = claims.claims_table(store)\nprint(claims.verdict_counts(table))\n"
+         "Markdown(tables.to_markdown(table[['where', 'paper', 'measured', 'seeds', 'samples', 'verdict', 'cost']]))"],
     ),
 }
 

@@ -87,6 +87,7 @@ class Store:
         self.path = Path(path)
         # How long to wait for another process's write to finish (REFBENCH_LOCK_TIMEOUT, seconds).
         self.lock_timeout = float(os.environ.get("REFBENCH_LOCK_TIMEOUT", 20)) if lock_timeout is None else lock_timeout
+        self._held: duckdb.DuckDBPyConnection | None = None  # see held()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a database file")
         try:
@@ -97,8 +98,28 @@ class Store:
 
     # -- connections -------------------------------------------------------------------
     @contextmanager
+    def held(self) -> Iterator["Store"]:
+        """Serve every read inside the block from one read-only connection. An analysis makes hundreds
+        of small queries, and opening the file costs more than most of them; while held, other
+        processes cannot write to the file, so hold it only around reading."""
+        if self._held is not None:
+            yield self
+            return
+        with self.connect(read_only=True) as connection:
+            self._held = connection
+            try:
+                yield self
+            finally:
+                self._held = None
+
+    @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """An open connection, retried while another process holds the file's lock."""
+        if self._held is not None:
+            if not read_only:
+                raise StoreError(f"cannot write to {self.path} while it is held for reading")
+            yield self._held
+            return
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.05
         while True:
@@ -126,6 +147,11 @@ class Store:
             connection.close()
 
     def _ensure_schema(self) -> None:
+        # Once per file and process: analyses open a Store per query, and checking every table's
+        # columns each time would cost more than the queries.
+        key = _file_key(self.path)
+        if key is not None and key in _SCHEMA_CHECKED:
+            return
         with self.connect() as con:
             for table, columns in TABLES.items():
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
@@ -134,6 +160,9 @@ class Store:
                 for column, kind in _column_types(table):
                     if column not in have:
                         con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        key = _file_key(self.path)
+        if key is not None:
+            _SCHEMA_CHECKED.add(key)
 
     # -- generic reads -----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None):
@@ -249,6 +278,17 @@ class Store:
             ORDER BY r.created_at
             """
         )
+
+
+_SCHEMA_CHECKED: set[tuple[str, int]] = set()
+
+
+def _file_key(path: Path) -> tuple[str, int] | None:
+    """(path, inode): a file deleted and made again at the same path is checked again."""
+    try:
+        return str(path.resolve()), path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _column_types(table: str) -> list[tuple[str, str]]:

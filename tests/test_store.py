@@ -76,7 +76,7 @@ def test_locked_database_gives_one_sentence(tmp_path):
     holder = _hold_lock(path, 20)
     try:
         with pytest.raises(StoreError, match=r"is locked by another process \(process \d+\)"):
-            Store(path, lock_timeout=0.5)
+            Store(path, lock_timeout=0.5).query("select 1")  # the schema was checked already: the read waits
     finally:
         holder.kill()
         holder.wait()
@@ -94,3 +94,43 @@ def test_a_short_lock_is_waited_out(tmp_path):
         assert len(store.query("select * from ref_events")) == 1
     finally:
         holder.wait()
+
+
+def test_an_older_store_gains_the_new_columns_and_an_older_export_still_imports(tmp_path):
+    """A store made before the protocol and cost records (samples without sampler/height/width/prompt-set
+    sha256, scores without source/weights_sha256, no run_costs) opens with those columns added as NULL,
+    keeps its rows, and a parquet export without them imports."""
+    import duckdb
+
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as con:
+        con.execute("CREATE TABLE samples (sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, "
+                    "seed BIGINT, image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ)")
+        con.execute("INSERT INTO samples VALUES ('s1', 'r', 'toy-test', 'p', 0, 'x.png', 3.0, 50, NULL)")
+        con.execute("CREATE TABLE scores (sample_id VARCHAR, metric VARCHAR, value DOUBLE, PRIMARY KEY (sample_id, metric))")
+        con.execute("INSERT INTO scores VALUES ('s1', 'human', 0.5)")
+        con.execute("COPY samples TO '%s' (FORMAT parquet)" % (tmp_path / "samples.parquet"))
+    store = Store(old)
+    row = store.query("select * from samples").iloc[0]
+    assert row["num_steps"] == 50 and row["sampler"] is None and row["prompt_set_sha256"] is None
+    assert store.query("select source, weights_sha256 from scores").values.tolist() == [[None, None]]
+    assert store.query("select count(*) as n from run_costs")["n"][0] == 0
+    export = tmp_path / "export"
+    export.mkdir()
+    (tmp_path / "samples.parquet").rename(export / "samples.parquet")
+    fresh = Store(tmp_path / "fresh.duckdb")
+    assert fresh.import_parquet(export) == 1
+    assert fresh.query("select run, num_steps, height is null as missing from samples").values.tolist() == [["r", 50, True]]
+
+
+def test_held_serves_reads_from_one_connection_and_refuses_writes(tmp_path):
+    store = Store(tmp_path / "db.duckdb")
+    store.upsert("ref_events", [{"run": "a", "step": 1, "kind": "sync", "divergence": 0.0}])
+    with store.held():
+        with store.connect(read_only=True) as first, store.connect(read_only=True) as second:
+            assert first is second
+        assert len(store.query("select * from ref_events")) == 1
+        with pytest.raises(StoreError, match="while it is held for reading"):
+            store.upsert("ref_events", [{"run": "b", "step": 1, "kind": "sync", "divergence": 0.0}])
+    store.upsert("ref_events", [{"run": "b", "step": 1, "kind": "sync", "divergence": 0.0}])  # released
+    assert len(store.query("select * from ref_events")) == 2

@@ -31,7 +31,7 @@ def _sample_protocol(store: Store, run: str, other: str, prompt_set: str) -> dic
     frame = store.query(_PAIRED, [run, other, prompt_set])
     protocol = {}
     for field in SAMPLE_FIELDS:
-        values = sorted({v for v in frame[field].tolist() if v is not None and v == v}, key=str)
+        values = sorted({_plain(v) for v in frame[field].dropna().tolist()}, key=str)
         if len(values) > 1:
             raise RefbenchError(f"the samples of {run} on {prompt_set} were made under more than one protocol "
                                 f"({field}: {', '.join(map(str, values))}); regenerate them into one set")
@@ -40,10 +40,15 @@ def _sample_protocol(store: Store, run: str, other: str, prompt_set: str) -> dic
     return protocol
 
 
+def _plain(value):
+    """numpy / pandas scalars as Python values (so 50 and 50.0 from two columns compare, and print, alike)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _score_source(store: Store, run: str, other: str, prompt_set: str, metric: str) -> tuple | None:
     frame = store.query(f"SELECT DISTINCT s.source, s.weights_sha256 FROM scores s JOIN ({_PAIRED}) p USING (sample_id) "
                         "WHERE s.metric = ?", [run, other, prompt_set, metric])
-    known = {(a, b) for a, b in frame.itertuples(index=False, name=None) if b is not None}
+    known = {(a, b) for a, b in frame.dropna(subset=["weights_sha256"]).itertuples(index=False, name=None)}
     if len(known) > 1:
         shown = ", ".join(f"{a} ({str(b)[:12]})" for a, b in sorted(known))
         raise RefbenchError(f"the {metric} scores of {run} come from more than one checkpoint ({shown}); rescore them")

@@ -35,7 +35,19 @@ def test_refdpo_logs_every_step_and_its_syncs(toy_world, tmp_path):
     assert events.values.tolist() == [[2, "sync"], [4, "sync"], [6, "sync"]]
     run = store.get_run("refdpo")
     assert run["status"] == "finished" and run["config"]["method"]["tau"] == 2 and "torch" in run["versions"]
+    # Image-passes: 6 steps x 2 x 4 images through the policy (forward and backward) and the reference
+    # (forward). The monitor (2 winners, every step): syncs at 2, 4, 6 measure the new reference only
+    # (the policy holds its weights): 3 x 2; steps 1, 3, 5 measure the policy: 3 x 2, and the reference
+    # at step 1 (afterwards it is cached until the next sync): 2; so 14. The initial model once: 2.
+    assert costs(store, "refdpo") == {"policy": (48, 48), "reference": (48, 0), "monitor": (14, 0), "initial": (2, 0),
+                                      "total": (112, 48)}
+    assert store.query("select seconds from run_costs where kind = 'total'")["seconds"][0] > 0
     assert (run_dir / "final" / "unet" / "config.json").is_file()
+
+
+def costs(store, run):
+    frame = store.query("select kind, forward_images, backward_images from run_costs where run = ?", [run])
+    return {kind: (forward, backward) for kind, forward, backward in frame.itertuples(index=False)}
 
 
 def test_first_sync_past_delta_freezes(toy_world, tmp_path):
@@ -54,6 +66,9 @@ def test_diff_dpo_reference_is_the_initial_model(toy_world, tmp_path):
     store = Store(tmp_path / "db.duckdb")
     assert store.query("select count(*) as n from ref_events")["n"][0] == 0
     assert store.query("select max(abs(div_ref)) as d from train_metrics")["d"][0] == 0.0
+    # 48 policy and reference image-passes as refdpo; the monitor measures the policy only: 6 x 2.
+    assert costs(store, "diff-dpo") == {"policy": (48, 48), "reference": (48, 0), "monitor": (12, 0), "initial": (2, 0),
+                                        "total": (110, 48)}
     unet = torch.nn.Linear(2, 2)
     fixed, syncing = FullModelSet(unet, reference_mode="fixed"), FullModelSet(torch.nn.Linear(2, 2), reference_mode="sync")
     assert fixed.reference_module is fixed.initial_module
@@ -75,6 +90,11 @@ def test_resume_ends_with_the_same_weights(toy_world, tmp_path):
         assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     rows = Store(tmp_path / "b" / "db.duckdb").query("select step from train_metrics order by step")["step"].tolist()
     assert rows == [1, 2, 3, 4, 5, 6]
+    # The training passes carry over the checkpoint; each process measures the initial model once (2 + 2).
+    resumed_costs, straight_costs = costs(Store(tmp_path / "b" / "db.duckdb"), "resumed"), costs(Store(tmp_path / "a" / "db.duckdb"), "straight")
+    assert resumed_costs["policy"] == straight_costs["policy"] == (48, 48)
+    assert resumed_costs["reference"] == straight_costs["reference"] == (48, 0)
+    assert resumed_costs["initial"] == (4, 0) and straight_costs["initial"] == (2, 0)
 
 
 def test_same_name_without_resume_is_refused(toy_world, tmp_path):
@@ -90,6 +110,9 @@ def test_sft_trains_on_winners_without_a_reference(toy_world, tmp_path):
     train(config_for(toy_world, method="sft", max_steps=2), tmp_path)
     metrics = Store(tmp_path / "db.duckdb").query("select loss, accuracy, ref_err_w from train_metrics order by step")
     assert metrics["loss"].gt(0).all() and metrics["accuracy"].isna().all() and metrics["ref_err_w"].isna().all()
+    # 2 steps x 4 winners through the policy, no reference pass; the monitor's policy 2 x 2.
+    assert costs(Store(tmp_path / "db.duckdb"), "sft") == {"policy": (8, 8), "reference": (0, 0), "monitor": (4, 0),
+                                                          "initial": (2, 0), "total": (14, 8)}
 
 
 def test_two_processes_take_identical_decisions(toy_world, tmp_path):
