@@ -80,11 +80,12 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
 
 
 def test_reproduce_end_to_end_and_rerun(tmp_path):
-    """A two-run slice of the plan with a 3-step budget on 2 prompts: results/ gets tables, figures, the
-    parquet export and the README; a rerun trains nothing, adds no rows and rewrites the same files."""
+    """A two-run slice of the plan under 2 training seeds with a 3-step budget on 2 prompts: runs NAME-seedK
+    trained with training.seed K, every run sampled on the same prompts and evaluation seed; results/ gets
+    tables, figures, the parquet export and the README; a rerun trains nothing and adds no rows."""
     results, db, out = tmp_path / "results", tmp_path / "r.duckdb", tmp_path / "runs"
     command = [sys.executable, "-m", "refbench", "reproduce", "--results", str(results), "--db", str(db), "--out", str(out),
-               "--only", "diff-dpo,refdpo", "--max-steps", "3", "--seeds", "1", "--num-prompts", "2",
+               "--only", "diff-dpo,refdpo", "--max-steps", "3", "--seeds", "2", "--eval-seeds", "1", "--num-prompts", "2",
                "--timestep-pairs", "4", "--no-progress"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -93,13 +94,34 @@ def test_reproduce_end_to_end_and_rerun(tmp_path):
         assert (results / name).is_file(), name
     store = Store(db)
     before = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in ("train_metrics", "samples", "scores", "timestep_stats")}
-    assert before["samples"] == 3 * 2  # diff-dpo, refdpo and base on 2 prompts x 1 seed
-    assert before["timestep_stats"] == 2 * 10
+    assert before["samples"] == 5 * 2  # 2 runs x 2 training seeds, and base, on 2 prompts x 1 evaluation seed
+    assert before["timestep_stats"] == 4 * 10
+    assert {run: store.get_run(run)["seed"] for run in ("diff-dpo-seed0", "diff-dpo-seed1", "refdpo-seed0", "refdpo-seed1")} \
+        == {"diff-dpo-seed0": 0, "diff-dpo-seed1": 1, "refdpo-seed0": 0, "refdpo-seed1": 1}
+    keys = store.query("select run, list(prompt || seed order by prompt) as keys from samples group by run")
+    assert len(set(map(tuple, keys["keys"]))) == 1  # every run on the same (prompt, evaluation seed)
+    assert store.query("select count(distinct run) as n from run_costs")["n"][0] == 4
     readme = (results / "README.md").read_text()
     assert "| Table 1 | Ours beats Diffusion-DPO" in readme and "refdpo vs. Diff-DPO" in readme
+    assert "(of 18 claims)" in readme and "| 2 x 2 |" in readme  # 2 training seeds x 2 paired samples
     second = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
     after = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in before}
     assert after == before
-    log = (out / "_sweep" / "refdpo.log").read_text()
+    log = (out / "_sweep" / "refdpo-seed1.log").read_text()
     assert log.count("$ refbench train") == 1  # trained once, then only the evaluation steps re-checked
+
+
+def test_plan_specs_cross_every_run_with_the_training_seeds_seed_major():
+    """3 seeds x the plan's 20 runs = 60 specs, seed 0's whole plan first (a partial reproduction has whole
+    seeds); each spec keeps its overrides and sets training.seed; names are NAME-seedK."""
+    from refbench.experiments import reproduce_plan as plan
+
+    specs = plan.plan_specs(seeds=3, max_steps=7)
+    assert len(specs) == 3 * len(plan.PLAN) == 60
+    assert [s.name for s in specs[:2]] == ["refdpo-seed0", "diff-dpo-seed0"]
+    assert specs[len(plan.PLAN)].name == "refdpo-seed1"
+    lr5x = next(s for s in specs if s.name == "diff-dpo-lr5x-seed2")
+    assert lr5x.overrides["training"] == {"learning_rate": 5e-5, "seed": 2, "max_steps": 7}
+    assert plan.seeded_name("refdpo-noreg-tau4", 1) == "refdpo-noreg-tau4-seed1"
+    assert [s.name for s in plan.plan_specs(seeds=1, only=["sft"])] == ["sft-seed0"]
