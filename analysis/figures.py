@@ -159,7 +159,8 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
     """Fig. 4: mean score against tau, one line per group of runs (e.g. with / without regularisation)."""
     figure, axis = plt.subplots(figsize=(6, 4.5))
     plotted = False
-    for label, runs in groups.items():
+    all_taus: set[int] = set()
+    for number, (label, runs) in enumerate(groups.items()):
         points = []
         for family, members in seeds.families(db, runs).items():
             try:
@@ -174,7 +175,10 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
         taus = [p[0] for p in points]
         means = np.array([p[1].effect for p in points])
         errors = np.array([[p[1].effect - p[1].ci_low for p in points], [p[1].ci_high - p[1].effect for p in points]])
-        axis.errorbar(taus, means, yerr=errors, marker="o", capsize=3, label=f"{label} ({points[0][1].seeds} seeds)")
+        shift = 1 + 0.03 * (number - (len(groups) - 1) / 2)  # side by side, so the error bars do not hide each other
+        axis.errorbar([t * shift for t in taus], means, yerr=errors, marker="o", capsize=3,
+                      label=f"{label} ({points[0][1].seeds} seeds)")
+        all_taus.update(taus)
         plotted = True
     if not plotted:
         raise ValueError("nothing to plot: none of the tau runs has scores")
@@ -188,6 +192,8 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
     axis.set(xlabel="reference update period tau (steps)", ylabel=f"mean {metric} score on {prompt_set}",
              title="sensitivity to tau (95% interval over seeds and samples)")
     axis.set_xscale("log", base=2)
+    axis.set_xticks(sorted(all_taus), [str(t) for t in sorted(all_taus)])
+    axis.minorticks_off()
     axis.legend(fontsize=8)
     return _save(figure, out)
 

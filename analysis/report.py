@@ -93,7 +93,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
         "seeds": "seeds x samples", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
     index = seeds.families(db, [s.name for s in plan.PLAN])
     settings = reads.run_settings(db, [run for members in index.values() for run in members])
-    readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {})
+    readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, _span(db, settings["run"].tolist()))
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
@@ -123,7 +123,25 @@ def _copy_fig3_samples(db, results: Path) -> list[Path]:
     return written
 
 
-def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed) -> str:
+def _span(db, runs: list[str]) -> str:
+    """The wall time of the reproduction, from the store's timestamps: the first run's creation to the
+    last sample's (the runs and base's samples), whichever invocations did the work."""
+    if not runs:
+        return ""
+    marks = ", ".join("?" for _ in runs)
+    frame = reads.open_store(db).query(
+        f"SELECT (SELECT min(created_at) FROM runs WHERE name IN ({marks})) AS first, "
+        f"greatest((SELECT max(updated_at) FROM runs WHERE name IN ({marks})), (SELECT max(created_at) FROM samples)) AS last",
+        [*runs, *runs])
+    first, last = frame["first"][0], frame["last"][0]
+    if first is None or last is None or first != first or last != last:
+        return ""
+    minutes = (last - first).total_seconds() / 60
+    return (f" The {len(runs)} runs were trained, sampled and scored between {first:%Y-%m-%d %H:%M} and "
+            f"{last:%H:%M} UTC: {minutes:.1f} minutes of wall time, from the store's timestamps.")
+
+
+def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed, span="") -> str:
     counts = {name: int((claims["verdict"] == name).sum()) for name in VERDICTS}
     summary = ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured")
     training_seeds = int(claims["seeds"].max()) if not claims.empty else 0
@@ -134,7 +152,7 @@ def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed) -> st
     settings_md = tables.to_markdown(settings) if not settings.empty else "(no runs)"
     return f"""# Toy-world reproduction of the paper's tables and figures
 
-Written by `refbench reproduce` on {stamp} ({platform.machine()}, {timing}).
+Written by `refbench reproduce` on {stamp} ({platform.machine()}, {timing}).{span}
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (README of the project);
