@@ -81,8 +81,15 @@ def builtin_source(metric) -> tuple[str, str]:
     import hashlib
     import inspect
 
-    path = Path(inspect.getsourcefile(metric.fn))
-    return f"builtin:{metric.fn.__module__}", hashlib.sha256(path.read_bytes()).hexdigest()
+    code = getattr(metric, "fn", metric)  # a registered Metric, or any callable standing in for one
+    if not (inspect.isfunction(code) or inspect.isclass(code)):
+        code = type(code)
+    try:
+        path = Path(inspect.getsourcefile(code))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except (TypeError, OSError):  # defined where no file holds it (an interactive session): not pinned
+        digest = None
+    return f"builtin:{code.__module__}", digest
 
 
 def record_source(store: Store, metric: str, source: str, db: Path) -> str:
