@@ -33,7 +33,7 @@ from . import reads, seeds
 from .costs import cost_text
 from .figures import relative_divergence
 
-__all__ = ["Claim", "check_claims", "claims_table", "VERDICTS"]
+__all__ = ["Claim", "check_claims", "claims_table", "verdict_counts", "VERDICTS"]
 
 PRIMARY = "human"
 VERDICTS = ("holds", "inconclusive", "contradicted", "not measured")
@@ -272,4 +272,5 @@ def claims_table(db, prompt_set: str = "toy-test") -> pd.DataFrame:
 
 
 def verdict_counts(claims: pd.DataFrame) -> dict[str, int]:
-    return {name: int((claims["verdict"] == name).sum()) for name in VERDICTS if (claims["verdict"] == name).any()}
+    """How many claims have each verdict (every verdict, 0 included)."""
+    return {name: int((claims["verdict"] == name).sum()) for name in VERDICTS}

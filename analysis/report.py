@@ -9,7 +9,7 @@ from pathlib import Path
 from refbench.experiments import reproduce_plan as plan
 
 from . import figures, reads, seeds, tables
-from .claims import VERDICTS, claims_table
+from .claims import VERDICTS, claims_table, verdict_counts
 
 __all__ = ["write_report", "FIGURES"]
 
@@ -142,7 +142,7 @@ def _span(db, runs: list[str]) -> str:
 
 
 def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed, span="") -> str:
-    counts = {name: int((claims["verdict"] == name).sum()) for name in VERDICTS}
+    counts = verdict_counts(claims)
     summary = ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured")
     training_seeds = int(claims["seeds"].max()) if not claims.empty else 0
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -23,7 +23,7 @@ from refbench.method.winrate import outcomes
 
 from . import reads
 
-__all__ = ["family_runs", "families", "compare", "score_estimate", "seed_level", "fmt"]
+__all__ = ["family_runs", "families", "compare", "score_estimate", "seed_level", "fmt", "per_seed"]
 
 BASE = "base"
 
@@ -143,11 +143,3 @@ def per_seed(db, family: str, value_of) -> list[float]:
     if not runs:
         raise LookupError(family)
     return [value_of(run) for run in runs]
-
-
-def curves_by_seed(db, family: str) -> pd.DataFrame:
-    """The family's train_metrics rows with a ``seed_index`` column."""
-    runs = family_runs(db, family)
-    frame = reads.train_curves(db, list(runs.values()))
-    index = {run: k for k, run in runs.items()}
-    return frame.assign(seed_index=frame["run"].map(index))

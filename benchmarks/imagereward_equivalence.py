@@ -98,15 +98,9 @@ def write_images(folder: Path) -> list[Path]:
 
 
 def versions(names: tuple[str, ...]) -> dict[str, str]:
-    from importlib import metadata
+    from refbench.provenance import package_versions
 
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {"python": platform.python_version(), **package_versions(names)}
 
 
 # ---- side 1: the package's own code --------------------------------------------------------
