@@ -121,7 +121,7 @@ def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None)
         group = _pooled_intervals(stats[stats["run"].isin(members)])
         if group.empty:
             continue
-        labels = [f"{lo}-{hi}" for lo, hi in zip(group["t_low"], group["t_high"])]
+        labels = interval_labels(group)
         positions = np.arange(len(group))
         label = family + (f" ({len(members)} seeds)" if len(members) > 1 else "")
         for axis, (column, title) in zip(axes, panels):
@@ -132,10 +132,18 @@ def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None)
             axis.set_title(title)
             axis.set_xticks(positions, labels, rotation=60, fontsize=7)
     axes[2].axhline(0.5, color="gray", linewidth=0.5)
+    flow = "sigma_low" in stats and stats["sigma_low"].notna().all()
     for axis in axes:
-        axis.set_xlabel("t interval (start of generation on the left)")
+        axis.set_xlabel(("noise level s" if flow else "t") + " interval (start of generation on the left)")
     axes[0].legend(fontsize=8)
     return _save(figure, out)
+
+
+def interval_labels(frame) -> list[str]:
+    """Interval names: "t_low-t_high" for DDPM models; a flow model's noise levels "s 0.90-1.00"."""
+    if "sigma_low" in frame and frame["sigma_low"].notna().all():
+        return [f"s {lo:.2f}-{hi:.2f}" for lo, hi in zip(frame["sigma_low"], frame["sigma_high"])]
+    return [f"{lo}-{hi}" for lo, hi in zip(frame["t_low"], frame["t_high"])]
 
 
 def _pooled_intervals(stats):
@@ -147,7 +155,8 @@ def _pooled_intervals(stats):
         trials = int(group["n"].sum())
         correct = float((group["accuracy"] * group["n"]).sum())
         low, high = binomial_interval(min(correct, trials), trials)
-        rows.append({"bin": bin_, "t_low": t_low, "t_high": t_high, "n": trials,
+        sigmas = {c: group[c].iloc[0] for c in ("sigma_low", "sigma_high") if c in group}
+        rows.append({"bin": bin_, "t_low": t_low, "t_high": t_high, "n": trials, **sigmas,
                      **{c: float(group[c].mean()) for c in ("loss", "reward_scale", "lambda_t", "divergence")},
                      "accuracy": correct / trials, "accuracy_low": low, "accuracy_high": high})
     return pd.DataFrame(rows)

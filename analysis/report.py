@@ -45,7 +45,7 @@ def _timestep_markdown(db) -> str:
     stats = pd.concat(pooled)
     stats["accuracy"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                          zip(stats["accuracy"], stats["accuracy_low"], stats["accuracy_high"])]
-    stats = stats.assign(interval=[f"{lo}-{hi}" for lo, hi in zip(stats["t_low"], stats["t_high"])])
+    stats = stats.assign(interval=figures.interval_labels(stats))
     columns = ["run", "interval", "n", "loss", "reward_scale", "accuracy", "lambda_t", "divergence"]
     frame = stats[columns].copy()
     for column in ("loss", "reward_scale", "divergence"):

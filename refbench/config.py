@@ -112,11 +112,15 @@ class MethodConfig:
         )
 
 
+# Model kinds that are rectified-flow transformers (training/backends/flow.py), not DDPM UNets.
+FLOW_KINDS = ("toy-flow", "sd3")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which diffusion model, and how it is fine-tuned."""
 
-    kind: Literal["toy", "sd15", "sdxl"] = "toy"
+    kind: Literal["toy", "toy-flow", "sd15", "sdxl", "sd3"] = "toy"  # sd3: SD3 and SD3.5 (rectified flow)
     pretrained: str = "toy:base"  # "toy:base", a hub id, or a local diffusers folder
     resolution: int = 16
     lora_rank: int = 0  # 0 = full fine-tuning
@@ -126,6 +130,9 @@ class ModelConfig:
     # --pretrained_vae_model_name_or_path; None: the pipeline's own.
     vae: str | None = None
     vae_fp32: bool = True  # keep the VAE in fp32 under mixed precision (False: the mixed precision's dtype)
+    # SD3 / SD3.5 only: load the T5 text encoder (False: text_encoder_3 = None, its tokens zeros, as
+    # diffusers allows; T5-XXL is 4.7 B parameters, more than the transformer).
+    t5: bool = True
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")

@@ -43,9 +43,11 @@ TABLES: dict[str, str] = {
     "ref_events": """
         run VARCHAR, step BIGINT, kind VARCHAR, divergence DOUBLE,
         PRIMARY KEY (run, step, kind)""",
+    # sigma_low / sigma_high: a flow model's noise levels s(t_low) and s(t_high - 1); NULL for DDPM.
     "timestep_stats": """
         run VARCHAR, analysis VARCHAR, bin INTEGER, t_low INTEGER, t_high INTEGER, n BIGINT,
         loss DOUBLE, reward_scale DOUBLE, accuracy DOUBLE, lambda_t DOUBLE, divergence DOUBLE,
+        sigma_low DOUBLE, sigma_high DOUBLE,
         PRIMARY KEY (run, analysis, bin)""",
     # sample_id is a hash of (run, prompt_set, prompt, seed), so that key is unique too.
     "samples": """

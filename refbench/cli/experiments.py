@@ -15,7 +15,7 @@ def timestep_analysis(
     run: str = typer.Argument(..., help="A trained run."),
     against: str = typer.Option("reference", "--against", help="'reference' (the run's final reference) or 'init'."),
     pairs: Optional[int] = typer.Option(None, "--pairs", help="Validation pairs (default: 256 toy, 5000 SD)."),
-    intervals: int = typer.Option(10, "--intervals", help="Equal intervals of [0, T)."),
+    intervals: int = typer.Option(10, "--intervals", help="Equal intervals of [0, T) (a flow model's: of its training grid of s, with their s shown)."),
     batch: int = typer.Option(128, "--batch", help="(pair, interval) evaluations per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed of the timesteps and noise."),
     data: Optional[str] = typer.Option(None, "--data", help="Validation pairs (parquet or hub id; default: the run's validation split)."),
@@ -36,6 +36,7 @@ def timestep_analysis(
         typer.echo(f"note: {run}'s policy equals its reference (a sync at the last step), so r_t = 0 everywhere; "
                    f"--against init compares it with the initial model", err=True)
     shown = frame.drop(columns=["run", "analysis"])
+    shown = shown.drop(columns=[c for c in ("sigma_low", "sigma_high") if c in shown and shown[c].isna().all()])
     typer.echo(render_frame(shown, fmt, title=f"{run} against its {against}: interval 0 is the noisiest"))
     out = figure or Path("results/figures") / f"timestep_{run}.png"
     plot_timestep(db, [run], analysis=against, out=out)

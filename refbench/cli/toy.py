@@ -12,26 +12,37 @@ toy_app = typer.Typer(help="Build the embedded toy world: base model, its sample
 
 @toy_app.command("pretrain")
 def toy_pretrain(
-    out: Path = typer.Option(Path("runs/toy-pretrain"), "--out", help="Folder for the training state and the model."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the training state and the model (default: runs/toy-pretrain, or runs/toy-flow-pretrain)."),
+    world: str = typer.Option("unet", "--world", help="unet (the toy preset's UNet) or flow (the toy-flow preset's SD3 transformer)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the committed model's)."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the state in --out if there is one."),
     install: bool = typer.Option(False, "--install", help="Copy the result over the committed base checkpoint."),
 ) -> None:
-    """Pretrain the toy base model on web-like renders of toy-train prompts (resumable)."""
-    from ..toy.pretrain import pretrain
+    """Pretrain a toy base model on web-like renders of toy-train prompts (resumable)."""
+    from dataclasses import asdict
 
-    kwargs = {} if steps is None else {"steps": steps}
-    folder = pretrain(out, seed=seed, resume=resume, **kwargs)
-    typer.echo(f"toy base model: {folder}")
+    from ..errors import RefbenchError
+    from ..toy.pretrain import FLOW_SETTINGS, pretrain
+
+    if world not in ("unet", "flow"):
+        raise RefbenchError(f"--world must be unet or flow; got {world!r}")
+    kwargs = asdict(FLOW_SETTINGS) if world == "flow" else {}
+    kwargs.update({} if steps is None else {"steps": steps})
+    kwargs["seed"] = seed
+    out = out or Path("runs/toy-flow-pretrain" if world == "flow" else "runs/toy-pretrain")
+    folder = pretrain(out, resume=resume, **kwargs)
+    typer.echo(f"toy {world} base model: {folder}")
     if install:
         import shutil
 
+        from ..toy.flow_model import FLOW_CHECKPOINT
         from ..toy.model import BASE_CHECKPOINT
 
-        shutil.rmtree(BASE_CHECKPOINT, ignore_errors=True)
-        shutil.copytree(folder, BASE_CHECKPOINT)
-        typer.echo(f"installed as the base checkpoint: {BASE_CHECKPOINT}")
+        target = FLOW_CHECKPOINT if world == "flow" else BASE_CHECKPOINT
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(folder, target)
+        typer.echo(f"installed as the {world} base checkpoint: {target}")
 
 
 @toy_app.command("base-pool")

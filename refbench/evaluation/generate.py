@@ -43,7 +43,7 @@ def prompt_set_fingerprint(prompts: list[str]) -> str:
 
 def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
     """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
-    from .samplers import PipelineSampler, ToySampler
+    from .samplers import PipelineSampler, ToyFlowSampler, ToySampler
 
     if run == BASE:
         from ..config import load_config
@@ -70,8 +70,19 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
         from ..training.backends.toy import toy_model_folder
 
         return config.model.kind, ToySampler(toy_model_folder(config.model.pretrained), final / "unet" if final else None)
+    if config.model.kind == "toy-flow":
+        from ..training.backends.toy_flow import toy_flow_folder
+
+        return config.model.kind, ToyFlowSampler(toy_flow_folder(config.model.pretrained),
+                                                 final / "transformer" if final else None)
+    pipeline_kwargs, call_kwargs = {}, {}
+    if config.model.kind == "sd3":  # T5 as in training: present or not, the same prompt length
+        from ..training.backends.flow import T5_MAX_LENGTH, text_pipeline_kwargs
+
+        pipeline_kwargs, call_kwargs = text_pipeline_kwargs(config.model), {"max_sequence_length": T5_MAX_LENGTH}
     sampler = PipelineSampler(config.model.kind, config.model.pretrained, config.model.resolution,
-                              final_folder=final, lora_rank=config.model.lora_rank)
+                              final_folder=final, lora_rank=config.model.lora_rank,
+                              pipeline_kwargs=pipeline_kwargs, call_kwargs=call_kwargs)
     return config.model.kind, sampler
 
 

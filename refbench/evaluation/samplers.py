@@ -1,8 +1,10 @@
-"""Image samplers for `refbench generate`: the toy model, and SD1.5 / SDXL diffusers pipelines.
+"""Image samplers for `refbench generate`: the toy models, and SD1.5 / SDXL / SD3 diffusers pipelines.
 
-Both draw each image's initial noise from (prompt, seed) alone (``toy.sampling.initial_noise``),
-so two models are compared on identical noise, and both use DDIM with classifier-free
-guidance (official settings: 7.5 for SD1.5, 5 for SDXL, 50 steps; the toy's default 3).
+All draw each image's initial noise from (prompt, seed) alone (``toy.sampling.initial_noise``),
+so two models are compared on identical noise. The DDPM models use DDIM with classifier-free
+guidance (official settings: 7.5 for SD1.5, 5 for SDXL, 50 steps; the toy's default 3); the
+flow models their own Euler sampler (``FlowMatchEulerDiscreteScheduler``), with guidance 7 for
+SD3 (the pipeline's default) and 3 for the flow toy world, as for the UNet toy world.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from ..toy.sampling import DEFAULT_GUIDANCE_SCALE as TOY_GUIDANCE, DEFAULT_STEPS
 
-DEFAULT_GUIDANCE = {"toy": TOY_GUIDANCE, "sd15": 7.5, "sdxl": 5.0}
+DEFAULT_GUIDANCE = {"toy": TOY_GUIDANCE, "toy-flow": TOY_GUIDANCE, "sd15": 7.5, "sdxl": 5.0, "sd3": 7.0}
 
 
 class ToySampler:
@@ -39,27 +41,58 @@ class ToySampler:
                              guidance_scale=guidance_scale, unet=self.unet)
 
 
+class ToyFlowSampler:
+    """The flow toy model (``model_folder``), optionally with a fine-tuned transformer from a run."""
+
+    name = "toy FlowMatchEulerDiscreteScheduler"
+
+    def __init__(self, model_folder: Path, transformer_folder: Path | None = None):
+        from ..toy.flow_model import load_flow_components
+
+        self.components = load_flow_components(model_folder)
+        self.transformer = None
+        if transformer_folder is not None:
+            from diffusers import SD3Transformer2DModel
+
+            self.transformer = SD3Transformer2DModel.from_pretrained(str(transformer_folder)).eval()
+
+    def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
+        from ..toy.sampling import sample_flow_images
+
+        return sample_flow_images(self.components, prompts, seeds, num_inference_steps=steps,
+                                  guidance_scale=guidance_scale, transformer=self.transformer)
+
+
 class PipelineSampler:
-    """A diffusers SD1.5 / SDXL pipeline with a run's UNet (full) or its policy LoRA adapter."""
+    """A diffusers SD1.5 / SDXL / SD3 pipeline with a run's UNet or transformer (full) or its policy
+    LoRA adapter. SD3 keeps its own scheduler (flow matching, Euler); the others sample with DDIM."""
 
     def __init__(self, kind: str, source: str, resolution: int, *, final_folder: Path | None = None,
-                 lora_rank: int = 0, device: str = "cpu"):
-        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+                 lora_rank: int = 0, device: str = "cpu", pipeline_kwargs: dict | None = None,
+                 call_kwargs: dict | None = None):
+        from diffusers import (DDIMScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline, StableDiffusionPipeline,
+                               StableDiffusionXLPipeline, UNet2DConditionModel)
 
-        pipeline_class = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
-        self.pipe = pipeline_class.from_pretrained(source)
-        if final_folder is not None and lora_rank == 0:
+        pipeline_class = {"sdxl": StableDiffusionXLPipeline, "sd3": StableDiffusion3Pipeline}.get(kind, StableDiffusionPipeline)
+        self.pipe = pipeline_class.from_pretrained(source, **(pipeline_kwargs or {}))
+        self.flow = kind == "sd3"
+        self.extra = dict(call_kwargs or {})
+        if final_folder is not None and lora_rank == 0 and self.flow:
+            self.pipe.transformer = SD3Transformer2DModel.from_pretrained(str(final_folder / "transformer"))
+        elif final_folder is not None and lora_rank == 0:
             self.pipe.unet = UNet2DConditionModel.from_pretrained(str(final_folder / "unet"))
         elif final_folder is not None:  # as a user would: diffusers' own LoRA loading
             self.pipe.load_lora_weights(str(final_folder))
             if not self.pipe.get_list_adapters():  # diffusers loads nothing, silently, from a wrong folder
                 raise RuntimeError(f"no LoRA weights were loaded from {final_folder}")
-        self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
-        self.name = f"{pipeline_class.__name__} DDIMScheduler"  # recorded with every sample
+        if not self.flow:
+            self.pipe.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
+        self.name = f"{pipeline_class.__name__} {type(self.pipe.scheduler).__name__}"  # recorded with every sample
         self.pipe.set_progress_bar_config(disable=True)
         self.pipe.to(device)
         self.resolution = resolution
-        self.latent_shape = (self.pipe.unet.config.in_channels, resolution // self.pipe.vae_scale_factor,
+        self.denoiser = self.pipe.transformer if self.flow else self.pipe.unet
+        self.latent_shape = (self.denoiser.config.in_channels, resolution // self.pipe.vae_scale_factor,
                              resolution // self.pipe.vae_scale_factor)
 
     @torch.no_grad()
@@ -67,7 +100,7 @@ class PipelineSampler:
         from ..toy.sampling import initial_noise
 
         latents = torch.stack([initial_noise(p, s, self.latent_shape) for p, s in zip(prompts, seeds)])
-        output = self.pipe(list(prompts), latents=latents.to(self.pipe.device, self.pipe.unet.dtype),
+        output = self.pipe(list(prompts), latents=latents.to(self.pipe.device, self.denoiser.dtype),
                            guidance_scale=guidance_scale, num_inference_steps=steps, height=self.resolution,
-                           width=self.resolution, output_type="np")
+                           width=self.resolution, output_type="np", **self.extra)
         return (np.clip(output.images, 0, 1) * 255).round().astype(np.uint8)

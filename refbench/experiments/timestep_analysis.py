@@ -21,7 +21,7 @@ from ..store import Store
 
 __all__ = ["analyse_run", "evaluate_errors", "pair_draws", "DEFAULT_PAIRS", "DEFAULT_INTERVALS"]
 
-DEFAULT_PAIRS = {"toy": 256, "sd15": 5000, "sdxl": 5000}  # the paper used 5,000
+DEFAULT_PAIRS = {"toy": 256, "toy-flow": 256, "sd15": 5000, "sdxl": 5000, "sd3": 5000}  # the paper used 5,000
 DEFAULT_INTERVALS = 10  # the paper's 10 intervals
 
 
@@ -46,7 +46,8 @@ def _build_models(config, checkpoint: Path, device: str):
 
     backend = load_backend(config.model, device=device)
     reference_mode = "sync" if config.method.reference == "sync" else "fixed"
-    models = build_model_set(backend.unet, reference_mode=reference_mode, lora_rank=config.model.lora_rank)
+    models = build_model_set(backend.unet, reference_mode=reference_mode, lora_rank=config.model.lora_rank,
+                             lora_targets=backend.lora_targets)
     models.load_policy_state(load_file(str(checkpoint / "policy.safetensors")))
     if reference_mode == "sync" and (checkpoint / "reference.safetensors").is_file():
         models.load_reference_state(load_file(str(checkpoint / "reference.safetensors")))
@@ -116,6 +117,14 @@ def evaluate_errors(backend, models, pairs, *, which: tuple[str, ...], intervals
     return out
 
 
+def _sigma_range(backend, t_low: int, t_high: int) -> dict:
+    """A flow model's interval in noise levels: s(t_low) to s(t_high - 1) (method.flow); DDPM: none."""
+    sigmas = getattr(backend, "sigmas", None)
+    if sigmas is None:
+        return {"sigma_low": None, "sigma_high": None}
+    return {"sigma_low": float(sigmas[t_low]), "sigma_high": float(sigmas[t_high - 1])}
+
+
 def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: int | None = None,
                 intervals: int = DEFAULT_INTERVALS, batch_pairs: int = 128, seed: int = 0, data: str | None = None,
                 progress: bool = True):
@@ -155,7 +164,8 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
         model_w=errors[POLICY][0], model_l=errors[POLICY][1], ref_w=errors[reference][0], ref_l=errors[reference][1],
         init_w=errors["initial"][0], lambdas=reward_scale("inv-sqrt-snr", backend.alphas_cumprod),
         num_train_timesteps=backend.num_train_timesteps, intervals=intervals)
-    rows = [{"run": run, "analysis": against, **dataclasses.asdict(s)} for s in stats]
+    rows = [{"run": run, "analysis": against, **dataclasses.asdict(s), **_sigma_range(backend, s.t_low, s.t_high)}
+            for s in stats]
     store.delete("timestep_stats", run=run, analysis=against)
     store.upsert("timestep_stats", rows)
     return pd.DataFrame(rows)

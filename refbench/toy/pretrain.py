@@ -110,8 +110,16 @@ class PretrainSettings:
     ema_decay: float | None = None
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # "unet": the UNet world (epsilon MSE, text encoder trained jointly); "flow": the flow-matching
+    # world (velocity MSE at s ~ logit-normal(0, 1), SD3's training density; the text encoder is
+    # the UNet world's, frozen). See ``toy.flow_model``.
+    world: str = "unet"
 
     def __post_init__(self) -> None:
+        if self.world not in ("unet", "flow"):
+            raise ValueError(f"world must be 'unet' or 'flow', got {self.world!r}")
+        if self.world == "flow" and (self.offset_noise or self.snr_gamma is not None):
+            raise ValueError("the flow world uses neither offset noise nor min-SNR weighting")
         if self.steps < 1 or self.batch_size < 1 or self.warmup < 0:
             raise ValueError("steps and batch_size must be >= 1, warmup >= 0")
         if not 0.0 <= self.caption_dropout < 1.0:
@@ -121,6 +129,9 @@ class PretrainSettings:
 
 
 _D = PretrainSettings()  # the defaults, which made the committed checkpoint
+# The flow world's committed checkpoint (toy.flow_model.FLOW_CHECKPOINT). More steps than the
+# UNet's: a transformer in pixel space learns the layout more slowly, and each step is cheaper.
+FLOW_SETTINGS = PretrainSettings(world="flow", steps=2400, offset_noise=0.0)
 
 
 def pretrain(
@@ -142,6 +153,7 @@ def pretrain(
     grad_clip: float = _D.grad_clip,
     stop_after: int | None = None,
     num_threads: int | None = 1,
+    world: str = "unet",
 ) -> Path:
     """Train the toy base model; returns the folder of the saved components.
 
@@ -158,7 +170,7 @@ def pretrain(
     config = PretrainSettings(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup, caption_dropout=caption_dropout,
         offset_noise=offset_noise, snr_gamma=snr_gamma, ema_decay=ema_decay, weight_decay=weight_decay,
-        grad_clip=grad_clip,
+        grad_clip=grad_clip, world=world,
     )
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1")
@@ -181,11 +193,16 @@ def _pretrain(
     settings = asdict(cfg)
 
     prompts = prompt_set("toy-train")  # never toy-test: that split measures generalisation
-    comps = build_components(cfg.seed)
-    unet, text_encoder, sched = comps.unet, comps.text_encoder, comps.noise_scheduler
-    unet.train()
-    text_encoder.train()
-    modules = {"unet": unet, "text_encoder": text_encoder}
+    flow = cfg.world == "flow"
+    if flow:
+        from .flow_model import build_flow_components, encode_flow_prompts, save_flow_components
+
+        comps = build_flow_components(cfg.seed)
+        modules = {"transformer": comps.transformer.train()}
+    else:
+        comps = build_components(cfg.seed)
+        modules = {"unet": comps.unet.train(), "text_encoder": comps.text_encoder.train()}
+    unet, sched = comps.unet, comps.noise_scheduler
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup, cfg.steps))
@@ -221,7 +238,7 @@ def _pretrain(
             "rng": _rng_states(), "history": history, "elapsed": elapsed, "running": running,
         })
 
-    alphas = sched.alphas_cumprod
+    alphas = None if flow else sched.alphas_cumprod
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = None
     if progress:
@@ -232,11 +249,14 @@ def _pretrain(
     for step in range(start, end):
         x0, texts, gen = _batch(prompts, step, cfg.seed, cfg.batch_size, cfg.caption_dropout)
         noise = torch.randn(x0.shape, generator=gen)
-        noise = noise + cfg.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
-        t = torch.randint(0, len(alphas), (cfg.batch_size,), generator=gen)
-        noisy = sched.add_noise(x0, noise, t)
-        pred = unet(noisy, t, encoder_hidden_states=encode_prompts(comps, texts)).sample
-        per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        if flow:
+            per_sample = _flow_errors(comps, encode_flow_prompts, x0, noise, texts, gen)
+        else:
+            noise = noise + cfg.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
+            t = torch.randint(0, len(alphas), (cfg.batch_size,), generator=gen)
+            noisy = sched.add_noise(x0, noise, t)
+            pred = unet(noisy, t, encoder_hidden_states=encode_prompts(comps, texts)).sample
+            per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
         if cfg.snr_gamma is not None:
             snr = alphas[t] / (1 - alphas[t])
             per_sample = per_sample * torch.clamp(snr, max=cfg.snr_gamma) / snr
@@ -275,6 +295,20 @@ def _pretrain(
     if cfg.ema_decay is not None:
         for k, m in modules.items():
             m.load_state_dict(ema[k])
-    unet.eval()
-    text_encoder.eval()
+    for m in modules.values():
+        m.eval()
+    if flow:
+        return save_flow_components(comps, out_dir / MODEL_DIR)
     return save_components(comps, out_dir / MODEL_DIR)
+
+
+def _flow_errors(comps, encode, x0: torch.Tensor, noise: torch.Tensor, texts: list[str], gen: torch.Generator) -> torch.Tensor:
+    """Per-image velocity MSE at s = sigmoid(n), n ~ N(0, 1) (SD3's logit-normal training density)."""
+    from ..method.flow import flow_noisy, flow_velocity, model_timesteps
+
+    sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
+    hidden, pooled = encode(comps, texts)
+    timestep = model_timesteps(sigma, comps.noise_scheduler.config.num_train_timesteps)
+    pred = comps.transformer(hidden_states=flow_noisy(x0, noise, sigma), timestep=timestep,
+                             encoder_hidden_states=hidden, pooled_projections=pooled).sample
+    return (pred.float() - flow_velocity(x0, noise)).pow(2).mean(dim=(1, 2, 3))

@@ -27,6 +27,9 @@ import torch
 from ..method.reference_update import mix_into
 
 POLICY, REFERENCE = "policy", "reference"
+# The UNet's attention projections (the official Diffusion-DPO LoRA and diffusers' SD scripts);
+# the SD3 transformer's are its backend's ``lora_targets``.
+UNET_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 
 
 def _check_has_reference(which: str, reference_mode: str) -> None:
@@ -93,20 +96,25 @@ class LoraModelSet:
     lora = True
     reference_version = 0  # bumped whenever the reference adapter changes (cached outputs of it expire)
 
-    def __init__(self, unet: torch.nn.Module, *, reference_mode: str, rank: int):
+    def __init__(self, unet: torch.nn.Module, *, reference_mode: str, rank: int,
+                 target_modules: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
         from peft import LoraConfig
 
         unet.requires_grad_(False)
         config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                            target_modules=["to_k", "to_q", "to_v", "to_out.0"])
-        unet.add_adapter(config, adapter_name=POLICY)
-        # A syncing reference starts equal to the initial model: zero LoRA update (B = 0 at init).
-        # (peft warns about a second adapter on one model: that is the point here.) A fixed
-        # reference is the initial model (adapters off) and needs no adapter of its own.
-        if reference_mode == "sync":
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                unet.add_adapter(config, adapter_name=REFERENCE)
+                            target_modules=list(target_modules))
+        # The adapters' random A matrices come from ``seed`` (the run's training seed), not from
+        # whatever state the global generator is in: two runs of one seed start from the same LoRA.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            unet.add_adapter(config, adapter_name=POLICY)
+            # A syncing reference starts equal to the initial model: zero LoRA update (B = 0 at init).
+            # (peft warns about a second adapter on one model: that is the point here.) A fixed
+            # reference is the initial model (adapters off) and needs no adapter of its own.
+            if reference_mode == "sync":
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    unet.add_adapter(config, adapter_name=REFERENCE)
         self.policy_module = unet.train()
         self.reference_mode = reference_mode
         self._policy_params = {n: p for n, p in unet.named_parameters() if f".{POLICY}." in n}
@@ -174,7 +182,8 @@ class LoraModelSet:
                 self._policy_params[name].copy_(value)
 
 
-def build_model_set(unet: torch.nn.Module, *, reference_mode: str, lora_rank: int):
+def build_model_set(unet: torch.nn.Module, *, reference_mode: str, lora_rank: int,
+                    lora_targets: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
     if lora_rank > 0:
-        return LoraModelSet(unet, reference_mode=reference_mode, rank=lora_rank)
+        return LoraModelSet(unet, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed)
     return FullModelSet(unet, reference_mode=reference_mode)

@@ -15,7 +15,7 @@ import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from ..config import RunConfig, config_from_dict
+from ..config import FLOW_KINDS, RunConfig, config_from_dict
 from ..errors import ConfigError, RefbenchError
 from ..store import Store
 
@@ -279,24 +279,29 @@ def runs_table(db: Path):
 
 def _save_final(trainer, folder: Path) -> None:
     """The finished policy in the formats diffusers loads without refbench: full fine-tuning as a
-    ``UNet2DConditionModel`` folder (``final/unet``), LoRA as diffusers-format LoRA weights
+    ``UNet2DConditionModel`` folder (``final/unet``) or, for SD3 / flow models, an
+    ``SD3Transformer2DModel`` folder (``final/transformer``); LoRA as diffusers-format LoRA weights
     (``final/pytorch_lora_weights.safetensors``, for ``pipe.load_lora_weights(final)``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    models = trainer.models
-    unet = trainer.accelerator.unwrap_model(models.policy_module)
+    models, kind = trainer.models, trainer.config.model.kind
+    denoiser = trainer.accelerator.unwrap_model(models.policy_module)
+    flow = kind in FLOW_KINDS
     if not models.lora:
-        unet.save_pretrained(str(folder / "unet"))
+        denoiser.save_pretrained(str(folder / ("transformer" if flow else "unet")))
         return
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     from .modelset import POLICY
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=POLICY))
+    layers = get_peft_model_state_dict(denoiser, adapter_name=POLICY)
     layers = {k: v.detach().contiguous().cpu() for k, v in layers.items()}
-    pipeline = StableDiffusionXLPipeline if trainer.config.model.kind == "sdxl" else StableDiffusionPipeline
-    pipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
+    if flow:  # as diffusers' SD3 LoRA script saves: PEFT keys, under "transformer."
+        StableDiffusion3Pipeline.save_lora_weights(str(folder), transformer_lora_layers=layers, safe_serialization=True)
+        return
+    pipeline = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
+    pipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True)
 
 
 __all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free"]

@@ -1,4 +1,4 @@
-"""Model backends: one interface over the toy pixel-space model and SD1.5 / SDXL.
+"""Model backends: one interface over the toy worlds (UNet, flow), SD1.5 / SDXL and SD3 / SD3.5.
 
 A backend owns the frozen parts (text encoders, VAE, noise scheduler) and the trainable
 UNet, and turns captions and uint8 images into what the UNet consumes. The trainer only
@@ -19,6 +19,14 @@ def check_model_source(model: ModelConfig) -> None:
         from .toy import toy_model_folder
 
         toy_model_folder(model.pretrained)
+    elif model.kind == "toy-flow":
+        from .toy_flow import toy_flow_folder
+
+        toy_flow_folder(model.pretrained)
+    elif model.kind == "sd3":
+        from .flow import check_sd3_source
+
+        check_sd3_source(model.pretrained)
     else:
         from .sd import check_source
 
@@ -33,6 +41,14 @@ def load_backend(model: ModelConfig, device: str = "cpu", *, unet: bool = True, 
         from .toy import ToyBackend
 
         return ToyBackend(model, device)
+    if model.kind == "toy-flow":
+        from .toy_flow import ToyFlowBackend
+
+        return ToyFlowBackend(model, device)
+    if model.kind == "sd3":
+        from .flow import SD3Backend
+
+        return SD3Backend(model, device, unet=unet, encoders=encoders)
     from .sd import StableDiffusionBackend
 
     return StableDiffusionBackend(model, device, unet=unet, encoders=encoders)

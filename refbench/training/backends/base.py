@@ -48,9 +48,11 @@ class Conditioning:
 
 
 class Backend:
-    """Subclasses set ``unet``, ``noise_scheduler`` and implement the encoders."""
+    """Subclasses set ``unet`` (the trainable denoiser: a UNet, or SD3's transformer),
+    ``noise_scheduler`` and implement the encoders."""
 
     kind: str
+    lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")  # modelset.UNET_LORA_TARGETS
     unet: torch.nn.Module
     noise_scheduler: object
     device: torch.device
