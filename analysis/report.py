@@ -32,8 +32,8 @@ FIGURES = {
 }
 
 
-def _timestep_markdown(db) -> str:
-    index = seeds.families(db, plan.TIMESTEP_RUNS)
+def _timestep_markdown(db, runs: list[str] | None = None) -> str:
+    index = seeds.families(db, runs or plan.TIMESTEP_RUNS)
     stats = reads.timestep_stats(db, [run for members in index.values() for run in members])
     if stats.empty:
         return "(no timestep analysis in the store)"
@@ -55,30 +55,37 @@ def _timestep_markdown(db) -> str:
 
 
 @reads.holding
-def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None) -> list[Path]:
-    """Write every table, figure and the README into ``results``; returns the files written."""
+def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None,
+                 world: str = "toy") -> list[Path]:
+    """Write every table, figure and the README into ``results``; returns the files written.
+    ``world="toy-flow"``: the flow world's subset (``reproduce_plan.FLOW_RUNS``), its README, and
+    its verdicts beside the UNet world's in the README one folder up (``flow_report``)."""
     import matplotlib.pyplot as plt
 
+    from . import flow_report
+
+    flow = world == "toy-flow"
+    names = [s.name for s in plan.world_runs(world)]
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    sections = {
-        "table1.md": tables.winrate_table(db, plan.TABLE1_RUN, plan.TABLE1),
-        "table3.md": tables.raw_score_table(db, plan.TABLE3),
-        "table4.md": tables.raw_score_table(db, plan.TABLE4),
-        "costs.md": tables.cost_table(db, [s.name for s in plan.PLAN]),
-    }
+    sections = {"table1.md": tables.winrate_table(db, plan.TABLE1_RUN, plan.table1_rows(world))}
+    if not flow:
+        sections.update({"table3.md": tables.raw_score_table(db, plan.TABLE3),
+                         "table4.md": tables.raw_score_table(db, plan.TABLE4)})
+    sections["costs.md"] = tables.cost_table(db, names)
     markdown = {}
     for name, frame in sections.items():
         markdown[name] = tables.to_markdown(frame) if not frame.empty else "(no data)"
         (results / name).write_text(markdown[name] + "\n")
         written.append(results / name)
-    markdown["timestep"] = _timestep_markdown(db)
+    markdown["timestep"] = _timestep_markdown(db, [r for r in plan.TIMESTEP_RUNS if r in names])
     (results / "timestep_analysis.md").write_text(markdown["timestep"] + "\n")
     written.append(results / "timestep_analysis.md")
-    written += _copy_fig3_samples(db, results)
+    fig3 = [r for r in plan.FIG3 if r == "base" or r in names]
+    written += _copy_fig3_samples(db, results, fig3)
     drawn = {}
-    for name, (description, draw) in FIGURES.items():
+    for name, (description, draw) in (flow_report.figures_for(fig3) if flow else FIGURES).items():
         try:
             plt.close(draw(db, results / name))
             drawn[name] = description
@@ -87,26 +94,36 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
             drawn[name] = f"{description} -- not drawn: {exc}"
     written += reads.open_store(db).export_parquet(results / "data")
     claims = claims_table(db)
+    if flow:  # the claims whose runs the flow plan trains
+        claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(drop=True)
+    claims.drop(columns=["cost"]).to_csv(results / "claims.csv", index=False)  # read by flow_report's comparison
+    written.append(results / "claims.csv")
     shown = claims.assign(seeds=[f"{s} x {n}" if s else "" for s, n in zip(claims["seeds"], claims["samples"])])
     claims_md = tables.to_markdown(shown[["where", "paper", "measured", "seeds", "verdict", "cost"]].rename(columns={
         "paper": "the paper says", "measured": "effect (paper's direction positive) [95% interval]",
         "seeds": "seeds x samples", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
-    index = seeds.families(db, [s.name for s in plan.PLAN])
+    index = seeds.families(db, names)
     settings = reads.run_settings(db, [run for members in index.values() for run in members])
-    readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, _span(db, settings["run"].tolist()))
+    span = _span(db, settings["run"].tolist())
+    if flow:
+        readme = flow_report.flow_readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, span)
+        written += flow_report.update_comparison(results.parent)
+    else:
+        readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, span)
+        readme += flow_report.comparison_section(results)
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
 
 
-def _copy_fig3_samples(db, results: Path) -> list[Path]:
+def _copy_fig3_samples(db, results: Path, runs: list[str]) -> list[Path]:
     """Fig. 3's images (training seed 0 of its runs) under results/samples/RUN/SET/, so that the figure
     and its notebook can be redrawn from a clone, where runs/ is not committed (16 px PNGs: tiny)."""
     import shutil
 
     written = []
     store = reads.open_store(db)
-    for family in plan.FIG3:
+    for family in runs:
         run = seeds.family_runs(db, family).get(0)
         if run is None:
             continue

@@ -18,9 +18,10 @@ TOY_METRICS = ["human", "colour", "count", "shape", "aesthetic"]  # the toy's fi
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    cell = lambda v: "" if pd.isna(v) else str(v).replace("|", "\\|")  # a "|" in a cell (|r_t|) would split it
+    header = "| " + " | ".join(map(cell, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
 
 

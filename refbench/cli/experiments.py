@@ -84,9 +84,10 @@ def sweep(
 
 
 def reproduce(
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for tables, figures, data and README."),
-    db: Path = typer.Option(Path("results/reproduce.duckdb"), "--db", help=DB_HELP),
-    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Root folder of the runs."),
+    world: str = typer.Option("toy", "--world", help="toy (the UNet toy world, every run) or toy-flow (the flow-matching toy world)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Folder for tables, figures, data and README (default results/, or results/toy-flow/)."),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " (default RESULTS/reproduce.duckdb)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Root folder of the runs (default runs/reproduce, or runs/reproduce-flow)."),
     jobs: int = typer.Option(2, "--jobs", help="Runs trained at once."),
     seeds: int = typer.Option(3, "--seeds", help="Training seeds of every run of the plan (0..N-1)."),
     eval_seeds: int = typer.Option(2, "--eval-seeds", help="Evaluation seeds per toy-test prompt (the same for every run)."),
@@ -99,9 +100,13 @@ def reproduce(
     """The toy world's full reproduction: every run of the paper's tables, evaluated and analysed, into results/."""
     from ..experiments.reproduce import reproduce as run_reproduce
 
+    flow = world == "toy-flow"
+    results = results or Path("results/toy-flow" if flow else "results")
+    db = db or results / "reproduce.duckdb"
+    out = out or Path("runs/reproduce-flow" if flow else "runs/reproduce")
     summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, eval_seeds=eval_seeds, max_steps=max_steps,
                             only=parse_list(only) or None, num_prompts=num_prompts,
-                            timestep_pairs=timestep_pairs, progress=progress)
+                            timestep_pairs=timestep_pairs, progress=progress, world=world)
     typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")
     if summary["failed"]:
         raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")

@@ -1,4 +1,6 @@
-"""`refbench reproduce`: the toy world's version of every table and figure of the paper, into results/.
+"""`refbench reproduce`: the toy world's version of every table and figure of the paper, into results/
+(``--world toy-flow``: the flow-matching toy world's runs of Table 1, Fig. 1(b), 2 and 4, into
+results/toy-flow/, and its verdicts beside the UNet world's in results/README.md).
 
 Stages, each resumable (finished work is found in the store and skipped):
   1. train every run of ``reproduce_plan.PLAN`` (``jobs`` at a time), then in the same job
@@ -27,7 +29,7 @@ def _stage(name: str, started: float) -> None:
 
 def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int | None = None,
               eval_seeds: int | None = None, max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
-              num_prompts: int | None = None, progress: bool = True) -> dict:
+              num_prompts: int | None = None, progress: bool = True, world: str = "toy") -> dict:
     from . import reproduce_plan as plan
     from ..evaluation.winrates import TOY_METRICS, compute_winrates
     from ..evaluation.generate import generate
@@ -40,6 +42,8 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     eval_seeds = plan.EVAL_SEEDS if eval_seeds is None else eval_seeds
     if seeds < 1 or eval_seeds < 1:
         raise RefbenchError("--seeds and --eval-seeds must be >= 1")
+    if world not in plan.WORLDS:
+        raise RefbenchError(f"--world must be one of {', '.join(plan.WORLDS)}; got {world!r}")
     results, db, out_root = Path(results), Path(db), Path(out_root)
     try:
         results.mkdir(parents=True, exist_ok=True)
@@ -48,7 +52,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
         raise RefbenchError(f"cannot create {exc.filename}: {exc.strerror}") from None
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
-    specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds)
+    specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
     sample_flags = ["--prompts", "toy-test", "--seeds", str(eval_seeds), "--db", str(db), "--no-progress",
                     *(["--num-prompts", str(num_prompts)] if num_prompts else [])]
 
@@ -74,7 +78,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
     _stage("base model samples and scores", started)
     generate("base", prompt_set="toy-test", db=db, out_root=out_root, seeds=eval_seeds, num_prompts=num_prompts,
-             progress=progress)
+             progress=progress, preset=world)
     score("base", metrics=",".join(TOY_METRICS), db=db, progress=False)
 
     _stage("win rates per training seed (Table 1)", started)
@@ -82,7 +86,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
         run = plan.seeded_name(plan.TABLE1_RUN, seed)
         if run not in done:
             continue
-        for _, baseline in plan.TABLE1:
+        for _, baseline in plan.table1_rows(world):
             opponent = baseline if baseline == "base" else plan.seeded_name(baseline, seed)
             if baseline == "base" or opponent in done:
                 compute_winrates(run, opponent, db=db, out_root=out_root, seeds=eval_seeds,
@@ -91,6 +95,6 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     _stage("tables, figures, parquet export, results/README.md", started)
     from analysis.report import write_report
 
-    written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed)
+    written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed, world=world)
     _stage(f"done: {len(written)} files in {results}", started)
     return {"outcomes": outcomes, "written": written, "failed": failed}

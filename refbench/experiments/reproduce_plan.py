@@ -10,7 +10,8 @@ from __future__ import annotations
 from .sweep import RunSpec
 
 __all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs",
-           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS", "FIG3"]
+           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS", "FIG3", "WORLDS", "FLOW_RUNS", "FLOW_CLAIMS",
+           "world_runs", "table1_rows"]
 
 TOY_TAUS = (4, 8, 16)
 # Fixed before any multi-seed result was seen (issue 16): training seeds 0, 1, 2 of every run,
@@ -74,11 +75,35 @@ TIMESTEP_RUNS = ["diff-dpo", "ref-explore", "refdpo-constant", "refdpo"]
 FIG3 = ["base", "diff-dpo", "dspo", "diff-kto", "refdpo"]
 
 
+# The worlds `refbench reproduce --world` runs: the UNet toy world (the toy preset, every run of the
+# plan) and the flow-matching toy world (the toy-flow preset), which trains the runs of Table 1's
+# refdpo-vs-Diff-DPO row, Fig. 1(b), Fig. 2 (ref-explore's analysis) and Fig. 4 only: the question
+# there is whether the paper's central findings carry over to rectified flow.
+WORLDS = ("toy", "toy-flow")
+FLOW_RUNS = ["refdpo", "diff-dpo", "ref-noreg", "ref-explore", *FIG4["with regularisation"],
+             *FIG4["without regularisation"]]
+FLOW_CLAIMS = ("Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4")  # the claims the flow plan measures
+
+
+def world_runs(world: str = "toy") -> list[RunSpec]:
+    """The plan's entries for a world, with its preset."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}; valid: {', '.join(WORLDS)}")
+    if world == "toy":
+        return list(PLAN)
+    return [RunSpec(s.name, s.method, s.overrides, world) for s in PLAN if s.name in dict.fromkeys(FLOW_RUNS)]
+
+
+def table1_rows(world: str = "toy") -> list[tuple[str, str]]:
+    names = {s.name for s in world_runs(world)} | {"base"}
+    return [(label, run) for label, run in TABLE1 if run in names]
+
+
 def plan_specs(max_steps: int | None = None, only: list[str] | None = None,
-               seeds: int = DEFAULT_TRAINING_SEEDS) -> list[RunSpec]:
+               seeds: int = DEFAULT_TRAINING_SEEDS, world: str = "toy") -> list[RunSpec]:
     """The plan's specs under training seeds 0..seeds-1 (seed-major: every run of seed 0 first, so
     a partial reproduction has whole seeds), optionally with another step budget or a subset."""
-    chosen = [s for s in PLAN if only is None or s.name in only]
+    chosen = [s for s in world_runs(world) if only is None or s.name in only]
     specs = []
     for seed in range(seeds):
         for spec in chosen:
