@@ -12,7 +12,7 @@ from .common import DB_OPTION
 
 def config(
     method: Optional[str] = typer.Option(None, "--method", help="Named method (see `refbench config --list`)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, sd15, sdxl."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with [method] [model] [data] [training]."),
     list_all: bool = typer.Option(False, "--list", help="List the named methods and presets."),
 ) -> None:
@@ -31,7 +31,7 @@ def config(
 
 def train(
     method: Optional[str] = typer.Option(None, "--method", help="Named method: refdpo (default), diff-dpo, sft, timestep-only, ref-noreg, ref-reinit, ref-explore, dspo, diff-kto, mapo."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy (default), sd15, sdxl."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy (default), toy-flow, sd15, sdxl, sd3, sd35."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the method's name); runs are addressed by name."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON config file."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps."),
@@ -44,6 +44,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of data order, noise and timesteps."),
     model: Optional[str] = typer.Option(None, "--model", help="Hub id or local diffusers folder."),
     vae: Optional[str] = typer.Option(None, "--vae", help="Another VAE: hub id or local AutoencoderKL folder (the sdxl preset: the fp16-fix VAE)."),
+    t5: Optional[bool] = typer.Option(None, "--t5/--no-t5", help="SD3 / SD3.5: load the T5 text encoder (--no-t5: text_encoder_3 = None, as diffusers allows)."),
     data: Optional[str] = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
     lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank (0: full fine-tuning)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size in pixels."),
@@ -65,7 +66,7 @@ def train(
         "training": {"max_steps": max_steps, "learning_rate": lr, "seed": seed, "batch_size": batch_size,
                      "gradient_accumulation_steps": accumulation, "effective_batch": effective_batch,
                      "report_to": report_to},
-        "model": {"pretrained": model, "vae": vae, "lora_rank": lora_rank, "resolution": resolution},
+        "model": {"pretrained": model, "vae": vae, "lora_rank": lora_rank, "resolution": resolution, "t5": t5},
         "data": {"source": data},
     }
     resolved = load_config(method=method, preset=preset, config_file=config_file, overrides=overrides, name=name)
@@ -80,7 +81,7 @@ def train(
 
 def cache_latents(
     out: Path = typer.Option(..., "--out", help="Folder for the cache (resumed if it holds an unfinished one)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, sd15, sdxl."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."),
     model: Optional[str] = typer.Option(None, "--model", help="Hub id or local diffusers folder."),
     data: Optional[str] = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size in pixels."),

@@ -52,15 +52,22 @@ def weights_digest(source: str, subfolders: tuple[str, ...]) -> str:
 def cache_fingerprint(config: RunConfig, data_fingerprint: str) -> dict:
     """Everything the cache's contents depend on, as strings (compared key by key)."""
     model = config.model
-    if model.kind == "toy":
+    if model.kind in ("toy", "toy-flow"):
         from .backends.toy import toy_model_folder
+        from .backends.toy_flow import toy_flow_folder
 
-        source = str(toy_model_folder(model.pretrained))
+        source = str((toy_model_folder if model.kind == "toy" else toy_flow_folder)(model.pretrained))
         image_encoder, text_encoders = "pixels", weights_digest(source, ("text_encoder",))
     else:
         source = model.pretrained
         image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(source, ("vae",))
-        text_encoders = weights_digest(source, ("text_encoder", "text_encoder_2") if model.kind == "sdxl" else ("text_encoder",))
+        parts = {"sdxl": ("text_encoder", "text_encoder_2"), "sd3": ("text_encoder", "text_encoder_2", "text_encoder_3")}
+        parts = parts.get(model.kind, ("text_encoder",))
+        if model.kind == "sd3":
+            from .backends.flow import without_t5
+
+            parts = parts[:2] if without_t5(model) else parts  # T5 left out: its zeros depend on no weights
+        text_encoders = weights_digest(source, parts)
     return {"model": model.kind, "image_encoder": image_encoder, "text_encoders": text_encoders,
             "vae_dtype": "fp32" if model.vae_fp32 else model.mixed_precision,
             "resolution": str(model.resolution), "crop": "center", "flip": "off",

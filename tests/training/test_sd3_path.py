@@ -155,3 +155,28 @@ def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
     assert [r["process"] for r in report] == [0, 1] and report[0]["events"] == report[1]["events"]
     assert report[0]["policy_checksum"] == report[1]["policy_checksum"]
     assert report[0]["reference_checksum"] == report[1]["reference_checksum"]
+
+
+def test_latent_cache_on_sd3(tiny, tmp_path):
+    """`refbench cache-latents --preset sd3` stores the 16-channel latents and SD3's pooled projections
+    (an added conditioning key); a run from the cache sees the first step's inputs of a run that
+    encodes its images and captions: the same denoising errors, to float rounding."""
+    from refbench.config import load_config
+    from refbench.training.run import run_training
+
+    cache = tmp_path / "latents"
+    refbench("cache-latents", "--preset", "sd3", "--model", tiny / "sd3", "--data", tiny / "pairs.parquet",
+             "--resolution", "16", "--dtype", "float32", "--out", cache, "--no-progress")
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["complete"] and meta["added_keys"] == ["pooled_projections"]
+    assert np.load(cache / "latents.npy", mmap_mode="r").shape[1:] == (2, 16, 8, 8)
+    errors = {}
+    for name, data in (("plain", {}), ("cached", {"latent_cache": str(cache), "latent_dtype": "float32"})):
+        overrides = {"model": {"pretrained": str(tiny / "sd3"), "resolution": 16, "lora_rank": 4},
+                     "data": {"source": str(tiny / "pairs.parquet"), "random_flip": False, **data},
+                     "training": {"max_steps": 1, "batch_size": 2, "effective_batch": None, "gradient_accumulation_steps": 1}}
+        run_training(load_config(method="refdpo", preset="sd3", name=name, overrides=overrides),
+                     db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
+        errors[name] = Store(tmp_path / "db.duckdb").query(
+            f"select model_err_w, model_err_l from train_metrics where run = '{name}'").iloc[0].tolist()
+    assert errors["cached"] == pytest.approx(errors["plain"], rel=1e-5)
