@@ -112,8 +112,7 @@ class MethodConfig:
         )
 
 
-# Model kinds that are rectified-flow transformers (training/backends/flow.py), not DDPM UNets.
-FLOW_KINDS = ("toy-flow", "sd3")
+FLOW_KINDS = ("toy-flow", "sd3")  # rectified-flow transformers (training/backends/flow.py), not DDPM UNets
 
 
 @dataclass(frozen=True)
@@ -130,9 +129,7 @@ class ModelConfig:
     # --pretrained_vae_model_name_or_path; None: the pipeline's own.
     vae: str | None = None
     vae_fp32: bool = True  # keep the VAE in fp32 under mixed precision (False: the mixed precision's dtype)
-    # SD3 / SD3.5 only: load the T5 text encoder (False: text_encoder_3 = None, its tokens zeros, as
-    # diffusers allows; T5-XXL is 4.7 B parameters, more than the transformer).
-    t5: bool = True
+    t5: bool = True  # SD3 only; False: text_encoder_3 = None (zeros), as diffusers allows: T5-XXL is 4.7 B
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")

@@ -23,7 +23,7 @@ METHOD_TABLE = {
 
 def test_every_named_method_matches_the_design_table():
     assert method_names() == sorted(METHOD_TABLE)
-    assert preset_names() == ["sd15", "sdxl", "toy"]
+    assert preset_names() == ["sd15", "sd3", "sd35", "sdxl", "toy", "toy-flow"]
     for name, (objective, reference, on_exceed, sampler, scale) in METHOD_TABLE.items():
         method = load_config(method=name).method
         assert (method.objective, method.reference, method.timestep_sampler, method.reward_scale) == (
@@ -93,7 +93,7 @@ def test_lora_refuses_a_soft_sync_in_one_line():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown method 'dpo'; valid: diff-dpo, diff-kto, dspo, mapo, ref-explore, ref-noreg, ref-reinit, refdpo, sft, timestep-only"):
         load_config(method="dpo")
-    with pytest.raises(ConfigError, match=r"unknown preset 'sd2'; valid: sd15, sdxl, toy"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'sd2'; valid: sd15, sd3, sd35, sdxl, toy, toy-flow"):
         load_config(preset="sd2")
 
 

@@ -41,7 +41,7 @@ def test_default_db_is_results_refbench_duckdb(tmp_path):
     "args, message",
     [
         (("config", "--method", "dpo"), "error: unknown method 'dpo'; valid: diff-dpo"),
-        (("config", "--preset", "sd3"), "error: unknown preset 'sd3'; valid: sd15, sdxl, toy"),
+        (("config", "--preset", "sd4"), "error: unknown preset 'sd4'; valid: sd15, sd3, sd35, sdxl, toy, toy-flow"),
         (("config", "--config", "missing.toml"), "error: config file not found: missing.toml"),
         (("query", "selec 1", "--db", "{db}"), "error: query failed: Parser Error"),
         (("query", "select 1", "--db", "{db}", "--format", "xml"), "error: unknown format 'xml'"),

@@ -107,3 +107,26 @@ def test_toy_flow_preset_trains_samples_and_analyses(tmp_path):
     stats = store.query("select sigma_low, sigma_high from timestep_stats order by bin")
     assert stats["sigma_high"].tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25])
     assert stats["sigma_low"].tolist() == pytest.approx([0.751, 0.501, 0.251, 0.001])
+
+
+def test_every_named_method_trains_on_the_flow_backend(tmp_path):
+    """Each named method, 2 steps at batch 2 on the flow toy world: finite losses, and the reference
+    passes it should have (none for sft and mapo)."""
+    import math
+
+    from refbench.config import load_config, method_names
+    from refbench.training.run import run_training
+
+    db = tmp_path / "db.duckdb"
+    for method in method_names():
+        reference = {} if method in ("sft", "mapo") else {"tau": 1}
+        config = load_config(method=method, preset="toy-flow", overrides={
+            "method": reference, "data": {"max_pairs": 64},
+            "training": {"max_steps": 2, "batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0}})
+        run_training(config, db=db, out_root=tmp_path / "runs", progress=False)
+    store = Store(db)
+    losses = store.query("select run, loss from train_metrics")
+    assert sorted(losses["run"].unique()) == sorted(method_names())
+    assert all(math.isfinite(v) for v in losses["loss"])
+    reference = store.query("select run, forward_images from run_costs where kind = 'reference'").set_index("run")["forward_images"]
+    assert reference["sft"] == 0 and reference["mapo"] == 0 and reference["dspo"] == reference["refdpo"] == 2 * 2 * 2
