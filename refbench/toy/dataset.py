@@ -89,7 +89,9 @@ def build_toy_pairs(folder: Path | None = None, *, train_pairs: int = TRAIN_PAIR
     for split, count, split_seed in (("train", train_pairs, seed), ("validation", validation_pairs, seed + 1)):
         table = build_pairs(count, split, split_seed, extra_generators=extra)
         target = pairs_path(split, folder)
-        partial = target.with_suffix(".partial")
+        # One partial file per process: two processes building at once (parallel runs or tests) each
+        # write their own and the atomic replace leaves one whole file under the real name.
+        partial = target.with_suffix(f".{os.getpid()}.partial")
         write_pairs(table, partial)
         partial.replace(target)  # never leave a half-written file under the real name
         written[split] = target

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from refbench.store import Store
+from launch_helpers import accelerate_launch
 
 
 def refbench(*args):
@@ -49,14 +50,12 @@ def test_two_processes_split_generation(tmp_path):
     """`accelerate launch` with 2 processes: each makes half of the images, all rows land once,
     and the images equal those of a single process (noise depends only on prompt and seed)."""
     import os
-    from pathlib import Path
 
     import numpy as np
     from PIL import Image
 
-    accelerate = Path(sys.executable).with_name("accelerate")
     common = ["--prompts", "toy-test", "--num-prompts", "4", "--steps", "4", "--no-progress"]
-    result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    result = subprocess.run([*accelerate_launch(2),
                              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "generate", "base",
                              *common, "--db", str(tmp_path / "two.duckdb"), "--out", str(tmp_path / "two")],
                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

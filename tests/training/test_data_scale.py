@@ -5,7 +5,6 @@ import dataclasses
 import io
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 
 from refbench.store import Store
 from toy_helpers import config_for
+from launch_helpers import accelerate_launch
 
 
 def jpeg(value: int, size: int = 8) -> bytes:
@@ -149,8 +149,7 @@ def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
     """Two processes (accelerate, gloo): a second launch of a finished run without --resume is
     refused by the main process's store check; both processes end with that one line instead of
     the second waiting for the first forever (the timeout would fail the test)."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    args = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    args = [*accelerate_launch(2),
             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "train",
             "--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"), "--max-steps", "1",
             "--batch-size", "2", "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress"]

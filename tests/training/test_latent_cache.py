@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refbench.store import Store
+from launch_helpers import accelerate_launch
 
 PARQUET = {"compression": "none", "use_dictionary": False, "write_statistics": False}
 
@@ -198,10 +199,9 @@ def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
     from refbench.toy.pairs import build_pairs, write_pairs
 
     data = write_pairs(build_pairs(150, "train", seed=7), tmp_path / "pairs.parquet")
-    accelerate = __import__("pathlib").Path(sys.executable).with_name("accelerate")
     args = ["cache-latents", "--preset", "sd15", "--model", str(tiny / "sd15"), "--data", str(data),
             "--resolution", "16", "--dtype", "float32", "--no-progress"]
-    two = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    two = subprocess.run([*accelerate_launch(2),
                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", *args, "--out",
                           str(tmp_path / "two")], capture_output=True, text=True,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300)

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from refbench.store import Store
+from launch_helpers import accelerate_launch
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +144,8 @@ def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
         a = load_file(str(straight / "runs" / "refdpo" / "checkpoint" / f"{part}.safetensors"))
         b = load_file(str(resumed / "runs" / "refdpo" / "checkpoint" / f"{part}.safetensors"))
         assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    accelerate = Path(sys.executable).with_name("accelerate")
     two = tmp_path / "two"
-    args = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+    args = [*accelerate_launch(2), "--mixed_precision",
             "no", "--dynamo_backend", "no", "-m", "refbench", *map(str, train_args(tiny, two, "sd3", "sd3", 4))]
     result = subprocess.run(args, capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})

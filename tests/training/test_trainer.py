@@ -11,6 +11,7 @@ from refbench.training.modelset import FullModelSet
 from refbench.store import Store
 from refbench.training.run import run_training
 from toy_helpers import config_for
+from launch_helpers import accelerate_launch
 
 
 def train(config, tmp_path, **kwargs):
@@ -122,11 +123,8 @@ def test_two_processes_take_identical_decisions(toy_world, tmp_path):
     measures D > delta: both processes freeze at that same step and no sync follows."""
     import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    accelerate = Path(sys.executable).with_name("accelerate")
-    args = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    args = [*accelerate_launch(2),
             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "train",
             "--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"), "--max-steps", "6",
             "--tau", "2", "--delta", "1e-12", "--batch-size", "2", "--lr", "1e-2",
