@@ -124,8 +124,8 @@ def _unet_claims(results_root: Path) -> pd.DataFrame | None:
 def comparison_section(results_root: Path) -> str:
     """The side-by-side verdicts, between markers, or "" while the flow world has no claims.csv."""
     flow_path = Path(results_root) / "toy-flow" / "claims.csv"
-    unet = _unet_claims(results_root)
-    if unet is None or not flow_path.is_file():
+    unet = _unet_claims(results_root) if flow_path.is_file() else None
+    if unet is None:
         return ""
     flow = pd.read_csv(flow_path)
     both = flow.merge(unet, on=["where", "paper"], how="left", suffixes=("_flow", "_unet"))

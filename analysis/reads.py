@@ -10,7 +10,7 @@ import pandas as pd
 from refbench.store import Store
 
 __all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
-           "run_settings", "winrates", "load_results", "run_costs"]
+           "run_settings", "winrates", "load_results", "results_folder", "run_costs"]
 
 
 def open_store(db: str | Path | Store) -> Store:
@@ -97,11 +97,25 @@ def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -
         f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks}", [run, prompt_set, *params])
 
 
-def load_results(db: str | Path | None = None) -> Store:
-    """The store the notebooks read: ``db``, else $REFBENCH_DB, else results/reproduce.duckdb, else
-    the committed parquet export results/data/ loaded into a temporary DuckDB file. results/ is
-    $REFBENCH_RESULTS or results/ in the working directory, and failing both the repository's
-    results/ (a notebook's working directory is notebooks/)."""
+def results_folder(world: str = "toy") -> Path:
+    """Where a world's results are: $REFBENCH_RESULTS or results/ in the working directory, failing
+    that the repository's results/ (a notebook's working directory is notebooks/); the flow toy
+    world's are its toy-flow/ subfolder."""
+    import os
+
+    sub = "toy-flow" if world == "toy-flow" else ""
+    here = Path(os.environ.get("REFBENCH_RESULTS", "results"))
+    repository = Path(__file__).resolve().parents[1] / "results"
+    for root in (here, repository):
+        if (root / sub / "data" / "runs.parquet").is_file() or (root / sub / "reproduce.duckdb").is_file():
+            return root / sub
+    return repository / sub
+
+
+def load_results(db: str | Path | None = None, world: str = "toy") -> Store:
+    """The store the notebooks read: ``db``, else $REFBENCH_DB, else the world's reproduce.duckdb,
+    else its committed parquet export (``results_folder(world)/data``) loaded into a temporary
+    DuckDB file. ``world``: "toy" (results/) or "toy-flow" (results/toy-flow/)."""
     import os
     import tempfile
 
@@ -109,20 +123,15 @@ def load_results(db: str | Path | None = None) -> Store:
         if not Path(db).is_file():
             raise FileNotFoundError(f"no database at {db}")
         return Store(db)
-    for candidate in (os.environ.get("REFBENCH_DB"), "results/reproduce.duckdb"):
-        if candidate and Path(candidate).is_file():
-            return Store(candidate)
-    export = Path(os.environ.get("REFBENCH_RESULTS", "results")) / "data"
-    repository = Path(__file__).resolve().parents[1] / "results"
-    if not (export / "runs.parquet").is_file():
-        if (repository / "reproduce.duckdb").is_file():
-            return Store(repository / "reproduce.duckdb")
-        if not (repository / "data" / "runs.parquet").is_file():
-            raise FileNotFoundError(f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` "
-                                    f"(looked in {export} and {repository})")
-        export = repository / "data"
+    if os.environ.get("REFBENCH_DB") and Path(os.environ["REFBENCH_DB"]).is_file():
+        return Store(os.environ["REFBENCH_DB"])
+    folder = results_folder(world)
+    if (folder / "reproduce.duckdb").is_file():
+        return Store(folder / "reproduce.duckdb")
+    if not (folder / "data" / "runs.parquet").is_file():
+        raise FileNotFoundError(f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` (looked in {folder})")
     store = Store(Path(tempfile.mkdtemp(prefix="refbench-results-")) / "results.duckdb")
-    store.import_parquet(export)
+    store.import_parquet(folder / "data")
     return store
 
 

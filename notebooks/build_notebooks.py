@@ -156,6 +156,25 @@ What to look for: which claims survive a new training seed, and which are inconc
         ["from analysis import claims\n\ntable = claims.claims_table(store)\nprint(claims.verdict_counts(table))\n"
          "Markdown(tables.to_markdown(table[['where', 'paper', 'measured', 'seeds', 'samples', 'verdict', 'cost']]))"],
     ),
+    "rectified_flow.ipynb": (
+        """# Do the paper's findings hold for rectified flow?
+
+The flow-matching toy world (`refbench reproduce --world toy-flow`, results in `results/toy-flow/`):
+the same prompts, pairs and oracles as the UNet world, with a 16 px SD3 transformer trained by
+rectified flow as the base model, and the paper's method translated as the README's "Rectified
+flow" section states. Its plan trains the runs of Table 1 (refdpo against Diff-DPO), Fig. 1(b),
+Fig. 2 and Fig. 4, under the same training seeds as the UNet world.
+
+What to look for: whether the reference moves and freezes as in the UNet world (Fig. 1(b)),
+whether the implicit reward is weaker at the noisy start (Fig. 2, intervals of the noise level s),
+whether tau behaves as in Fig. 4, and, in the last cell, each claim's verdict in both worlds.""",
+        ["flow_store = load_results(world=\"toy-flow\")\n" + figure("figures.plot_kl(flow_store, plan.FIG1B)"),
+         figure("figures.plot_timestep(flow_store, [run for run in plan.TIMESTEP_RUNS if run in plan.FLOW_RUNS])"),
+         figure("figures.plot_tau(flow_store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, "
+                "baseline=plan.FIG4['baseline'])"),
+         "from analysis import flow_report, reads\n\n"
+         "Markdown(flow_report.comparison_section(reads.results_folder()) or 'run `refbench reproduce --world toy-flow` first')"],
+    ),
 }
 
 

@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 FOLDER = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
 EXPECTED = {"fig1b_kl", "fig1c_divergence_vs_score", "fig2_timestep", "fig4_tau", "fig5_divergence_by_timestep",
-            "table1_winrates", "table3_exploration", "table4_timestep_aware", "claims", "fig3_samples"}
+            "table1_winrates", "table3_exploration", "table4_timestep_aware", "claims", "fig3_samples", "rectified_flow"}
 
 
 def test_one_notebook_per_figure_and_table_and_they_are_built_by_the_script(tmp_path):
