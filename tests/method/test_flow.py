@@ -61,3 +61,14 @@ def test_gamma_bin_zero_is_the_noisiest_sigmas():
     probabilities = GammaBinnedSampler(4, 0.5, 2).probabilities()
     assert torch.allclose(probabilities, torch.tensor([1 / 6, 1 / 6, 1 / 3, 1 / 3], dtype=torch.float64))
     assert shifted_sigmas(4)[probabilities.argmax()] >= 0.75
+
+
+def test_lambda_does_not_depend_on_the_shift():
+    """With shift k, s / (1 - s) = k u / (1 + (k - 1) u - k u) = k u / (1 - u): the shift multiplies
+    1/sqrt(SNR) by k at every t, which the min-max removes. And it is nearly constant on the flow
+    grid: 1/sqrt(SNR) = u / (1 - u) is 999 at the last finite point, so t = 989 (u = 0.99, 99)
+    gets 1 + (99 - 0.001) / (999 - 0.001) = 1.0991."""
+    grid_1 = reward_scale("inv-sqrt-snr", equivalent_alphas_cumprod(shifted_sigmas(1000, 1.0)))
+    grid_3 = reward_scale("inv-sqrt-snr", equivalent_alphas_cumprod(shifted_sigmas(1000, 3.0)))
+    assert torch.allclose(grid_1, grid_3, atol=1e-5)
+    assert grid_1[989].item() == pytest.approx(1 + (99 - 1 / 999) / (999 - 1 / 999), abs=1e-5)
