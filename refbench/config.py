@@ -137,7 +137,7 @@ class ModelConfig:
         _require(self.resolution >= 8 and self.resolution % 8 == 0, "model.resolution", f"must be a multiple of 8, >= 8; got {self.resolution}")
         _require(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0; got {self.lora_rank}")
         _require(self.vae is None or bool(self.vae), "model.vae", f"must be a hub id or folder, or unset; got {self.vae!r}")
-        _require(self.t5 or self.kind == "sd3", "model.t5", f"only SD3 / SD3.5 have a T5 encoder to leave out; got false for {self.kind}")
+        _require(self.t5 or self.kind == "sd3", "model.t5", f"must be true unless model.kind is sd3 (only SD3 has T5); got false for {self.kind}")
 
 
 @dataclass(frozen=True)

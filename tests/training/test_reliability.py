@@ -363,12 +363,12 @@ def test_a_diverging_run_is_recorded_as_diverged_not_a_crash(toy_world, tmp_path
 
 # -- 5. bad configuration and environment --------------------------------------------------------
 INVALID = {  # one invalid value per config field; a new field without an entry fails the walk
-    "name": "two words", "preset": "sd3",
+    "name": "two words", "preset": "sd4",
     "method": {"name": "", "objective": "bogus", "reference": "bogus", "tau": 0, "delta": 0.0, "on_exceed": "bogus",
                "mixup_alpha": 1.5, "timestep_sampler": "bogus", "gamma": 0.0, "bins": 0, "reward_scale": "bogus",
                "beta": float("inf"), "desirable_weight": 0.0, "undesirable_weight": -1.0, "mapo_snr": float("inf")},
-    "model": {"kind": "sd3", "pretrained": "", "resolution": 12, "lora_rank": -1, "gradient_checkpointing": "yes",
-              "mixed_precision": "fp8", "vae": "", "vae_fp32": "yes"},
+    "model": {"kind": "sd4", "pretrained": "", "resolution": 12, "lora_rank": -1, "gradient_checkpointing": "yes",
+              "mixed_precision": "fp8", "vae": "", "vae_fp32": "yes", "t5": False},
     "data": {"source": "", "split": "", "max_pairs": 0, "latent_cache": "", "latent_dtype": "float8",
              "num_workers": -1, "caption_dropout": 1.0, "random_flip": "yes"},
     "training": {"max_steps": 0, "batch_size": 0, "gradient_accumulation_steps": 0, "learning_rate": float("nan"),
