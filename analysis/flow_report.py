@@ -9,8 +9,6 @@ rewrite it without touching the rest.
 
 from __future__ import annotations
 
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +16,6 @@ import pandas as pd
 from refbench.experiments import reproduce_plan as plan
 
 from . import figures, tables
-from .claims import VERDICTS, verdict_counts
 
 __all__ = ["figures_for", "flow_readme", "comparison_section", "update_comparison", "QUESTION"]
 
@@ -43,18 +40,13 @@ def figures_for(fig3_runs: list[str]) -> dict:
     }
 
 
-def flow_readme(markdown, claims, claims_md, drawn, settings, seconds, failed, span="") -> str:
-    counts = verdict_counts(claims)
-    summary = ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured")
-    training_seeds = int(claims["seeds"].max()) if not claims.empty else 0
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    timing = f"{seconds / 60:.1f} minutes for the last `refbench reproduce --world toy-flow` invocation" if seconds else "time not recorded"
-    figure_lines = "\n".join(f"- `{name}`: {text}" for name, text in drawn.items())
-    failures = "\n".join(f"- {name}: {outcome}" for name, outcome in failed.items()) or "none"
-    settings_md = tables.to_markdown(settings) if not settings.empty else "(no runs)"
+def flow_readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str:
+    """The flow world's README; ``fields`` are ``report.readme_fields``."""
+    summary, training_seeds, stamp, timing = fields["summary"], fields["training_seeds"], fields["stamp"], fields["timing"]
+    figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# The flow-matching toy world: the paper's central findings on rectified flow
 
-Written by `refbench reproduce --world toy-flow` on {stamp} ({platform.machine()}, {timing}).{span}
+Written by `refbench reproduce --world toy-flow` on {stamp} ({fields['machine']}, {timing}).{span}
 Every number below is read from the store exported in `data/`.
 
 The world: the UNet toy world's prompts, oracle rewards and preference pairs, with the base model

@@ -105,11 +105,13 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     index = seeds.families(db, names)
     settings = reads.run_settings(db, [run for members in index.values() for run in members])
     span = _span(db, settings["run"].tolist())
+    command = "refbench reproduce" + (" --world toy-flow" if flow else "")
+    fields = readme_fields(claims, drawn, settings, seconds, failed or {}, command)
     if flow:
-        readme = flow_report.flow_readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, span)
+        readme = flow_report.flow_readme(markdown, claims, claims_md, fields, span)
         written += flow_report.update_comparison(results.parent)
     else:
-        readme = _readme(markdown, claims, claims_md, drawn, settings, seconds, failed or {}, span)
+        readme = _readme(markdown, claims, claims_md, fields, span)
         readme += flow_report.comparison_section(results)
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
@@ -158,18 +160,28 @@ def _span(db, runs: list[str]) -> str:
             f"{last:%H:%M} UTC: {minutes:.1f} minutes of wall time, from the store's timestamps.")
 
 
-def _readme(markdown, claims, claims_md, drawn, settings, seconds, failed, span="") -> str:
+def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refbench reproduce") -> dict[str, str]:
+    """What both worlds' READMEs say around their tables: the verdict summary, training seeds, time
+    stamp and timing, the figure list, failed runs and the runs' settings."""
     counts = verdict_counts(claims)
-    summary = ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured")
-    training_seeds = int(claims["seeds"].max()) if not claims.empty else 0
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    timing = f"{seconds / 60:.1f} minutes for the last `refbench reproduce` invocation" if seconds else "time not recorded"
-    figure_lines = "\n".join(f"- `{name}`: {text}" for name, text in drawn.items())
-    failures = "\n".join(f"- {name}: {outcome}" for name, outcome in failed.items()) or "none"
-    settings_md = tables.to_markdown(settings) if not settings.empty else "(no runs)"
+    return {
+        "summary": ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured"),
+        "training_seeds": str(int(claims["seeds"].max()) if not claims.empty else 0),
+        "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "timing": f"{seconds / 60:.1f} minutes for the last `{command}` invocation" if seconds else "time not recorded",
+        "figure_lines": "\n".join(f"- `{name}`: {text}" for name, text in drawn.items()),
+        "failures": "\n".join(f"- {name}: {outcome}" for name, outcome in failed.items()) or "none",
+        "settings_md": tables.to_markdown(settings) if not settings.empty else "(no runs)",
+        "machine": platform.machine(),
+    }
+
+
+def _readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str:
+    summary, training_seeds, stamp, timing = fields["summary"], fields["training_seeds"], fields["stamp"], fields["timing"]
+    figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# Toy-world reproduction of the paper's tables and figures
 
-Written by `refbench reproduce` on {stamp} ({platform.machine()}, {timing}).{span}
+Written by `refbench reproduce` on {stamp} ({fields['machine']}, {timing}).{span}
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (README of the project);

@@ -38,6 +38,17 @@ def initial_noise(prompt: str, seed: int, shape: tuple[int, ...]) -> torch.Tenso
     return torch.randn(shape, generator=gen, dtype=torch.float32)
 
 
+def _request(prompts, seeds, steps: int, batch_size: int, model: torch.nn.Module):
+    """Both samplers' checked inputs: (prompts, int seeds, one image's shape, device, dtype)."""
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    if steps < 1 or batch_size < 1:
+        raise ValueError("num_inference_steps and batch_size must be >= 1")
+    cfg, parameter = model.config, next(model.parameters())
+    return prompts, seeds, (cfg.in_channels, cfg.sample_size, cfg.sample_size), parameter.device, parameter.dtype
+
+
 @torch.no_grad()
 def sample_images(
     components: ToyComponents,
@@ -58,19 +69,10 @@ def sample_images(
     """
     from diffusers import DDIMScheduler
 
-    prompts, seeds = list(prompts), [int(s) for s in seeds]
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if num_inference_steps < 1 or batch_size < 1:
-        raise ValueError("num_inference_steps and batch_size must be >= 1")
     unet = components.unet if unet is None else unet
-    cfg = unet.config
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    prompts, seeds, shape, device, dtype = _request(prompts, seeds, num_inference_steps, batch_size, unet)
     if not prompts:
         return np.zeros((0, shape[1], shape[2], 3), dtype=np.uint8)
-
-    device = next(unet.parameters()).device
-    dtype = next(unet.parameters()).dtype
     scheduler = DDIMScheduler.from_config(components.noise_scheduler.config)
     scheduler.set_timesteps(num_inference_steps)
     use_cfg = guidance_scale != 1.0
@@ -135,17 +137,10 @@ def sample_flow_images(
 
     from .flow_model import encode_flow_prompts
 
-    prompts, seeds = list(prompts), [int(s) for s in seeds]
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if num_inference_steps < 1 or batch_size < 1:
-        raise ValueError("num_inference_steps and batch_size must be >= 1")
     transformer = components.transformer if transformer is None else transformer
-    cfg = transformer.config
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    prompts, seeds, shape, device, dtype = _request(prompts, seeds, num_inference_steps, batch_size, transformer)
     if not prompts:
         return np.zeros((0, shape[1], shape[2], 3), dtype=np.uint8)
-    device, dtype = next(transformer.parameters()).device, next(transformer.parameters()).dtype
     use_cfg = guidance_scale != 1.0
     was_training = transformer.training
     transformer.eval()
@@ -160,6 +155,7 @@ def sample_flow_images(
             if use_cfg:
                 hidden = torch.cat([uncond[0].expand(batch_size, -1, -1), hidden])
                 pooled = torch.cat([uncond[1].expand(batch_size, -1), pooled])
+            # A fresh scheduler per batch: step() counts the steps it has taken.
             scheduler = FlowMatchEulerDiscreteScheduler.from_config(components.noise_scheduler.config)
             scheduler.set_timesteps(num_inference_steps, device=device)
             x = torch.stack(noise).to(device, dtype)
