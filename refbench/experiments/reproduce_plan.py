@@ -80,8 +80,8 @@ FIG3 = ["base", "diff-dpo", "dspo", "diff-kto", "refdpo"]
 # refdpo-vs-Diff-DPO row, Fig. 1(b), Fig. 2 (ref-explore's analysis) and Fig. 4 only: the question
 # there is whether the paper's central findings carry over to rectified flow.
 WORLDS = ("toy", "toy-flow")
-FLOW_RUNS = ["refdpo", "diff-dpo", "ref-noreg", "ref-explore", *FIG4["with regularisation"],
-             *FIG4["without regularisation"]]
+FLOW_RUNS = list(dict.fromkeys(["refdpo", "diff-dpo", "ref-noreg", "ref-explore", *FIG4["with regularisation"],
+                                *FIG4["without regularisation"]]))
 FLOW_CLAIMS = ("Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4")  # the claims the flow plan measures
 
 
@@ -91,7 +91,7 @@ def world_runs(world: str = "toy") -> list[RunSpec]:
         raise ValueError(f"unknown world {world!r}; valid: {', '.join(WORLDS)}")
     if world == "toy":
         return list(PLAN)
-    return [RunSpec(s.name, s.method, s.overrides, world) for s in PLAN if s.name in dict.fromkeys(FLOW_RUNS)]
+    return [RunSpec(s.name, s.method, s.overrides, world) for s in PLAN if s.name in FLOW_RUNS]
 
 
 def table1_rows(world: str = "toy") -> list[tuple[str, str]]:

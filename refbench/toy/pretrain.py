@@ -199,7 +199,7 @@ def _pretrain(
     prompts = prompt_set("toy-train")  # never toy-test: that split measures generalisation
     flow = cfg.world == "flow"
     if flow:
-        from .flow_model import build_flow_components, encode_flow_prompts, save_flow_components
+        from .flow_model import build_flow_components, save_flow_components
 
         comps = build_flow_components(cfg.seed)
         modules = {"transformer": comps.transformer.train()}
@@ -254,7 +254,7 @@ def _pretrain(
         x0, texts, gen = _batch(prompts, step, cfg.seed, cfg.batch_size, cfg.caption_dropout)
         noise = torch.randn(x0.shape, generator=gen)
         if flow:
-            per_sample = _flow_errors(comps, encode_flow_prompts, x0, noise, texts, gen)
+            per_sample = _flow_errors(comps, x0, noise, texts, gen)
         else:
             noise = noise + cfg.offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
             t = torch.randint(0, len(alphas), (cfg.batch_size,), generator=gen)
@@ -306,12 +306,13 @@ def _pretrain(
     return save_components(comps, out_dir / MODEL_DIR)
 
 
-def _flow_errors(comps, encode, x0: torch.Tensor, noise: torch.Tensor, texts: list[str], gen: torch.Generator) -> torch.Tensor:
+def _flow_errors(comps, x0: torch.Tensor, noise: torch.Tensor, texts: list[str], gen: torch.Generator) -> torch.Tensor:
     """Per-image velocity MSE at s = sigmoid(n), n ~ N(0, 1) (SD3's logit-normal training density)."""
     from ..method.flow import flow_noisy, flow_velocity, model_timesteps
+    from .flow_model import encode_flow_prompts
 
     sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
-    hidden, pooled = encode(comps, texts)
+    hidden, pooled = encode_flow_prompts(comps, texts)
     timestep = model_timesteps(sigma, comps.noise_scheduler.config.num_train_timesteps)
     pred = comps.transformer(hidden_states=flow_noisy(x0, noise, sigma), timestep=timestep,
                              encoder_hidden_states=hidden, pooled_projections=pooled).sample
