@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/refbench train --resume
+	$(BIN)/refbench train --start-or-resume
 	$(BIN)/refbench runs
 
 # Two pytest-xdist workers: about 8 minutes on 2 cores instead of 12.5 (the tests wait on

@@ -367,7 +367,8 @@ def config_from_dict(raw: dict) -> RunConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{section}: must be a table of fields; got {values!r}")
         sections[section] = _build_section(cls, values, section)
-    return RunConfig(name=str(raw.get("name") or sections["method"].name), preset=str(raw.get("preset", "toy")), **sections)
+    name = raw.get("name")
+    return RunConfig(name=str(sections["method"].name if name is None else name), preset=str(raw.get("preset", "toy")), **sections)
 
 
 def load_config(
@@ -391,7 +392,7 @@ def load_config(
     raw = _merge(raw, {k: v for k, v in from_file.items() if k not in ("preset",)})
     raw["method"]["name"] = method
     raw = _merge(raw, overrides or {})
-    raw["name"] = name or from_file.get("name") or method
+    raw["name"] = name if name is not None else (from_file.get("name") or method)
     accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
     vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
     config = config_from_dict(raw)

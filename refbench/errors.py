@@ -13,3 +13,11 @@ class ConfigError(RefbenchError, ValueError):
 
 class StoreError(RefbenchError):
     """The DuckDB store cannot be opened or queried (locked, not a database, bad SQL)."""
+
+
+class CheckpointError(RefbenchError):
+    """A checkpoint file that is missing, truncated, not refbench's, or holds objects a weights-only load refuses."""
+
+
+class RunInterrupted(RefbenchError):
+    """A stop the user asked for (Ctrl-C, SIGTERM): a plain message, exit code 130, not an error."""

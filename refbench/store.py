@@ -23,11 +23,19 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
+from .defaults import DEFAULT_DB, LEGACY_DB
 from .errors import StoreError
 
 __all__ = ["Store", "DEFAULT_DB", "TABLES"]
 
-DEFAULT_DB = Path("results") / "refbench.duckdb"
+
+# `refbench query` runs the user's SQL on a connection that can only read this one file: no file
+# access (COPY TO, read_csv, ATTACH), no extensions, and the settings locked so the SQL cannot
+# turn them back on.
+SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False,
+           "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True}
+# Errors that mean the file itself is damaged (truncated, overwritten), not the SQL.
+_DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
 
 # Column lists double as the schema and as the accepted keys of each writer.
 TABLES: dict[str, str] = {
@@ -85,17 +93,31 @@ def now() -> datetime:
 class Store:
     """A handle on one DuckDB file. Cheap to create; holds no open connection between calls."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB, *, lock_timeout: float | None = None):
+    def __init__(self, path: str | Path = DEFAULT_DB, *, lock_timeout: float | None = None, create: bool = True,
+                 announce: bool = False):
+        """``create=False``: a missing file is a StoreError (commands that only read must not make an
+        empty store from a mistyped --db). ``announce``: say on stderr when a new store is made
+        in a folder that did not exist."""
         self.path = Path(path)
         # How long to wait for another process's write to finish (REFBENCH_LOCK_TIMEOUT, seconds).
         self.lock_timeout = float(os.environ.get("REFBENCH_LOCK_TIMEOUT", 20)) if lock_timeout is None else lock_timeout
         self._held: duckdb.DuckDBPyConnection | None = None  # see held()
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a database file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for the database {self.path}: {exc.strerror}") from None
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no store at {self.path}; train a run first, or pass --db with an existing store"
+                                 + _legacy_hint(self.path))
+            new_folder = not self.path.parent.exists()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for the database {self.path}: {exc.strerror}") from None
+            if announce and new_folder:  # a --db into a folder that was not there may be a typo: say so
+                import sys
+
+                print(f"new store {self.path} in the new folder {self.path.parent}" + _legacy_hint(self.path),
+                      file=sys.stderr, flush=True)
         self._ensure_schema()
 
     # -- connections -------------------------------------------------------------------
@@ -115,18 +137,21 @@ class Store:
                 self._held = None
 
     @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An open connection, retried while another process holds the file's lock."""
+    def connect(self, *, read_only: bool = False, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An open connection, retried while another process holds the file's lock. ``sandboxed``:
+        read-only, with no access to other files or extensions (see SANDBOX)."""
         if self._held is not None:
             if not read_only:
                 raise StoreError(f"cannot write to {self.path} while it is held for reading")
-            yield self._held
+            with self._damage_as_one_line():
+                yield self._held
             return
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.05
         while True:
             try:
-                connection = duckdb.connect(str(self.path), read_only=read_only)
+                connection = duckdb.connect(str(self.path), read_only=read_only or sandboxed,
+                                            config=SANDBOX if sandboxed else {})
                 break
             except duckdb.IOException as exc:
                 message = str(exc)
@@ -144,9 +169,18 @@ class Store:
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open the database {self.path}: {str(exc).splitlines()[0]}") from None
         try:
-            yield connection
+            with self._damage_as_one_line():
+                yield connection
         finally:
             connection.close()
+
+    @contextmanager
+    def _damage_as_one_line(self) -> Iterator[None]:
+        try:
+            yield
+        except _DAMAGE as exc:
+            raise StoreError(f"the database {self.path} cannot be read or written ({str(exc).splitlines()[0]}); it may "
+                             f"be truncated or damaged: restore it from a copy, or use another --db") from None
 
     def _ensure_schema(self) -> None:
         # Once per file and process: analyses open a Store per query, and checking every table's
@@ -155,6 +189,7 @@ class Store:
         if key is not None and key in _SCHEMA_CHECKED:
             return
         with self.connect() as con:
+            self._check_length(con)
             for table, columns in TABLES.items():
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                 # A store made by an older refbench gains the columns added since (NULL in old rows).
@@ -166,12 +201,36 @@ class Store:
         if key is not None:
             _SCHEMA_CHECKED.add(key)
 
+    def _check_length(self, con) -> None:
+        """A file shorter than the blocks its header lists was cut short (a full disk, a copy that
+        stopped): refuse it now, in one line, rather than fail at the first read of a lost block."""
+        block_size, blocks = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+        have = self.path.stat().st_size
+        if have < block_size * blocks:
+            raise StoreError(f"the database {self.path} is cut short ({have} of at least {block_size * blocks} bytes); "
+                             f"restore it from a copy, or use another --db")
+
     # -- generic reads -----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None):
         """Run read-only SQL and return a pandas DataFrame; bad SQL is a one-line StoreError."""
         with self.connect(read_only=True) as con:
             try:
                 return con.execute(sql, params or []).df()
+            except duckdb.Error as exc:
+                raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+    def user_query(self, sql: str):
+        """The user's SQL (``refbench query``), on a connection that can only read this store: writes,
+        COPY ... TO, ATTACH, INSTALL / LOAD and changing settings are refused in one line."""
+        with self.connect(sandboxed=True) as con:
+            try:
+                result = con.execute(sql)
+                return result.df() if result.description else None
+            except (duckdb.PermissionException, duckdb.InvalidInputException, duckdb.CatalogException) as exc:
+                first = str(exc).splitlines()[0]
+                if any(word in first for word in ("disabled by configuration", "read-only", "locked", "in-memory")):
+                    raise StoreError(f"query refused: `refbench query` only reads {self.path} ({first})") from None
+                raise StoreError(f"query failed: {first}") from None
             except duckdb.Error as exc:
                 raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from None
 
@@ -204,9 +263,24 @@ class Store:
                     con.executemany(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({placeholders})", values)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:  # a damaged file: the first error is the one to report
+                    pass
                 raise
         return len(rows)
+
+    def delete_samples(self, run: str, prompt_set: str) -> list[str]:
+        """Remove a run's samples on a prompt set and their scores, in one transaction; returns the image paths."""
+        with self.connect() as con:
+            paths = [row[0] for row in con.execute("SELECT image_path FROM samples WHERE run = ? AND prompt_set = ?",
+                                                   [run, prompt_set]).fetchall()]
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM scores WHERE sample_id IN (SELECT sample_id FROM samples WHERE run = ? AND "
+                        "prompt_set = ?)", [run, prompt_set])
+            con.execute("DELETE FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set])
+            con.execute("COMMIT")
+        return paths
 
     def delete(self, table: str, **where: Any) -> None:
         clause = " AND ".join(f"{key} = ?" for key in where)
@@ -256,6 +330,10 @@ class Store:
         with self.connect() as con:
             con.execute("UPDATE runs SET status = ?, message = ?, updated_at = ? WHERE name = ?", [status, message, now(), name])
 
+    def set_run_config(self, name: str, config: dict) -> None:
+        with self.connect() as con:
+            con.execute("UPDATE runs SET config = ?, updated_at = ? WHERE name = ?", [_to_sql(config), now(), name])
+
     def get_run(self, name: str) -> dict[str, Any] | None:
         frame = self.query("SELECT * FROM runs WHERE name = ?", [name])
         if frame.empty:
@@ -282,13 +360,21 @@ class Store:
         )
 
 
-_SCHEMA_CHECKED: set[tuple[str, int]] = set()
+_SCHEMA_CHECKED: set[tuple[str, int, int]] = set()
 
 
-def _file_key(path: Path) -> tuple[str, int] | None:
-    """(path, inode): a file deleted and made again at the same path is checked again."""
+def _legacy_hint(path: Path) -> str:
+    """Where an earlier refbench kept the default store, when the default is asked for and it is there."""
+    if Path(path) == DEFAULT_DB and LEGACY_DB.is_file():
+        return f" (an earlier refbench kept its store at {LEGACY_DB}: pass --db {LEGACY_DB}, or move it to {DEFAULT_DB})"
+    return ""
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, inode, size): a file made again at the same path, or cut short, is checked again."""
     try:
-        return str(path.resolve()), path.stat().st_ino
+        stat = path.stat()
+        return str(path.resolve()), stat.st_ino, stat.st_size
     except OSError:
         return None
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import RefbenchError
+from ..defaults import DEFAULT_DB
 from .common import DB_HELP, parse_list
 
 PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "samples", "tau", "divergence-by-timestep", "table1", "table3",
@@ -18,39 +19,50 @@ def plot(
     kind: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, "
                                          "table1, table3, table4."),
     runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs or families (refdpo = refdpo-seed0, "
-                                       "-seed1, ... when those exist; default: the reproduction's)."),
+                                       "-seed1, ... when those exist; default: the reproduction's). table1: the run "
+                                       "first, then its baselines (refdpo,diff-dpo,sft); divergence-by-timestep: the "
+                                       "run the others are relative to, first."),
     prompts: str = typer.Option("toy-test", "--prompts", help="samples: the prompt set of the stored samples."),
     num: int = typer.Option(6, "--num", help="samples: rows, one per (prompt, seed)."),
     training_seed: int = typer.Option(0, "--training-seed", help="samples: which training seed's run of each family."),
     metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default results/figures/KIND.png)."),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: results/refbench.duckdb with --runs; "
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: figures/KIND.png beside the store; "
+                                       "runs/figures/ for the reproduction's)."),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + f" Default: {DEFAULT_DB} with --runs; "
                                       "without, the reproduction's (results/reproduce.duckdb or results/data/)."),
 ) -> None:
     """Draw a figure of the paper (PNG) or print a table (markdown), from the store."""
     from analysis import figures, load_results, tables
 
+    from ..defaults import figure_folder
     from ..experiments import reproduce_plan as plan
+    from ..store import Store
 
     if kind not in PLOT_KINDS:
         raise RefbenchError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
     chosen = parse_list(runs)
+    if kind == "table1" and len(chosen) == 1:
+        raise RefbenchError("plot table1 --runs takes the run first, then at least one baseline: e.g. refdpo,diff-dpo")
+    figures_at = figure_folder(db if db is not None or not chosen else DEFAULT_DB)
     if db is None and not chosen:  # the plan's runs live in the reproduction's store
         try:
             db = load_results()
         except FileNotFoundError as exc:
             raise RefbenchError(str(exc)) from None
-    elif db is None:
-        db = Path("results/refbench.duckdb")
+        figures_at = figure_folder(None)
+    else:
+        db = Store(db or DEFAULT_DB, create=False)  # a mistyped --db is one line, not a new empty store
     if kind.startswith("table"):
-        rows = [(r, r) for r in chosen] or {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
-        frame = (tables.winrate_table(db, plan.TABLE1_RUN, rows) if kind == "table1"
-                 else tables.raw_score_table(db, rows))
+        rows = {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
+        if chosen:
+            rows = [(f"vs. {r}", r) for r in chosen[1:]] if kind == "table1" else [(r, r) for r in chosen]
+        run = chosen[0] if chosen and kind == "table1" else plan.TABLE1_RUN
+        frame = tables.winrate_table(db, run, rows) if kind == "table1" else tables.raw_score_table(db, rows)
         if frame.empty:
             raise RefbenchError(f"no data for {kind} in {db}; run `refbench reproduce` or train and score the runs")
         typer.echo(tables.to_markdown(frame))
         return
-    out = out or Path("results/figures") / f"{kind}.png"
+    out = out or figures_at / f"{kind}.png"
     try:
         if kind == "kl":
             figures.plot_kl(db, chosen or plan.FIG1B, out=out)

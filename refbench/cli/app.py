@@ -13,7 +13,7 @@ import sys
 import typer
 
 from .. import __version__
-from ..errors import RefbenchError
+from ..errors import RefbenchError, RunInterrupted
 from . import analysis, evaluate, experiments, store, toy, train
 
 app = typer.Typer(
@@ -57,6 +57,9 @@ app.command("bench")(experiments.bench_command)
 def main() -> None:
     try:
         app()
+    except RunInterrupted as exc:  # asked for, not an error: a plain line and the shell's Ctrl-C code
+        typer.echo(str(exc), err=True)
+        sys.exit(130)
     except RefbenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

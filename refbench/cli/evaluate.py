@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import DB_OPTION, parse_format
+from ..defaults import DEFAULT_OUT
+from .common import DB_OPTION, OUT_OPTION, parse_format
 
 
 def generate(
@@ -19,15 +20,17 @@ def generate(
     steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default 50)."),
     preset: str = typer.Option("toy", "--preset", help="For 'base': the preset whose model to sample."),
     model: Optional[str] = typer.Option(None, "--model", help="For 'base': a hub id or local diffusers folder."),
+    regenerate: bool = typer.Option(False, "--regenerate", help="Remake the run's samples on this prompt set under the asked protocol (their old images and scores are removed)."),
     db: Path = DB_OPTION,
-    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders (images go to RUN/samples/)."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", help="Root folder of run folders (images go to RUN/samples/)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Generate images for a prompt set (noise fixed by prompt and seed); skips what exists."""
     from ..evaluation.generate import generate as run_generate
 
     counts = run_generate(run, prompt_set=prompts, db=db, out_root=out, seeds=seeds, num_prompts=num_prompts,
-                          guidance_scale=guidance_scale, steps=steps, progress=progress, preset=preset, model=model)
+                          guidance_scale=guidance_scale, steps=steps, progress=progress, preset=preset, model=model,
+                          regenerate=regenerate)
     if counts["main"]:
         typer.echo(f"{run} on {prompts}: {counts['generated']} images generated, {counts['present']} already there")
 
@@ -54,10 +57,12 @@ def winrate(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: the toy's five)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt."),
     num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts."),
-    auto: bool = typer.Option(False, "--auto", help="Generate and score what is missing first."),
+    auto: bool = typer.Option(False, "--auto", help="Generate and score what is missing first (never mixing protocols)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="With --auto: sampling steps of the samples it makes (default 50)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="With --auto: guidance of the samples it makes."),
     fmt: str = typer.Option("table", "--format", help="table, markdown, csv or json."),
     db: Path = DB_OPTION,
-    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
+    out: Path = OUT_OPTION,
 ) -> None:
     """Win rates of RUN against a baseline, paired by prompt and seed (ties count half), with 95% CIs."""
     import json as json_module
@@ -69,7 +74,8 @@ def winrate(
     fmt = parse_format(fmt)
     names = [m.strip() for m in metrics.split(",")] if metrics else None
     results = compute_winrates(run, baseline, db=db, out_root=out, prompt_set=prompts, metrics=names, seeds=seeds,
-                               num_prompts=num_prompts, auto=auto, progress=fmt == "table")
+                               num_prompts=num_prompts, auto=auto, progress=fmt == "table",
+                               steps=steps, guidance_scale=guidance_scale)
     if fmt == "json":
         typer.echo(json_module.dumps([{"run": run, "baseline": baseline, **asdict(r)} for r in results], indent=2))
         return
@@ -82,8 +88,13 @@ def winrate(
 
 def doctor(
     metrics: Optional[list[str]] = typer.Argument(None, help="Metrics, each NAME or NAME=/local/path (default: the paper's five)."),
+    online: bool = typer.Option(False, "--online", help="Let it reach the model hub for what is not on disk (default: offline, HF_HUB_OFFLINE=1)."),
 ) -> None:
     """Check that reward models load here, offline, as `score` loads them: source, weights sha256, size, status."""
+    import os
+
+    if not online:  # before huggingface_hub is imported: it reads the variable once, at import
+        os.environ["HF_HUB_OFFLINE"] = "1"
     from ..errors import RefbenchError
     from ..evaluation.doctor import check_metrics, environment
     from ..evaluation.metrics import list_metrics

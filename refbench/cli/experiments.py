@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import RefbenchError
-from .common import DB_HELP, parse_list
+from .common import DB_HELP, DB_OPTION, OUT_OPTION, parse_list
 
 
 def timestep_analysis(
@@ -19,14 +19,15 @@ def timestep_analysis(
     batch: int = typer.Option(128, "--batch", help="(pair, interval) evaluations per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed of the timesteps and noise."),
     data: Optional[str] = typer.Option(None, "--data", help="Validation pairs (parquet or hub id; default: the run's validation split)."),
-    figure: Optional[Path] = typer.Option(None, "--figure", help="PNG to write (default results/figures/timestep_RUN.png)."),
-    db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="PNG to write (default: figures/timestep_RUN.png beside the store)."),
+    db: Path = DB_OPTION,
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fig. 2: per timestep interval, the model's loss, the implicit reward scale |r_t| and its accuracy."""
     from analysis.figures import plot_timestep
 
+    from ..defaults import figure_folder
     from ..display import render_frame
     from ..experiments.timestep_analysis import analyse_run
 
@@ -38,7 +39,7 @@ def timestep_analysis(
     shown = frame.drop(columns=["run", "analysis"])
     shown = shown.drop(columns=[c for c in ("sigma_low", "sigma_high") if c in shown and shown[c].isna().all()])
     typer.echo(render_frame(shown, fmt, title=f"{run} against its {against}: interval 0 is the noisiest"))
-    out = figure or Path("results/figures") / f"timestep_{run}.png"
+    out = figure or figure_folder(db) / f"timestep_{run}.png"
     plot_timestep(db, [run], analysis=against, out=out)
     if fmt == "table":
         typer.echo(f"figure: {out}")
@@ -56,8 +57,8 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each its own process)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status, train nothing."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of settings every run shares (e.g. [data] latent_cache)."),
-    db: Path = typer.Option(Path("results/refbench.duckdb"), "--db", help=DB_HELP),
-    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
+    db: Path = DB_OPTION,
+    out: Path = OUT_OPTION,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train a grid (methods x tau x gamma x beta x lr x seeds); finished runs are skipped, others resumed."""

@@ -29,9 +29,11 @@ def query(
     db: Path = DB_OPTION,
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
 ) -> None:
-    """Run read-only SQL on the store and print the result."""
+    """Run SQL that reads the store and print the result. It can only read: writes, COPY ... TO,
+    ATTACH, INSTALL / LOAD and settings are refused."""
     from ..display import render_frame
     from ..store import Store
 
     fmt = parse_format(fmt)
-    typer.echo(render_frame(Store(db).query(sql), fmt))
+    frame = Store(db, create=False).user_query(sql)
+    typer.echo("(no rows)" if frame is None else render_frame(frame, fmt))

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..defaults import DEFAULT_DB
 from .common import DB_OPTION
 
 
@@ -52,15 +53,19 @@ def train(
     accumulation: Optional[int] = typer.Option(None, "--accumulation", help="Gradient accumulation steps (instead of --effective-batch)."),
     effective_batch: Optional[int] = typer.Option(None, "--effective-batch", help="Pairs per optimizer step over all processes (the paper: 2048); sets the accumulation."),
     report_to: Optional[str] = typer.Option(None, "--report-to", help="Live curves: tensorboard (in RUN/logs), wandb or none."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run of this name from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run of this name (in --db) from its last checkpoint, with its stored config and folder; refused when the store has no such run."),
+    start_or_resume: bool = typer.Option(False, "--start-or-resume", help="Continue the run when the store holds it, else start it (for scripts that may run twice)."),
     db: Path = DB_OPTION,
-    out: Path = typer.Option(Path("runs"), "--out", help="Root folder of run folders."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Root folder of run folders (default runs/; a resumed run stays in its own folder)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a method (default: the paper's refdpo on the embedded toy world)."""
     from ..config import load_config
+    from ..errors import RefbenchError
     from ..training.run import run_training
 
+    if resume and start_or_resume:
+        raise RefbenchError("--resume and --start-or-resume: give one of them")
     overrides = {
         "method": {"tau": tau, "delta": delta, "gamma": gamma, "bins": bins, "beta": beta},
         "training": {"max_steps": max_steps, "learning_rate": lr, "seed": seed, "batch_size": batch_size,
@@ -70,13 +75,16 @@ def train(
         "data": {"source": data},
     }
     resolved = load_config(method=method, preset=preset, config_file=config_file, overrides=overrides, name=name)
-    if resume:  # the stored config wins; flags given explicitly must agree with it
+    if resume or start_or_resume:  # the stored config wins; flags given explicitly must agree with it
         overrides["method"]["name"] = method
-    run_dir = run_training(resolved, db=db, out_root=out, resume=resume, progress=progress, overrides=overrides)
+        overrides["preset"] = preset
+    run_dir = run_training(resolved, db=db, out_root=out, resume=None if start_or_resume else resume, progress=progress,
+                           overrides=overrides)
     if run_dir is None:  # not the main process of a multi-process run
         return
-    typer.echo(f"run {resolved.name} finished: {run_dir}")
-    typer.echo(f"look at it: refbench query \"select step, loss, accuracy, margin, div_ref from train_metrics where run = '{resolved.name}'\" --db {db}")
+    typer.echo(f"run {resolved.name}: {run_dir}")
+    typer.echo(f"look at it: refbench query \"select step, loss, accuracy, margin, div_ref from train_metrics where run = '{resolved.name}'\""
+               + ("" if db == DEFAULT_DB else f" --db {db}"))
 
 
 def cache_latents(

@@ -41,28 +41,36 @@ def prompt_set_fingerprint(prompts: list[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
 
 
+def run_config(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
+    """(config, final folder or None) of a run, or of the initial model (``base``, from --preset / --model)."""
+    if run == BASE:
+        from ..config import load_config
+
+        return load_config(preset=preset, overrides={"model": {"pretrained": model}}), None
+    record = store.get_run(run)
+    if record is None:
+        raise RefbenchError(f"no run named {run!r} in {store.path}; `refbench runs` lists them (or use 'base')")
+    from ..config import config_from_dict
+
+    return config_from_dict(record["config"]), (record["run_dir"], record["status"], record["message"])
+
+
 def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
     """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
     from .samplers import PipelineSampler, ToyFlowSampler, ToySampler
 
-    if run == BASE:
-        from ..config import load_config
-
-        config = load_config(preset=preset, overrides={"model": {"pretrained": model}})
-        final = None
-    else:
-        record = store.get_run(run)
-        if record is None:
-            raise RefbenchError(f"no run named {run!r} in {store.path}; `refbench runs` lists them (or use 'base')")
-        from ..config import config_from_dict
-
-        config = config_from_dict(record["config"])
-        final = Path(record["run_dir"]) / "final"
-        if not final.is_dir() and record["status"] == "diverged":
-            raise RefbenchError(f"run {run!r} diverged and has no final model ({record['message']})")
+    config, where = run_config(run, store, preset=preset, model=model)
+    final = None
+    if where is not None:
+        run_dir, status, message = where
+        final = Path(run_dir) / "final"
+        if not final.is_dir() and status == "diverged":
+            raise RefbenchError(f"run {run!r} diverged and has no final model ({message})")
         if not final.is_dir():
-            raise RefbenchError(f"run {run!r} has no final model yet (status {record['status']}); finish it with "
-                                f"`refbench train --name {run} --resume`")
+            from ..training.run import resume_command
+
+            raise RefbenchError(f"run {run!r} has no final model yet (status {status}); finish it with "
+                                f"`{resume_command(run, store.path, Path(run_dir))}`")
     from ..training.backends import check_model_source
 
     check_model_source(config.model)
@@ -88,8 +96,11 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
 
 def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int = 1, num_prompts: int | None = None,
              guidance_scale: float | None = None, steps: int | None = None, batch_size: int = 64,
-             progress: bool = True, preset: str = "toy", model: str | None = None) -> dict[str, int]:
-    """Generate missing images; returns counts of generated and already present images."""
+             progress: bool = True, preset: str = "toy", model: str | None = None,
+             regenerate: bool = False) -> dict[str, int]:
+    """Generate missing images; returns counts of generated and already present images. Samples of
+    the run on the set made under another protocol are refused, or with ``regenerate`` removed (rows,
+    scores and images) and made again."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -97,26 +108,34 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
 
     if seeds < 1 or (num_prompts is not None and num_prompts < 1):
         raise RefbenchError("--seeds and --num-prompts must be >= 1")
+    from accelerate import PartialState
+
     steps = DEFAULT_STEPS if steps is None else steps
     store = Store(db)
     every_prompt = prompt_texts(prompt_set)
     fingerprint = prompt_set_fingerprint(every_prompt)
     prompts = every_prompt[:num_prompts]
     wanted = [(p, s) for p in prompts for s in range(seeds)]
+    if guidance_scale is None:
+        guidance_scale = DEFAULT_GUIDANCE[run_config(run, store, preset=preset, model=model)[0].model.kind]
+    state = PartialState(cpu=not _has_gpu())
+    if regenerate:
+        if state.is_main_process:
+            for path in store.delete_samples(run, prompt_set):
+                Path(path).unlink(missing_ok=True)
+        state.wait_for_everyone()
+    else:  # one set of samples, one protocol: never top up samples made another way
+        check_same_protocol(store, run, prompt_set, steps=steps, guidance_scale=guidance_scale, fingerprint=fingerprint)
     done = set(store.query("SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?",
                            [run, prompt_set]).itertuples(index=False, name=None))
     present = {(p, s) for p, s, path in done if Path(path).is_file()}
     todo = [(p, s) for p, s in wanted if (p, s) not in present]
     # Under `accelerate launch`, each process takes every n-th image; each writes its own rows
     # (the store serialises writers). Images depend only on (prompt, seed), not on the split.
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not _has_gpu())
     todo_here = todo[state.process_index::state.num_processes]
     folder = Path(out_root) / run / "samples" / prompt_set
     if todo_here:
         kind, sampler = sampler_for(run, store, preset=preset, model=model)
-        guidance_scale = DEFAULT_GUIDANCE[kind] if guidance_scale is None else guidance_scale
         folder.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process))
         for start in range(0, len(todo_here), batch_size):
@@ -135,6 +154,30 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
         bar.close()
     state.wait_for_everyone()
     return {"generated": len(todo), "present": len(wanted) - len(todo), "main": state.is_main_process}
+
+
+def check_same_protocol(store: Store, run: str, prompt_set: str, *, steps: int, guidance_scale: float,
+                        fingerprint: str) -> None:
+    """Refuse, in one line, to add samples to a set that was made with other steps, guidance or prompts."""
+    import math
+
+    import pandas as pd
+
+    frame = store.query("SELECT num_steps, guidance_scale, prompt_set_sha256, count(*) AS n FROM samples "
+                        "WHERE run = ? AND prompt_set = ? GROUP BY ALL", [run, prompt_set])
+    for row in frame.itertuples(index=False):
+        other = []
+        if not pd.isna(row.num_steps) and int(row.num_steps) != steps:
+            other.append(f"{int(row.num_steps)} steps")
+        if not pd.isna(row.guidance_scale) and not math.isclose(float(row.guidance_scale), guidance_scale):
+            other.append(f"guidance {float(row.guidance_scale):g}")
+        if isinstance(row.prompt_set_sha256, str) and row.prompt_set_sha256 != fingerprint:
+            other.append("another list of prompts under that name")
+        if other:
+            raise RefbenchError(
+                f"{run} already has {int(row.n)} samples on {prompt_set} made with {', '.join(other)}; asked "
+                f"{steps} steps, guidance {guidance_scale:g}: add --regenerate to remake them all under the asked "
+                f"protocol, or ask for theirs (--steps, --guidance-scale)")
 
 
 def _has_gpu() -> bool:

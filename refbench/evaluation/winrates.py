@@ -48,7 +48,8 @@ def _missing(store: Store, name: str, prompt_set: str, wanted: int, metrics: lis
 
 def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, prompt_set: str = "toy-test",
                      metrics: list[str] | None = None, seeds: int = 1, num_prompts: int | None = None,
-                     auto: bool = False, progress: bool = True, resamples: int = 2000) -> list[WinRate]:
+                     auto: bool = False, progress: bool = True, resamples: int = 2000, steps: int | None = None,
+                     guidance_scale: float | None = None) -> list[WinRate]:
     from .generate import generate, prompt_texts
     from .metrics import get_metric
     from .score import score
@@ -59,7 +60,7 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
     for name in (run, baseline):
         if auto:
             generate(name, prompt_set=prompt_set, db=db, out_root=out_root, seeds=seeds, num_prompts=num_prompts,
-                     progress=progress)
+                     progress=progress, steps=steps, guidance_scale=guidance_scale)
             score(name, metrics=",".join(metrics), db=db, progress=progress)
         flags = (f" --seeds {seeds}" if seeds != 1 else "") + (f" --num-prompts {num_prompts}" if num_prompts else "")
         problem = _missing(store, name, prompt_set, wanted, metrics, flags)

@@ -7,6 +7,12 @@ is not saved: it is reloaded from its source. Randomness needs no saved state: n
 timesteps and data order are functions of (seed, step). A checkpoint is written to a
 temporary folder and renamed into place, so a kill during the write leaves the previous
 one intact.
+
+Nothing in a checkpoint is unpickled: weights are safetensors, the optimizer and lr-schedule
+states are read with ``torch.load(weights_only=True)`` (tensors, numbers, strings and
+containers only; a planted pickle payload is refused, not run), and ``state.json`` is JSON.
+Every file is checked as it is read, and a missing, truncated or foreign one is a one-line
+``CheckpointError`` naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
+
 STATE_FILE = "state.json"
+# What state.json must hold for a resume to continue where the run stopped.
+STATE_KEYS = ("step", "elapsed", "skipped_steps", "updater")
 
 
 def save_checkpoint(folder: Path, *, policy: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None,
@@ -54,16 +64,75 @@ def has_checkpoint(folder: Path) -> bool:
     return False
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
+def _what_to_do(folder: Path) -> str:
+    return (f"restore it from a copy, or delete {folder} and resume again to restart the run from step 0 "
+            f"(its logged metrics stay in the store)")
+
+
+def _read_safetensors(path: Path, folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"the checkpoint file {path} is corrupt or truncated ({reason}); {_what_to_do(folder)}") from None
+
+
+def _read_optimizer(path: Path, folder: Path) -> dict:
+    import pickle
+
+    try:
+        # weights_only: only tensors, numbers, strings and containers; anything else is refused unrun.
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "not plain data"
+        raise CheckpointError(f"the checkpoint file {path} holds objects or code that a weights-only load refuses, "
+                              f"so it was not loaded ({first[:160]}); {_what_to_do(folder)}") from None
+    except Exception as exc:  # a truncated zip archive, an empty file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"the checkpoint file {path} is corrupt or truncated ({reason[:160]}); "
+                              f"{_what_to_do(folder)}") from None
+    if not isinstance(saved, dict) or not {"optimizer", "lr_scheduler"} <= set(saved):
+        raise CheckpointError(f"the checkpoint file {path} is not a refbench optimizer state; {_what_to_do(folder)}")
+    return saved
+
+
+def _read_state(path: Path, folder: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"the checkpoint file {path} is not readable JSON ({exc}); {_what_to_do(folder)}") from None
+    missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"the checkpoint file {path} lacks {', '.join(missing)}; {_what_to_do(folder)}")
+    return state
+
+
+def checkpoint_step(folder: Path) -> int | None:
+    """The step a checkpoint was saved at, or None when there is none or its state.json is unreadable."""
+    try:
+        return int(json.loads((Path(folder) / STATE_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """Every file of a checkpoint, checked; a missing or corrupt one is a ``CheckpointError``."""
     folder = Path(folder)
+    state = _read_state(folder / STATE_FILE, folder)
     reference_file = folder / "reference.safetensors"
-    optimizer = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer = _read_optimizer(folder / "optimizer.pt", folder)
     return {
-        "policy": load_file(str(folder / "policy.safetensors")),
-        "reference": load_file(str(reference_file)) if reference_file.is_file() else None,
+        "policy": _read_safetensors(folder / "policy.safetensors", folder),
+        "reference": _read_safetensors(reference_file, folder) if reference_file.exists() else None,
         "optimizer": optimizer["optimizer"],
         "lr_scheduler": optimizer["lr_scheduler"],
-        "state": json.loads((folder / STATE_FILE).read_text()),
+        "state": state,
     }

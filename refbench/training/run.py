@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..config import FLOW_KINDS, RunConfig, config_from_dict
-from ..errors import ConfigError, RefbenchError
+from ..defaults import DEFAULT_DB, DEFAULT_OUT
+from ..errors import CheckpointError, ConfigError, RefbenchError, RunInterrupted
 from ..store import Store
 
 
@@ -32,6 +34,10 @@ def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
 
 def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
     """The stored config, with only ``training.max_steps`` and ``report_to`` allowed to change on resume."""
+    preset = overrides.get("preset")
+    if preset is not None and preset != stored.get("preset"):
+        raise ConfigError(f"--resume continues a run with its stored config; these differ: preset "
+                          f"({stored.get('preset')!r} stored, {preset!r} asked)")
     overrides = {s: {k: v for k, v in values.items() if v is not None} for s, values in overrides.items() if isinstance(values, dict)}
     max_steps = overrides.get("training", {}).pop("max_steps", None)
     report_to = overrides.get("training", {}).pop("report_to", None)  # where the curves go may change
@@ -44,45 +50,113 @@ def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
     return config_from_dict(stored)
 
 
-def run_training(config: RunConfig, *, db: Path, out_root: Path, resume: bool = False, progress: bool = True,
-                 overrides: dict | None = None) -> Path | None:
+def resume_command(name: str, db: Path, run_dir: Path) -> str:
+    """The command that continues a run, pasteable as printed: with --db and --out when they
+    are not the defaults."""
+    import shlex
+
+    words = ["refbench", "train", "--name", name, "--resume"]
+    if Path(db) != DEFAULT_DB:
+        words += ["--db", str(db)]
+    if Path(run_dir).parent.resolve() != DEFAULT_OUT.resolve():
+        words += ["--out", str(Path(run_dir).parent)]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def locate_run(name: str, *, store: Store, db: Path, out_root: Path | None, resume: bool | None) -> tuple[Path, bool]:
+    """(the run's folder, whether it resumes). For --resume the folder the store recorded (a store
+    or folder that does not hold the run is one line); for a new run ``OUT/NAME``, refused when
+    that name is taken in the store or its folder already holds a run, so nothing is ever
+    overwritten. ``resume=None``: resume when the store holds the run, else start it."""
+    existing = store.get_run(name)
+    asked = (out_root or DEFAULT_OUT) / name
+    if resume is None:
+        resume = existing is not None
+    if not resume:
+        if existing:
+            raise RefbenchError(f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
+                                f"`{resume_command(name, db, Path(existing['run_dir'] or asked))}`, or pick another --name")
+        if (asked / "config.json").is_file():
+            raise RefbenchError(f"the folder {asked} already holds a run named {name!r} that the store {db} does not "
+                                f"know; resume it with the --db it was trained with and --resume, or pick another "
+                                f"--name or --out")
+        return asked, False
+    if existing is None:
+        elsewhere = (f"; the folder {asked} holds a run of that name: resume it with the --db it was trained with"
+                     if (asked / "config.json").is_file() else "")
+        raise RefbenchError(f"--resume: the store {db} holds no run named {name!r}{elsewhere}; `refbench runs --db {db}` "
+                            f"lists its runs (without --resume, a new run starts)")
+    run_dir = Path(existing["run_dir"]) if existing.get("run_dir") else asked
+    if out_root is not None and asked.resolve() != run_dir.resolve():
+        raise RefbenchError(f"--resume: run {name!r} lives in {run_dir}, not under --out {out_root}; "
+                            f"continue it with `{resume_command(name, db, run_dir)}`")
+    if not (run_dir / "config.json").is_file():
+        raise RefbenchError(f"--resume: run {name!r}'s folder {run_dir} is gone or holds no config.json (moved or "
+                            f"deleted?); put it back, or train anew under another --name")
+    return run_dir, True
+
+
+def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, resume: bool | None = False,
+                 progress: bool = True, overrides: dict | None = None) -> Path | None:
     """Train; returns the run folder on the main process and None on the others.
 
+    ``out_root`` None means the default (``runs``) for a new run and the recorded folder for a
+    resumed one; ``resume`` None continues the run when the store holds it and starts it otherwise.
     Everything that can be checked is checked before the first step: the database opens for
-    writing, the run folder is writable and not in use by another process (a lock file held
-    for the whole run, released by the OS even after SIGKILL), the model exists, and the data
-    has usable pairs with readable images. What only the main process checks (the store, the
-    lock, an existing run) is shared with the others, so every process ends with the same error
-    instead of waiting for a peer that has stopped."""
-    from accelerate import Accelerator
+    writing, the run exists (for --resume) or does not (otherwise), the run folder is writable and
+    not in use by another process (a lock file held for the whole run, released by the OS even
+    after SIGKILL), the checkpoint's files are whole, the model exists, and the data has usable
+    pairs with readable images. What only the main process checks (the store, the lock, an existing
+    run) is shared with the others, so every process ends with the same error instead of waiting
+    for a peer that has stopped."""
+    from accelerate import Accelerator, PartialState
 
     import torch
 
     # Half precision is for GPUs; on a CPU the same run goes in fp32 (accelerate refuses fp16 there).
     # cpu=True without a GPU also makes accelerate set up gloo when launched with several processes.
     gpu = torch.cuda.is_available()
-    run_dir = Path(out_root) / config.name
+    store, existing, failure, run_dir = None, None, None, None
+    # The main process finds where the run lives before the Accelerator (whose log folder is in it) starts.
+    main = PartialState(cpu=not gpu).is_main_process
+    if main:
+        try:
+            # A database that cannot be opened for writing: one line, now. --resume never makes a new one.
+            store = Store(db, announce=True, create=resume is not True)
+            run_dir, resume = locate_run(config.name, store=store, db=db, out_root=out_root, resume=resume)
+            existing = store.get_run(config.name)
+        except RefbenchError as exc:
+            failure = str(exc)
+    failure, run_dir, resume = _same_everywhere(failure, run_dir, resume, gpu)
+    if failure:
+        raise RefbenchError(failure)
     report_to = config.training.report_to
     accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu,
                               log_with=None if report_to == "none" else report_to, project_dir=str(run_dir / "logs"))
-    main = accelerator.is_main_process
     with ExitStack() as held:
-        store, existing, failure = None, None, None
         if main:
             try:
-                store = Store(db)  # a database that cannot be opened for writing: one line, now
                 held.enter_context(run_lock(run_dir, config.name))
-                existing = store.get_run(config.name)
-                if existing and not resume:
-                    raise RefbenchError(f"run {config.name!r} already exists in {db} (status {existing['status']}); "
-                                        f"add --resume to continue it, or pick another --name")
             except RefbenchError as exc:
                 failure = str(exc)
         failure = same_on_every_process(accelerator, failure)
         if failure:
             raise RefbenchError(failure)
-        return _run_training(config, accelerator, store, run_dir, existing=existing, resume=resume, progress=progress,
-                             overrides=overrides)
+        return _run_training(config, accelerator, store, run_dir, db=db, existing=existing, resume=resume,
+                             progress=progress, overrides=overrides)
+
+
+def _same_everywhere(failure: str | None, run_dir: Path | None, resume, gpu: bool) -> tuple:
+    """The main process's (failure, run folder, resume) on every process, before the Accelerator exists."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not gpu)
+    if state.num_processes == 1:
+        return failure, run_dir, resume
+    from accelerate.utils import broadcast_object_list
+
+    failure, folder, resume = broadcast_object_list([failure, str(run_dir) if run_dir else None, resume], from_process=0)
+    return failure, Path(folder) if folder else None, resume
 
 
 def start_trackers(accelerator, config: RunConfig) -> None:
@@ -129,17 +203,40 @@ def open_latent_cache(config: RunConfig, pairs, accelerator, progress: bool):
     return cache
 
 
-def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, existing, resume: bool,
-                  progress: bool, overrides: dict | None) -> Path | None:
+def _resumed_config(run_dir: Path, overrides: dict | None) -> RunConfig:
+    path = run_dir / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RefbenchError(f"the run's config {path} is not readable JSON ({exc}); restore it from a copy") from None
+    return resolve_resumed_config(stored, overrides or {})
+
+
+def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, db: Path, existing,
+                  resume: bool, progress: bool, overrides: dict | None) -> Path | None:
     from ..provenance import git_revision, package_versions
+    from .checkpoint import has_checkpoint, load_checkpoint
     from .run_log import RunLog
     from .stopping import TrainingDiverged, TrainingInterrupted
     from .data import load_preference_pairs
     from .trainer import Trainer
 
     main = accelerator.is_main_process
-    if resume and (run_dir / "config.json").is_file():
-        config = resolve_resumed_config(json.loads((run_dir / "config.json").read_text()), overrides or {})
+    saved = None
+    if resume:
+        config = _resumed_config(run_dir, overrides)
+        checkpoint = run_dir / "checkpoint"
+        if has_checkpoint(checkpoint):
+            saved = load_checkpoint(checkpoint)  # every file checked now; the run's status is left as it was
+            done = saved["state"]["step"]
+            if existing and existing["status"] == "finished" and done >= config.training.max_steps:
+                if main:
+                    print(f"run {config.name} already finished at step {done}; nothing to do "
+                          f"(--max-steps above {done} trains it further)", flush=True)
+                return run_dir if main else None
+        elif main:
+            print(f"{config.name}: no checkpoint yet in {checkpoint}; starting from step 0", flush=True)
+    saved_step = saved["state"]["step"] if saved else 0
     from .backends import check_model_source
 
     check_model_source(config.model)
@@ -155,8 +252,10 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
             raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror}") from None
         if not existing:
             store.create_run(config.name, method=config.method.name, preset=config.preset, config=config.to_dict(),
-                             seed=config.training.seed, run_dir=str(run_dir), git_revision=git_revision(),
+                             seed=config.training.seed, run_dir=str(run_dir.resolve()), git_revision=git_revision(),
                              versions=package_versions())
+        else:  # a resume may raise max_steps: the store's copy of the config follows the folder's
+            store.set_run_config(config.name, config.to_dict())
         # Skips found on load are stored now, so a killed run keeps them too.
         store.set_run_status(config.name, "running", f"data skips: {pairs.skipped.as_dict()}")
     tracker = None
@@ -165,28 +264,36 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
         tracker = accelerator.log
     run_log = RunLog(store, config.name, tracker=tracker) if main else None
     trainer = None
+
+    def step_reached() -> int:
+        return max(trainer.step if trainer else 0, saved_step)
+
     try:
         trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress,
                           latent_cache=latent_cache)
-        if resume and trainer.restore() and main:
+        if saved is not None and trainer.restore(saved) and main:
             print(f"resuming {config.name} from step {trainer.step}", flush=True)
         trainer.train()
     except (KeyboardInterrupt, TrainingInterrupted) as exc:
-        saved = isinstance(exc, TrainingInterrupted)  # a second Ctrl-C stops without saving
-        step = trainer.step if trainer else 0
+        saved_now = isinstance(exc, TrainingInterrupted)  # a second Ctrl-C stops without saving
+        step = step_reached()
         if main:
             run_log.flush()
             store.set_run_status(config.name, "interrupted", f"stopped at step {step}; {_skips(trainer, pairs)}")
-        what = "checkpoint saved" if saved else "the last periodic checkpoint is kept"
-        raise RefbenchError(f"interrupted at step {step}; {what}. Continue with: "
-                            f"refbench train --name {config.name} --resume") from None
+        what = "checkpoint saved" if saved_now else "the last periodic checkpoint is kept"
+        raise RunInterrupted(f"interrupted at step {step}; {what}. Continue with: "
+                             f"{resume_command(config.name, db, run_dir)}") from None
     except TrainingDiverged as exc:
         if main:
             store.set_run_status(config.name, "diverged", f"{exc}; {_skips(trainer, pairs)}"[:1000])
         raise RefbenchError(f"run {config.name} diverged: {exc}; its metrics and events are in the store "
                             f"(status 'diverged')") from None
+    except CheckpointError:
+        if main:  # the checkpoint did not fit: the run is where it was
+            store.set_run_status(config.name, existing["status"], existing["message"])
+        raise
     except BaseException as exc:
-        step = trainer.step if trainer else 0
+        step = step_reached()
         if main:
             run_log.flush()
             store.set_run_status(config.name, "failed", f"step {step}: {type(exc).__name__}: {exc}"[:500])
@@ -218,12 +325,15 @@ def run_lock(run_dir: Path, name: str):
     """Hold ``RUN/.lock`` while a run trains, so that two processes never train one run (a sweep
     launched twice, a --resume while the run still goes). The OS drops the lock when its process
     ends, even by SIGKILL, so a stale lock never blocks a resume. Creating it also proves the run
-    folder is writable before anything else happens."""
+    folder is writable before anything else happens. A start that fails leaves no folder behind
+    when this call made it and nothing but the lock is in it."""
+    made = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / ".lock", "a+")
     except OSError as exc:
         raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
+    failed = False
     try:
         try:
             import fcntl
@@ -243,8 +353,13 @@ def run_lock(run_dir: Path, name: str):
             handle.write(str(os.getpid()))
             handle.flush()
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         handle.close()
+        if failed and made and {p.name for p in run_dir.iterdir()} <= {".lock"}:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def lock_is_free(run_dir: Path) -> bool:
@@ -266,14 +381,18 @@ def lock_is_free(run_dir: Path) -> bool:
 
 def runs_table(db: Path):
     """The store's runs, where a run marked running whose lock is free shows as interrupted (it
-    was killed, by SIGKILL or a machine that went away), with the command that resumes it."""
-    frame = Store(db).list_runs()
+    was killed, by SIGKILL or a machine that went away), with the command that resumes each
+    interrupted run. A store that does not exist is one line, not a new empty store."""
+    frame = Store(db, create=False).list_runs()
     hints = []
     for position, row in frame.iterrows():
-        if row["status"] == "running" and row.get("run_dir") and lock_is_free(Path(row["run_dir"])):
+        killed = row["status"] == "running" and row.get("run_dir") and lock_is_free(Path(row["run_dir"]))
+        if killed:
             frame.at[position, "status"] = "interrupted"
-            hints.append(f"{row['name']} was killed while it trained; continue it with: "
-                         f"refbench train --name {row['name']} --resume --db {db}")
+        if killed or row["status"] == "interrupted":
+            how = "was killed while it trained" if killed else "was stopped"
+            folder = Path(row["run_dir"]) if row.get("run_dir") else DEFAULT_OUT / row["name"]
+            hints.append(f"{row['name']} {how}; continue it with: {resume_command(row['name'], db, folder)}")
     return frame.drop(columns=["run_dir"], errors="ignore"), hints
 
 
@@ -304,4 +423,4 @@ def _save_final(trainer, folder: Path) -> None:
     pipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True)
 
 
-__all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free"]
+__all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free", "resume_command", "DEFAULT_OUT"]

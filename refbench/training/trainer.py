@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
+from ..errors import CheckpointError
 from ..method.losses import per_sample_error, sft_loss
 from ..method.objectives import OBJECTIVES, PairForward
 from ..method.reference_update import Action, ReferenceUpdater
@@ -228,15 +229,23 @@ class Trainer:
             )
         self.accelerator.wait_for_everyone()
 
-    def restore(self) -> bool:
-        if not has_checkpoint(self._checkpoint_dir()):
-            return False
-        saved = load_checkpoint(self._checkpoint_dir())
-        self.models.load_policy_state(saved["policy"])
-        if saved["reference"] is not None:
-            self.models.load_reference_state(saved["reference"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    def restore(self, saved: dict | None = None) -> bool:
+        """Continue from a checkpoint (``saved``, as ``load_checkpoint`` returns it, or the run's own);
+        False when the run has none. Weights that do not fit this run's model are a CheckpointError."""
+        if saved is None:
+            if not has_checkpoint(self._checkpoint_dir()):
+                return False
+            saved = load_checkpoint(self._checkpoint_dir())
+        try:
+            self.models.load_policy_state(saved["policy"])
+            if saved["reference"] is not None:
+                self.models.load_reference_state(saved["reference"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"the checkpoint in {self._checkpoint_dir()} does not fit this run's model or "
+                                  f"optimizer ({reason}); it was made by another configuration") from None
         state = saved["state"]
         self.step, self.elapsed, self.skipped_steps = state["step"], state["elapsed"], state["skipped_steps"]
         self.nonfinite_steps = state.get("nonfinite_steps", 0)
@@ -265,7 +274,8 @@ class Trainer:
         bar = tqdm(total=training.max_steps, initial=self.step, desc=self.config.name, unit="step",
                    disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
         last_divergence: dict[str, float | None] = {}
-        with stop_requests() as requested, closing(self.batches):
+        # closing(bar): the bar ends its line even when the loop stops early, so what follows starts a line.
+        with stop_requests() as requested, closing(self.batches), closing(bar):
             while self.step < training.max_steps:
                 started = time.perf_counter()
                 step = self.step + 1
@@ -291,7 +301,6 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                                 d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}", refresh=False)
                 self._stop_if_asked(step, requested["stop"])
-        bar.close()
 
     def _stop_if_asked(self, step: int, stop: bool) -> None:
         """Checkpoint on schedule, and stop (on every process together) after Ctrl-C / SIGTERM or

@@ -360,6 +360,35 @@ def test_plot_table1_prints_win_rates(synthetic_store, monkeypatch, capsys):
     assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in stdout
 
 
+def test_plot_table1_runs_are_the_run_then_its_baselines(synthetic_store, monkeypatch, capsys):
+    """--runs diff-dpo,refdpo: one row, diff-dpo against refdpo (the mirror of refdpo vs. Diff-DPO's
+    100%), never a run against itself; a single run is refused in one line."""
+    code, stdout, _ = refbench(monkeypatch, capsys, "plot", "table1", "--runs", "diff-dpo,refdpo", "--db", synthetic_store)
+    assert code == 0
+    rows = [line for line in stdout.splitlines() if line.startswith("| diff-dpo") or line.startswith("| refdpo")]
+    assert len(rows) == 1 and rows[0].startswith("| diff-dpo vs. refdpo | 0.0 [0.0, 0.0] |")
+    code, _, stderr = refbench(monkeypatch, capsys, "plot", "table1", "--runs", "refdpo", "--db", synthetic_store)
+    assert code == 2 and stderr.startswith("error: plot table1 --runs takes the run first, then at least one baseline")
+
+
+def test_figures_go_beside_the_store_never_into_results(synthetic_store, tmp_path, monkeypatch, capsys):
+    """Without --out: beside the store given by --db (FOLDER/figures/), and for the reproduction's
+    store under runs/figures/ of the folder the command runs in; nothing under results/."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(synthetic_store, folder / "store.duckdb")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = refbench(monkeypatch, capsys, "plot", "kl", "--runs", "refdpo", "--db", folder / "store.duckdb")
+    assert code == 0, stderr
+    assert_png(folder / "figures" / "kl.png")
+    monkeypatch.setenv("REFBENCH_DB", str(folder / "store.duckdb"))  # load_results' store, as the reproduction's
+    code, stdout, stderr = refbench(monkeypatch, capsys, "plot", "kl")
+    assert code == 0, stderr
+    assert stdout.strip() == "figure: runs/figures/kl.png"
+    assert_png(tmp_path / "runs" / "figures" / "kl.png")
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (("plot", "bogus"), "error: unknown plot 'bogus'; valid: kl, divergence-vs-score"),
     (("plot", "kl", "--runs", "nobody"), "error: nothing to plot: no train_metrics in the store"),

@@ -22,8 +22,11 @@ def test_help_lists_commands_and_imports_nothing_heavy():
     assert imported == "[]"
 
 
-def test_runs_and_query_on_a_new_file(tmp_path):
+def test_runs_and_query_on_a_new_store(tmp_path):
+    from refbench.store import Store
+
     db = str(tmp_path / "x.duckdb")
+    Store(db)
     result = refbench("runs", "--db", db)
     assert result.returncode == 0 and "no runs yet" in result.stdout
     result = refbench("query", "select 1", "--db", db)
@@ -32,9 +35,21 @@ def test_runs_and_query_on_a_new_file(tmp_path):
     assert '"answer": 42' in refbench("query", "select 42 as answer", "--db", db, "--format", "json").stdout
 
 
-def test_default_db_is_results_refbench_duckdb(tmp_path):
-    assert refbench("runs", cwd=tmp_path).returncode == 0
-    assert (tmp_path / "results" / "refbench.duckdb").is_file()
+def test_default_db_is_runs_refbench_duckdb_and_the_old_default_is_named(tmp_path):
+    """The default store is runs/refbench.duckdb (beside the run folders, out of the repository's
+    tracked results/); reading commands refuse a missing one, and name the store an earlier
+    refbench kept at results/refbench.duckdb when it is there."""
+    from refbench.cli.common import DB_OPTION
+    from refbench.store import Store
+
+    assert str(DB_OPTION.default) == "runs/refbench.duckdb"
+    result = refbench("runs", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: no store at runs/refbench.duckdb; train a run first, or pass --db with an existing store"
+    Store(tmp_path / "results" / "refbench.duckdb")
+    result = refbench("runs", cwd=tmp_path)
+    assert result.returncode == 2 and "an earlier refbench kept its store at results/refbench.duckdb" in result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -49,8 +64,11 @@ def test_default_db_is_results_refbench_duckdb(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    from refbench.store import Store
+
     bad = tmp_path / "bad.duckdb"
     bad.write_text("not a database")
+    Store(tmp_path / "x.duckdb")
     args = [a.format(db=tmp_path / "x.duckdb", bad=bad) for a in args]
     result = refbench(*args, cwd=tmp_path)
     assert result.returncode == 2
@@ -59,8 +77,10 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
 
 
 def test_locked_database_from_the_cli(tmp_path):
+    from refbench.store import Store
+
     db = tmp_path / "x.duckdb"
-    assert refbench("runs", "--db", str(db)).returncode == 0
+    Store(db)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('on', flush=True); time.sleep(30)", str(db)],
         stdout=subprocess.PIPE, text=True)

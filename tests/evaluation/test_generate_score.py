@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from refbench.store import Store
 from launch_helpers import accelerate_launch
@@ -19,7 +20,8 @@ def test_generate_score_winrate_and_rerun_skips(tmp_path):
                       "--no-progress", *common)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "6 images generated, 0 already there" in result.stdout
-    again = refbench("generate", "base", "--prompts", "toy-test", "--num-prompts", "3", "--seeds", "2", "--no-progress", *common)
+    again = refbench("generate", "base", "--prompts", "toy-test", "--num-prompts", "3", "--seeds", "2", "--steps", "5",
+                     "--no-progress", *common)
     assert "0 images generated, 6 already there" in again.stdout
     result = refbench("score", "base", "--metrics", "all", "--db", db, "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -70,3 +72,42 @@ def test_two_processes_split_generation(tmp_path):
     assert len(two) == 4 and two[["prompt", "seed"]].equals(one[["prompt", "seed"]])
     for a, b in zip(two["image_path"], one["image_path"]):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_them(tmp_path):
+    """2 of 3 prompts made at 2 steps. Asking for 3 prompts at the default 50 steps (generate, or
+    winrate --auto) is refused in one line before anything is made; asking for their 2 steps tops
+    the set up; --regenerate at 3 steps removes the old rows, scores and images and remakes all 3."""
+    from refbench.errors import RefbenchError
+    from refbench.evaluation.generate import generate
+    from refbench.evaluation.score import score
+    from refbench.evaluation.winrates import compute_winrates
+
+    db, out = tmp_path / "db.duckdb", tmp_path / "runs"
+    common = dict(prompt_set="toy-test", db=db, out_root=out, progress=False)
+    generate("base", num_prompts=2, steps=2, **common)
+    score("base", metrics="human", db=db, progress=False)
+    store = Store(db)
+    old_images = set(store.query("select image_path from samples")["image_path"])
+    for attempt in (lambda: generate("base", num_prompts=3, **common),
+                    lambda: compute_winrates("base", "base", db=db, out_root=out, num_prompts=3, auto=True,
+                                             metrics=["human"], progress=False)):
+        try:
+            attempt()
+            raise AssertionError("a 50-step top-up of 2-step samples was not refused")
+        except RefbenchError as exc:
+            message = str(exc)
+        assert message.startswith("base already has 2 samples on toy-test made with 2 steps; asked 50 steps")
+        assert "--regenerate" in message and "\n" not in message
+        assert len(store.query("select * from samples")) == 2
+    assert generate("base", num_prompts=3, steps=2, **common)["generated"] == 1
+    result = subprocess.run([sys.executable, "-m", "refbench", "generate", "base", "--num-prompts", "3", "--steps", "3",
+                             "--regenerate", "--no-progress", "--db", str(db), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 images generated, 0 already there" in result.stdout
+    rows = store.query("select num_steps, image_path from samples")
+    assert list(rows["num_steps"]) == [3, 3, 3]
+    assert len(store.query("select * from scores")) == 0  # the 2-step scores went with their samples
+    assert all(Path(path).is_file() for path in rows["image_path"])
+    assert old_images <= set(rows["image_path"])  # same file names, new images: the old files were replaced

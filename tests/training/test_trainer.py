@@ -146,8 +146,11 @@ def test_two_processes_take_identical_decisions(toy_world, tmp_path):
 
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     """SIGINT during training: the run stops after the current step, saves a checkpoint at that
-    step, says how to continue in one line, and --resume finishes it."""
+    step, and says on a line of its own (no "error:", exit code 130, as a shell's Ctrl-C) how to
+    continue. That command, pasted as printed (it carries the non-default --db and --out; here with
+    a lower --max-steps to stay short, which a resume may change), continues the run from there."""
     import json
+    import shlex
     import signal
     import subprocess
     import sys
@@ -166,14 +169,17 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
             break
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 2
-    assert stderr.strip().splitlines()[-1].startswith("error: interrupted at step")
+    assert process.returncode == 130
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted at step") and "error" not in last
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     step = json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"]
     assert f"interrupted at step {step};" in stderr
     assert Store(tmp_path / "db.duckdb").get_run("refdpo")["status"] == "interrupted"
-    resumed = subprocess.run(args[:8] + ["--max-steps", str(step + 2)] + args[10:] + ["--resume"],
-                             capture_output=True, text=True)
+    hint = shlex.split(last.split("Continue with: ", 1)[1])
+    assert hint[:2] == ["refbench", "train"] and "--db" in hint and "--out" in hint
+    resumed = subprocess.run([sys.executable, "-m", "refbench", *hint[1:], "--max-steps", str(step + 2), "--no-progress"],
+                             capture_output=True, text=True, cwd=tmp_path)  # another folder: the hint must not rely on it
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming refdpo from step {step}" in resumed.stdout
     assert Store(tmp_path / "db.duckdb").query("select max(step) as s from train_metrics")["s"][0] == step + 2
