@@ -23,11 +23,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
+from . import schema
 from .defaults import DEFAULT_DB, LEGACY_DB
 from .errors import StoreError
+from .schema import TABLES
 
 __all__ = ["Store", "DEFAULT_DB", "TABLES"]
-
 
 # `refbench query` runs the user's SQL on a connection that can only read this one file: no file
 # access (COPY TO, read_csv, ATTACH), no extensions, and the settings locked so the SQL cannot
@@ -36,55 +37,6 @@ SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": Fals
            "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True}
 # Errors that mean the file itself is damaged (truncated, overwritten), not the SQL.
 _DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
-
-# Column lists double as the schema and as the accepted keys of each writer.
-TABLES: dict[str, str] = {
-    "runs": """
-        name VARCHAR PRIMARY KEY, id VARCHAR, method VARCHAR, preset VARCHAR, config JSON,
-        git_revision VARCHAR, versions JSON, seed BIGINT, status VARCHAR, run_dir VARCHAR,
-        created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ, message VARCHAR""",
-    "train_metrics": """
-        run VARCHAR, step BIGINT, loss DOUBLE, accuracy DOUBLE, margin DOUBLE,
-        model_err_w DOUBLE, model_err_l DOUBLE, ref_err_w DOUBLE, ref_err_l DOUBLE,
-        div_policy DOUBLE, div_ref DOUBLE, lr DOUBLE, seconds DOUBLE,
-        PRIMARY KEY (run, step)""",
-    "ref_events": """
-        run VARCHAR, step BIGINT, kind VARCHAR, divergence DOUBLE,
-        PRIMARY KEY (run, step, kind)""",
-    # sigma_low / sigma_high: a flow model's noise levels s(t_low) and s(t_high - 1); NULL for DDPM.
-    "timestep_stats": """
-        run VARCHAR, analysis VARCHAR, bin INTEGER, t_low INTEGER, t_high INTEGER, n BIGINT,
-        loss DOUBLE, reward_scale DOUBLE, accuracy DOUBLE, lambda_t DOUBLE, divergence DOUBLE,
-        sigma_low DOUBLE, sigma_high DOUBLE,
-        PRIMARY KEY (run, analysis, bin)""",
-    # sample_id is a hash of (run, prompt_set, prompt, seed), so that key is unique too.
-    "samples": """
-        sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, seed BIGINT,
-        image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ,
-        sampler VARCHAR, height INTEGER, width INTEGER, prompt_set_sha256 VARCHAR""",
-    # source / weights_sha256: the checkpoint (or, for built-in oracles, the code) that made the score.
-    "scores": """
-        sample_id VARCHAR, metric VARCHAR, value DOUBLE, source VARCHAR, weights_sha256 VARCHAR,
-        PRIMARY KEY (sample_id, metric)""",
-    "winrates": """
-        run VARCHAR, baseline VARCHAR, metric VARCHAR, prompt_set VARCHAR, n BIGINT,
-        rate DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mean_run DOUBLE, mean_baseline DOUBLE,
-        created_at TIMESTAMPTZ, PRIMARY KEY (run, baseline, metric, prompt_set)""",
-    # Which checkpoint made a reward model's scores in this store (one per metric).
-    "metric_sources": """
-        metric VARCHAR PRIMARY KEY, source VARCHAR, weights_sha256 VARCHAR, size_bytes BIGINT,
-        recorded_at TIMESTAMPTZ""",
-    # What a run's training cost: image-passes through each model by kind (policy, reference,
-    # initial, monitor) and, in the row kind 'total', the wall seconds of its training steps.
-    "run_costs": """
-        run VARCHAR, kind VARCHAR, forward_images BIGINT, backward_images BIGINT, seconds DOUBLE,
-        PRIMARY KEY (run, kind)""",
-}
-
-
-def _columns(table: str) -> list[str]:
-    return [name for name, _ in _column_types(table)]
-
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -194,7 +146,7 @@ class Store:
                 con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                 # A store made by an older refbench gains the columns added since (NULL in old rows).
                 have = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
-                for column, kind in _column_types(table):
+                for column, kind in schema.column_types(table):
                     if column not in have:
                         con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         key = _file_key(self.path)
@@ -202,13 +154,17 @@ class Store:
             _SCHEMA_CHECKED.add(key)
 
     def _check_length(self, con) -> None:
-        """A file shorter than the blocks its header lists was cut short (a full disk, a copy that
-        stopped): refuse it now, in one line, rather than fail at the first read of a lost block."""
-        block_size, blocks = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+        """A file too short to hold the blocks its header counts as used was cut short (a full disk,
+        a copy that stopped): refuse it now, in one line, rather than at the first read of a lost
+        block. Free blocks may lie past the end of a sound file, and blocks replayed from a WAL
+        are not in it yet, so only used blocks count, and only without a WAL."""
+        if Path(f"{self.path}.wal").exists():
+            return
+        block_size, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
         have = self.path.stat().st_size
-        if have < block_size * blocks:
-            raise StoreError(f"the database {self.path} is cut short ({have} of at least {block_size * blocks} bytes); "
-                             f"restore it from a copy, or use another --db")
+        if have < block_size * used:
+            raise StoreError(f"the database {self.path} is cut short ({have} bytes, less than the {block_size * used} "
+                             f"its used blocks need); restore it from a copy, or use another --db")
 
     # -- generic reads -----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None):
@@ -240,12 +196,12 @@ class Store:
         rows = list(rows)
         if not rows:
             return 0
-        columns = _columns(table)
+        columns = schema.columns(table)
         unknown = set().union(*rows) - set(columns)
         if unknown:
             raise ValueError(f"unknown columns for {table}: {sorted(unknown)}")
         used = [c for c in columns if any(c in row for row in rows)]
-        keys = _key_columns(table)
+        keys = schema.key_columns(table)
         if keys:  # one statement may not hold a key twice: the last row of a key wins, as row by row
             rows = list({tuple(_to_sql(row.get(k)) for k in keys): row for row in rows}.values())
         values = [[_to_sql(row.get(c)) for c in used] for row in rows]
@@ -309,7 +265,7 @@ class Store:
                 path = folder / f"{table}.parquet"
                 if path.is_file():  # an export from an older refbench may lack newer columns
                     present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{_quote(path)}')").fetchall()}
-                    columns = ", ".join(c for c in _columns(table) if c in present)
+                    columns = ", ".join(c for c in schema.columns(table) if c in present)
                     con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM read_parquet('{_quote(path)}')")
                     count += con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()[0]
         return count
@@ -377,26 +333,6 @@ def _file_key(path: Path) -> tuple[str, int, int] | None:
         return str(path.resolve()), stat.st_ino, stat.st_size
     except OSError:
         return None
-
-
-def _column_types(table: str) -> list[tuple[str, str]]:
-    """(name, SQL type) of each column, from the schema text."""
-    pairs = []
-    for part in re.split(r",\s*(?![^()]*\))", TABLES[table]):
-        words = part.strip().split()
-        if words[0].upper() not in ("PRIMARY", "UNIQUE"):
-            pairs.append((words[0], words[1]))
-    return pairs
-
-
-def _key_columns(table: str) -> list[str]:
-    """The primary key's columns, from the schema text."""
-    spec = TABLES[table]
-    composite = re.search(r"PRIMARY KEY \(([^)]*)\)", spec)
-    if composite:
-        return [c.strip() for c in composite.group(1).split(",")]
-    single = re.search(r"(\w+) \w+ PRIMARY KEY", spec)
-    return [single.group(1)] if single else []
 
 
 def _arrow_batch(columns: list[str], values: list[list[Any]]):

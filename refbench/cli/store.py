@@ -12,7 +12,7 @@ from .common import DB_OPTION, parse_format
 def runs(db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown.")) -> None:
     """List the runs in the store, with status and progress."""
     from ..display import render_frame
-    from ..training.run import runs_table
+    from ..training.run_folder import runs_table
 
     fmt = parse_format(fmt)
     frame, hints = runs_table(db)

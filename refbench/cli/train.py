@@ -82,7 +82,7 @@ def train(
                            overrides=overrides)
     if run_dir is None:  # not the main process of a multi-process run
         return
-    typer.echo(f"run {resolved.name}: {run_dir}")
+    typer.echo(f"run {resolved.name} finished: {run_dir}")
     typer.echo(f"look at it: refbench query \"select step, loss, accuracy, margin, div_ref from train_metrics where run = '{resolved.name}'\""
                + ("" if db == DEFAULT_DB else f" --db {db}"))
 

@@ -67,7 +67,7 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
         if not final.is_dir() and status == "diverged":
             raise RefbenchError(f"run {run!r} diverged and has no final model ({message})")
         if not final.is_dir():
-            from ..training.run import resume_command
+            from ..training.run_folder import resume_command
 
             raise RefbenchError(f"run {run!r} has no final model yet (status {status}); finish it with "
                                 f"`{resume_command(run, store.path, Path(run_dir))}`")

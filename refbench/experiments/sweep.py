@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RefbenchError
+from ..errors import RefbenchError, RunInterrupted
 
 __all__ = ["RunSpec", "grid_specs", "run_specs", "spec_status"]
 
@@ -153,7 +153,7 @@ def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, 
             job.process.terminate()
         for job in running:
             job.process.wait()
-        raise RefbenchError("sweep interrupted; run the same command again to resume it") from None
+        raise RunInterrupted("sweep interrupted; run the same command again to resume it") from None
     finally:
         bar.close()
     return outcomes

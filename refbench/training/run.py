@@ -4,22 +4,20 @@
 while a process trains the run) and, when the run finishes, ``final/`` (the policy UNet as a
 diffusers folder, or diffusers-format LoRA weights). A run's status in the store: running, finished,
 interrupted (Ctrl-C / SIGTERM), diverged (too many non-finite steps) or failed; a run killed
-outright is still "running" in the store, and ``runs_table`` (``refbench runs``) shows it as
-interrupted once its lock is free.
+outright is still "running" in the store, and ``runs_table`` (``refbench runs``, in
+``run_folder.py`` with the rest of where a run lives) shows it as interrupted once its lock is free.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..config import FLOW_KINDS, RunConfig, config_from_dict
-from ..defaults import DEFAULT_DB, DEFAULT_OUT
 from ..errors import CheckpointError, ConfigError, RefbenchError, RunInterrupted
 from ..store import Store
+from .run_folder import locate_run, resume_command, run_lock
 
 
 def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -48,52 +46,6 @@ def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
         if value is not None:
             stored = {**stored, "training": {**stored["training"], key: value}}
     return config_from_dict(stored)
-
-
-def resume_command(name: str, db: Path, run_dir: Path) -> str:
-    """The command that continues a run, pasteable as printed: with --db and --out when they
-    are not the defaults."""
-    import shlex
-
-    words = ["refbench", "train", "--name", name, "--resume"]
-    if Path(db) != DEFAULT_DB:
-        words += ["--db", str(db)]
-    if Path(run_dir).parent.resolve() != DEFAULT_OUT.resolve():
-        words += ["--out", str(Path(run_dir).parent)]
-    return " ".join(shlex.quote(word) for word in words)
-
-
-def locate_run(name: str, *, store: Store, db: Path, out_root: Path | None, resume: bool | None) -> tuple[Path, bool]:
-    """(the run's folder, whether it resumes). For --resume the folder the store recorded (a store
-    or folder that does not hold the run is one line); for a new run ``OUT/NAME``, refused when
-    that name is taken in the store or its folder already holds a run, so nothing is ever
-    overwritten. ``resume=None``: resume when the store holds the run, else start it."""
-    existing = store.get_run(name)
-    asked = (out_root or DEFAULT_OUT) / name
-    if resume is None:
-        resume = existing is not None
-    if not resume:
-        if existing:
-            raise RefbenchError(f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
-                                f"`{resume_command(name, db, Path(existing['run_dir'] or asked))}`, or pick another --name")
-        if (asked / "config.json").is_file():
-            raise RefbenchError(f"the folder {asked} already holds a run named {name!r} that the store {db} does not "
-                                f"know; resume it with the --db it was trained with and --resume, or pick another "
-                                f"--name or --out")
-        return asked, False
-    if existing is None:
-        elsewhere = (f"; the folder {asked} holds a run of that name: resume it with the --db it was trained with"
-                     if (asked / "config.json").is_file() else "")
-        raise RefbenchError(f"--resume: the store {db} holds no run named {name!r}{elsewhere}; `refbench runs --db {db}` "
-                            f"lists its runs (without --resume, a new run starts)")
-    run_dir = Path(existing["run_dir"]) if existing.get("run_dir") else asked
-    if out_root is not None and asked.resolve() != run_dir.resolve():
-        raise RefbenchError(f"--resume: run {name!r} lives in {run_dir}, not under --out {out_root}; "
-                            f"continue it with `{resume_command(name, db, run_dir)}`")
-    if not (run_dir / "config.json").is_file():
-        raise RefbenchError(f"--resume: run {name!r}'s folder {run_dir} is gone or holds no config.json (moved or "
-                            f"deleted?); put it back, or train anew under another --name")
-    return run_dir, True
 
 
 def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, resume: bool | None = False,
@@ -320,82 +272,6 @@ def _skips(trainer, pairs) -> str:
     return f"{steps}; data skips: {pairs.skipped.as_dict()}"
 
 
-@contextmanager
-def run_lock(run_dir: Path, name: str):
-    """Hold ``RUN/.lock`` while a run trains, so that two processes never train one run (a sweep
-    launched twice, a --resume while the run still goes). The OS drops the lock when its process
-    ends, even by SIGKILL, so a stale lock never blocks a resume. Creating it also proves the run
-    folder is writable before anything else happens. A start that fails leaves no folder behind
-    when this call made it and nothing but the lock is in it."""
-    made = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / ".lock", "a+")
-    except OSError as exc:
-        raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") from None
-    failed = False
-    try:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.seek(0)
-                holder = handle.read().strip()
-                who = f" (process {holder})" if holder.isdigit() else ""
-                raise RefbenchError(f"run {name!r} is being trained by another process{who}; "
-                                    f"wait for it to end, or pick another --name") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        handle.close()
-        if failed and made and {p.name for p in run_dir.iterdir()} <= {".lock"}:
-            shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def lock_is_free(run_dir: Path) -> bool:
-    """Whether no process holds ``RUN/.lock`` (the OS releases it when its holder dies)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: cannot tell
-        return False
-    try:
-        with open(Path(run_dir) / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return True
-    except FileNotFoundError:
-        return True  # the folder is gone: nobody trains it
-    except OSError:
-        return False
-
-
-def runs_table(db: Path):
-    """The store's runs, where a run marked running whose lock is free shows as interrupted (it
-    was killed, by SIGKILL or a machine that went away), with the command that resumes each
-    interrupted run. A store that does not exist is one line, not a new empty store."""
-    frame = Store(db, create=False).list_runs()
-    hints = []
-    for position, row in frame.iterrows():
-        killed = row["status"] == "running" and row.get("run_dir") and lock_is_free(Path(row["run_dir"]))
-        if killed:
-            frame.at[position, "status"] = "interrupted"
-        if killed or row["status"] == "interrupted":
-            how = "was killed while it trained" if killed else "was stopped"
-            folder = Path(row["run_dir"]) if row.get("run_dir") else DEFAULT_OUT / row["name"]
-            hints.append(f"{row['name']} {how}; continue it with: {resume_command(row['name'], db, folder)}")
-    return frame.drop(columns=["run_dir"], errors="ignore"), hints
-
-
 def _save_final(trainer, folder: Path) -> None:
     """The finished policy in the formats diffusers loads without refbench: full fine-tuning as a
     ``UNet2DConditionModel`` folder (``final/unet``) or, for SD3 / flow models, an
@@ -423,4 +299,4 @@ def _save_final(trainer, folder: Path) -> None:
     pipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True)
 
 
-__all__ = ["run_training", "resolve_resumed_config", "runs_table", "lock_is_free", "resume_command", "DEFAULT_OUT"]
+__all__ = ["run_training", "resolve_resumed_config"]

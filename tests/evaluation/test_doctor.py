@@ -13,6 +13,18 @@ def doctor(*metrics):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+def test_doctor_is_offline_unless_asked(tmp_path):
+    """Without HF_HUB_OFFLINE in the environment (and an empty hub cache), a model named by hub id
+    fails at once with the offline reason, and nothing tries the hub (no retry lines)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-m", "refbench", "doctor", "pickscore"], capture_output=True, text=True,
+                            env={**env, "HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 2
+    assert "HF_HUB_OFFLINE is set" in result.stdout
+    assert "retry" not in (result.stdout + result.stderr).lower()
+    assert result.stderr.strip() == "error: 1 of 1 reward models cannot be loaded here: pickscore"
+
+
 def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
     """PickScore as a folder (its model.safetensors) and HPSv2 as a file: both load, exit 0, and the
     printed sha256 is the file's own (for the folder: of its one weight file)."""

@@ -127,7 +127,7 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
     continue."""
     import fcntl
 
-    from refbench.training.run import runs_table
+    from refbench.training.run_folder import runs_table
 
     store = Store(tmp_path / "db.duckdb")
     run_dir = tmp_path / "runs" / "refdpo"
@@ -142,7 +142,7 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
     frame, hints = runs_table(tmp_path / "db.duckdb")
     assert frame["status"].tolist() == ["interrupted"] and "run_dir" not in frame.columns
     assert hints == [f"refdpo was killed while it trained; continue it with: refbench train --name refdpo --resume "
-                     f"--db {tmp_path / 'db.duckdb'}"]
+                     f"--db {tmp_path / 'db.duckdb'} --out {tmp_path / 'runs'}"]
 
 
 def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):

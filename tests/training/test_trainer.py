@@ -103,7 +103,7 @@ def test_same_name_without_resume_is_refused(toy_world, tmp_path):
 
     config = config_for(toy_world, max_steps=1)
     train(config, tmp_path)
-    with pytest.raises(RefbenchError, match="already exists .* add --resume"):
+    with pytest.raises(RefbenchError, match="already exists .* continue it with `refbench train --name refdpo --resume"):
         train(config, tmp_path)
 
 
