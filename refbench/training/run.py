@@ -79,7 +79,7 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
             existing = store.get_run(config.name)
         except RefbenchError as exc:
             failure = str(exc)
-    failure, run_dir, resume = _same_everywhere(failure, run_dir, resume, gpu)
+    failure, run_dir, resume = from_main_process(failure, run_dir, resume)
     if failure:
         raise RefbenchError(failure)
     report_to = config.training.report_to
@@ -91,24 +91,22 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
                 held.enter_context(run_lock(run_dir, config.name))
             except RefbenchError as exc:
                 failure = str(exc)
-        failure = same_on_every_process(accelerator, failure)
+        (failure,) = from_main_process(failure)
         if failure:
             raise RefbenchError(failure)
         return _run_training(config, accelerator, store, run_dir, db=db, existing=existing, resume=resume,
                              progress=progress, overrides=overrides)
 
 
-def _same_everywhere(failure: str | None, run_dir: Path | None, resume, gpu: bool) -> tuple:
-    """The main process's (failure, run folder, resume) on every process, before the Accelerator exists."""
+def from_main_process(*values) -> tuple:
+    """The main process's values, on every process (with one process, the values themselves)."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=not gpu)
-    if state.num_processes == 1:
-        return failure, run_dir, resume
+    if PartialState().num_processes == 1:
+        return values
     from accelerate.utils import broadcast_object_list
 
-    failure, folder, resume = broadcast_object_list([failure, str(run_dir) if run_dir else None, resume], from_process=0)
-    return failure, Path(folder) if folder else None, resume
+    return tuple(broadcast_object_list(list(values), from_process=0))
 
 
 def start_trackers(accelerator, config: RunConfig) -> None:
@@ -126,15 +124,6 @@ def start_trackers(accelerator, config: RunConfig) -> None:
         package = "tensorboard" if config.training.report_to == "tensorboard" else "wandb"
         raise RefbenchError(f"training.report_to {config.training.report_to} needs the {package} package "
                             f"(pip install {package}): {exc}") from None
-
-
-def same_on_every_process(accelerator, message: str | None) -> str | None:
-    """The main process's verdict, on every process (None: go on)."""
-    if accelerator.num_processes == 1:
-        return message
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([message], from_process=0)[0]
 
 
 def open_latent_cache(config: RunConfig, pairs, accelerator, progress: bool):
