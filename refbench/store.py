@@ -184,7 +184,8 @@ class Store:
                 return result.df() if result.description else None
             except (duckdb.PermissionException, duckdb.InvalidInputException, duckdb.CatalogException) as exc:
                 first = str(exc).splitlines()[0]
-                if any(word in first for word in ("disabled by configuration", "read-only", "locked", "in-memory")):
+                if isinstance(exc, duckdb.PermissionException) or any(
+                        word in first for word in ("read-only", "has been locked", "in-memory")):
                     raise StoreError(f"query refused: `refbench query` only reads {self.path} ({first})") from None
                 raise StoreError(f"query failed: {first}") from None
             except duckdb.Error as exc:

@@ -18,6 +18,7 @@ Every file is checked as it is read, and a missing, truncated or foreign one is 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,11 @@ def _read_optimizer(path: Path, folder: Path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "not plain data"
+        # torch's message goes on to explain how to load the file unsafely: quote only what was refused.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        refused = f"it names {found.group(1)}" if found else "not plain data"
         raise CheckpointError(f"the checkpoint file {path} holds objects or code that a weights-only load refuses, "
-                              f"so it was not loaded ({first[:160]}); {_what_to_do(folder)}") from None
+                              f"so it was not loaded ({refused[:160]}); {_what_to_do(folder)}") from None
     except Exception as exc:  # a truncated zip archive, an empty file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"the checkpoint file {path} is corrupt or truncated ({reason[:160]}); "

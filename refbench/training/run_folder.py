@@ -73,7 +73,8 @@ def run_lock(run_dir: Path, name: str):
     ends, even by SIGKILL, so a stale lock never blocks a resume. Creating it also proves the run
     folder is writable before anything else happens. A start that fails leaves no folder behind
     when this call made it and nothing but the lock is in it."""
-    made = not run_dir.exists()
+    # The folders this call makes (the run's, and --out's when it was not there) go again if the start fails.
+    made = [folder for folder in (run_dir.parent, run_dir) if not folder.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / ".lock", "a+")
@@ -104,8 +105,10 @@ def run_lock(run_dir: Path, name: str):
         raise
     finally:
         handle.close()
-        if failed and made and {p.name for p in run_dir.iterdir()} <= {".lock"}:
+        if failed and run_dir in made and {p.name for p in run_dir.iterdir()} <= {".lock"}:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if run_dir.parent in made and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()
 
 
 def lock_is_free(run_dir: Path) -> bool:

@@ -348,7 +348,7 @@ def test_a_failed_start_leaves_no_run_folder(toy_world, tmp_path, monkeypatch, c
     code, _, err = refbench(monkeypatch, capsys, "train", "--name", "nomodel", "--model", tmp_path / "nope", "--data",
                             toy_world / "pairs.parquet", "--db", tmp_path / "db.duckdb", "--out", tmp_path / "runs")
     assert code == 2 and len(err.splitlines()) == 1
-    assert not (tmp_path / "runs" / "nomodel").exists()
+    assert not (tmp_path / "runs").exists()  # nor the --out folder it made for it
     assert Store(tmp_path / "db.duckdb").get_run("nomodel") is None
 
 
