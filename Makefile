@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 # pip on this project's machines is capped at torch 2.14.1 (see ENVIRONMENT.md); plain pip only.
 PIP = $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ TEST_WORKERS ?= 2
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# The inner loop: everything but the tests marked slow (accelerate launches, the CLI in a
+# subprocess, notebooks). `make test` still runs them all.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -70,6 +70,7 @@ def _hold_lock(path, seconds):
     return holder
 
 
+@pytest.mark.slow
 def test_locked_database_gives_one_sentence(tmp_path):
     path = tmp_path / "db.duckdb"
     Store(path)
@@ -82,6 +83,7 @@ def test_locked_database_gives_one_sentence(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_short_lock_is_waited_out(tmp_path):
     path = tmp_path / "db.duckdb"
     Store(path)

@@ -12,6 +12,7 @@ def refbench(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_help_lists_commands_and_imports_nothing_heavy():
     result = refbench("--help")
     assert result.returncode == 0
@@ -22,6 +23,7 @@ def test_help_lists_commands_and_imports_nothing_heavy():
     assert imported == "[]"
 
 
+@pytest.mark.slow
 def test_runs_and_query_on_a_new_store(tmp_path):
     from refbench.store import Store
 
@@ -35,6 +37,7 @@ def test_runs_and_query_on_a_new_store(tmp_path):
     assert '"answer": 42' in refbench("query", "select 42 as answer", "--db", db, "--format", "json").stdout
 
 
+@pytest.mark.slow
 def test_default_db_is_runs_refbench_duckdb_and_the_old_default_is_named(tmp_path):
     """The default store is runs/refbench.duckdb (beside the run folders, out of the repository's
     tracked results/); reading commands refuse a missing one, and name the store an earlier
@@ -52,6 +55,7 @@ def test_default_db_is_runs_refbench_duckdb_and_the_old_default_is_named(tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -76,6 +80,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_locked_database_from_the_cli(tmp_path):
     from refbench.store import Store
 
@@ -93,6 +98,7 @@ def test_locked_database_from_the_cli(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_config_prints_the_resolved_json():
     import json
 

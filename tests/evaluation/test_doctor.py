@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from reward_helpers import tiny_hf_clip as _tiny_hf_clip, tiny_open_clip as _tiny_open_clip
 
 
@@ -13,6 +15,7 @@ def doctor(*metrics):
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
+@pytest.mark.slow
 def test_doctor_is_offline_unless_asked(tmp_path):
     """Without HF_HUB_OFFLINE in the environment (and an empty hub cache), a model named by hub id
     fails at once with the offline reason, and nothing tries the hub (no retry lines)."""
@@ -25,6 +28,7 @@ def test_doctor_is_offline_unless_asked(tmp_path):
     assert result.stderr.strip() == "error: 1 of 1 reward models cannot be loaded here: pickscore"
 
 
+@pytest.mark.slow
 def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
     """PickScore as a folder (its model.safetensors) and HPSv2 as a file: both load, exit 0, and the
     printed sha256 is the file's own (for the folder: of its one weight file)."""
@@ -40,6 +44,7 @@ def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
     assert result.stdout.count("ok ") == 2 and "FAILED" not in result.stdout
 
 
+@pytest.mark.slow
 def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path):
     """A truncated HPSv2 file (its first half) and a path that is not there: both FAILED with
     their reason on one line, and the command ends with one error line and exit code 2."""
@@ -54,6 +59,7 @@ def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path)
     assert f"hpsv2: cannot load '{truncated}'" in result.stdout
 
 
+@pytest.mark.slow
 def test_doctor_without_arguments_reports_the_stack_and_the_papers_five():
     """No arguments: versions of torch, diffusers, transformers, accelerate, open_clip and the GPU
     line, then the paper's five reward models; offline, without their weights, all five fail."""
@@ -104,6 +110,7 @@ def test_every_score_records_its_checkpoint_and_another_one_is_refused(tmp_path)
         score("r", metrics=f"pickscore={tmp_path / 'other'}", db=tmp_path / "db.duckdb", progress=False)
 
 
+@pytest.mark.slow
 def test_imagereward_loads_in_refbenchs_own_environment(tmp_path):
     """The ported ImageReward (a tiny ImageReward.pt with its configs and tokenizer beside it)
     loads through `refbench doctor` in the environment `make test` installs: exit 0, its sha256."""

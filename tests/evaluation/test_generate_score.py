@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from refbench.store import Store
 from launch_helpers import accelerate_launch
 
@@ -13,6 +15,7 @@ def refbench(*args):
     return subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_generate_score_winrate_and_rerun_skips(tmp_path):
     db, out = str(tmp_path / "db.duckdb"), str(tmp_path / "runs")
     common = ["--db", db, "--out", out]
@@ -38,6 +41,7 @@ def test_generate_score_winrate_and_rerun_skips(tmp_path):
     assert all(r["rate"] == 0.5 and r["n"] == 6 for r in rows)
 
 
+@pytest.mark.slow
 def test_missing_run_and_unknown_metric_are_one_line(tmp_path):
     db = str(tmp_path / "db.duckdb")
     result = refbench("generate", "nope", "--prompts", "toy-test", "--db", db)
@@ -48,6 +52,7 @@ def test_missing_run_and_unknown_metric_are_one_line(tmp_path):
     assert result.returncode == 2 and "refbench generate base --prompts toy-test --num-prompts 2" in result.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_split_generation(tmp_path):
     """`accelerate launch` with 2 processes: each makes half of the images, all rows land once,
     and the images equal those of a single process (noise depends only on prompt and seed)."""
@@ -74,6 +79,7 @@ def test_two_processes_split_generation(tmp_path):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+@pytest.mark.slow
 def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_them(tmp_path):
     """2 of 3 prompts made at 2 steps. Asking for 3 prompts at the default 50 steps (generate, or
     winrate --auto) is refused in one line before anything is made; asking for their 2 steps tops

@@ -128,6 +128,7 @@ def test_bad_names_one_line(bad: str) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_import_stays_cheap() -> None:
     code = ("import sys, refbench.evaluation.metrics as m; m.list_metrics(); m.get_metric('pickscore=/x'); "
             "print(sorted(k for k in ('torch', 'transformers', 'open_clip') if k in sys.modules))")

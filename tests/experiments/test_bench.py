@@ -74,6 +74,7 @@ def test_table_renders(result):
     assert "refdpo_over_diffdpo_step" in text and "memory" in text
 
 
+@pytest.mark.slow
 def test_cli_lists_the_command():
     out = subprocess.run([sys.executable, "-m", "refbench", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--quick" in out.stdout and "--json" in out.stdout

@@ -51,6 +51,7 @@ def test_sweep_trains_then_skips(toy_world, tmp_path):  # noqa: F811
     assert counts.values.tolist() == [["diff-dpo", 3, 3], ["refdpo", 3, 3]]
 
 
+@pytest.mark.slow
 def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa: F811
     """SIGKILL the whole sweep (it and its trainer) while the second run trains; the rerun skips the
     finished run, resumes the other, and the store ends with each step exactly once."""
@@ -79,6 +80,7 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
     assert store.get_run("refdpo")["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_reproduce_end_to_end_and_rerun(tmp_path):
     """One run of the plan under 2 training seeds with a 3-step budget on 2 prompts: runs refdpo-seedK
     trained with training.seed K, every run sampled on the same prompts and evaluation seed; results/ gets

@@ -113,6 +113,7 @@ def test_batch_size_does_not_change_the_result(trained, toy_world):  # noqa: F81
         assert small[column].tolist() == pytest.approx(large[column].tolist(), rel=1e-4, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_a_figure(trained, toy_world, tmp_path):  # noqa: F811
     import subprocess
     import sys

@@ -86,6 +86,7 @@ def test_flow_samples_do_not_depend_on_the_batch():
     assert np.array_equal(both[1], alone[0]) and not np.array_equal(both[0], both[1])
 
 
+@pytest.mark.slow
 def test_toy_flow_preset_trains_samples_and_analyses(tmp_path):
     """`refbench train --preset toy-flow` (3 steps, batch 2, tau 1): three syncs, a transformer folder
     as the final model; `refbench generate` samples it with the flow sampler; the timestep analysis

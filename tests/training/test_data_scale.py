@@ -145,6 +145,7 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
                      f"--db {tmp_path / 'db.duckdb'} --out {tmp_path / 'runs'}"]
 
 
+@pytest.mark.slow
 def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
     """Two processes (accelerate, gloo): a second launch of a finished run without --resume is
     refused by the main process's store check; both processes end with that one line instead of

@@ -53,6 +53,7 @@ def build(tiny, folder, **data):
     return build_latent_cache(config, folder, progress=False)
 
 
+@pytest.mark.slow
 def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
     """`refbench cache-latents`, then `refbench sweep --config` with data.latent_cache: both runs
     train from the cache. The parquet file is then swapped for one whose every image is garbage of
@@ -192,6 +193,7 @@ def test_an_interrupted_build_resumes_with_what_it_had_not_finished(tiny, tmp_pa
     np.testing.assert_array_equal(np.load(cache / "latents.npy"), reference)
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
     """`accelerate launch --num_processes 2 -m refbench cache-latents`: the processes take chunks
     of 64 pairs in turn (150 pairs: chunks 0 and 2 to process 0, chunk 1 to process 1), writing

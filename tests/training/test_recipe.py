@@ -149,6 +149,7 @@ def test_another_vae_is_loaded_from_model_vae(tmp_path):
         load_backend(missing)
 
 
+@pytest.mark.slow
 def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path):
     """--effective-batch 6 with --batch-size 4: 6 is not a multiple of 4, refused before loading
     anything, in one line."""
@@ -160,6 +161,7 @@ def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path):
                                      "got 6")
 
 
+@pytest.mark.slow
 def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_path, monkeypatch):
     """`--data digits/train.parquet` (a typo of a local path, shaped like a hub id): one line that
     says no such file exists and that the name failed as a hub data set too; the same for a

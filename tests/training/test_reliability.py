@@ -186,6 +186,7 @@ def shared_db(toy_world, tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_loses_and_duplicates_nothing(shared_db):
     """After SIGKILL and `--resume`: every metric row committed before the kill is still there with
     the same value, none is duplicated, the events are those of an uninterrupted run, and the final
@@ -234,6 +235,7 @@ def test_a_checkpoint_is_written_only_once_its_rows_are_committed(toy_world, tmp
     assert seen == [(2, [1, 2]), (4, [1, 2, 3, 4])]
 
 
+@pytest.mark.slow
 def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(shared_db):
     """generate and score killed after their first committed batch: the rerun does only what is
     missing, and every (prompt, seed) and every (sample, metric) is there exactly once."""
@@ -255,6 +257,7 @@ def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(share
     assert rows.values.tolist() == [[12 * len(added), 12 * len(added)]]
 
 
+@pytest.mark.slow
 def test_concurrent_processes_neither_corrupt_the_database_nor_crash(shared_db):
     """Up to four refbench processes and this one wrote to the file at once: `train other` launched
     twice trains once (the second is refused in one line: its run is locked, or already exists),
@@ -436,6 +439,7 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
     return exit_.value.code, capsys.readouterr().err.strip()
 
 
+@pytest.mark.slow
 def test_unwritable_database_or_run_folder_is_one_line_before_training(toy_world, tmp_path, monkeypatch, capsys):
     """A database or --out below a regular file (unwritable even for root): exit 2, one line, no
     run started (no runs row, no checkpoint). A run folder in use by another process: one line."""

@@ -46,6 +46,7 @@ def train_args(tiny, tmp_path, preset, folder, lora, steps=3):
             "--db", tmp_path / "db.duckdb", "--out", tmp_path / "runs", "--no-progress"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, folder, lora", [("sd35", "sd35-t5", 0), ("sd3", "sd3", 4)])
 def test_train_generate_and_load_with_plain_diffusers(tiny, tmp_path, preset, folder, lora):
     """`refbench train --preset sd35|sd3 --model DIR --data FILE --max-steps 3`, full (SD3.5 with T5)
@@ -132,6 +133,7 @@ def test_the_trainer_noises_on_the_shifted_grid(tiny):
     assert backend.prediction_type == "flow" and backend.alphas_cumprod[-1] == 0.0
 
 
+@pytest.mark.slow
 def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
     """LoRA on tiny SD3: stopped at step 2 and resumed to 4 ends with the weights of 4 straight steps
     (within 1e-6); `accelerate launch` with 2 gloo processes ends with the same weights and reference
@@ -156,6 +158,7 @@ def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
     assert report[0]["reference_checksum"] == report[1]["reference_checksum"]
 
 
+@pytest.mark.slow
 def test_latent_cache_on_sd3(tiny, tmp_path):
     """`refbench cache-latents --preset sd3` stores the 16-channel latents and SD3's pooled projections
     (an added conditioning key); a run from the cache sees the first step's inputs of a run that

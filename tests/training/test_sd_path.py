@@ -28,6 +28,7 @@ def tiny(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, lora", [("sd15", 0), ("sd15", 4), ("sdxl", 0), ("sdxl", 4)])
 def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     """`refbench train --preset sd15|sdxl --model DIR --data FILE --max-steps 3` runs through the CLI."""
@@ -119,6 +120,7 @@ def test_sdxl_conditioning(tiny):
     assert latents.shape == (2, 4, 8, 8)
 
 
+@pytest.mark.slow
 def test_missing_model_folder_is_one_sentence(tmp_path):
     result = subprocess.run([sys.executable, "-m", "refbench", "train", "--preset", "sd15", "--model", str(tmp_path / "nope"),
                              "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")],

@@ -116,6 +116,7 @@ def test_sft_trains_on_winners_without_a_reference(toy_world, tmp_path):
                                                           "initial": (2, 0), "total": (14, 8)}
 
 
+@pytest.mark.slow
 def test_two_processes_take_identical_decisions(toy_world, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): the divergence is averaged before each
     decision, so both processes sync and freeze at the same steps and end with the same weights.
@@ -144,6 +145,7 @@ def test_two_processes_take_identical_decisions(toy_world, tmp_path):
     assert result.stdout.count("finished") == 1  # only the main process reports
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     """SIGINT during training: the run stops after the current step, saves a checkpoint at that
     step, and says on a line of its own (no "error:", exit code 130, as a shell's Ctrl-C) how to
