@@ -39,7 +39,7 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
     from ..training.data import decode_image
     from .metrics import get_metric
 
-    store = Store(db)
+    store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
     names = resolve_metrics(metrics)
     samples = store.query("SELECT sample_id, prompt, image_path FROM samples WHERE run = ? ORDER BY sample_id", [run])
     if samples.empty:

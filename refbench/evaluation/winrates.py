@@ -55,7 +55,7 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
     from .score import score
 
     metrics = list(metrics or TOY_METRICS)
-    store = Store(db)
+    store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
     wanted = len(prompt_texts(prompt_set)[:num_prompts]) * seeds
     for name in (run, baseline):
         if auto:

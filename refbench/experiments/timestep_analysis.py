@@ -143,7 +143,7 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
         raise RefbenchError(f"--against must be 'reference' or 'init'; got {against!r}")
     if intervals < 1 or batch_pairs < 1 or (num_pairs is not None and num_pairs < 1):
         raise RefbenchError("--intervals, --pairs and --batch must be >= 1")
-    store = Store(db)
+    store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
     config, checkpoint = _load_run(store, run)
     num_pairs = num_pairs or DEFAULT_PAIRS.get(config.model.kind, 5000)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -354,15 +354,18 @@ def test_a_failed_start_leaves_no_run_folder(toy_world, tmp_path, monkeypatch, c
 
 def test_a_store_in_a_missing_folder_is_created_with_a_notice_and_read_commands_refuse_one(toy_world, tmp_path,
                                                                                            monkeypatch, capsys):
-    """`train --db NEW/db.duckdb` makes the folder and says so on a line of its own; `runs` and
-    `query` on a store that is not there refuse in one line and make nothing."""
+    """`train --db NEW/db.duckdb` makes the folder and says so on a line of its own; the commands
+    that read what others wrote (runs, query, score, winrate, timestep-analysis, plot) refuse a store
+    that is not there in one line and make nothing."""
     db = tmp_path / "new" / "db.duckdb"
     code, _, err = refbench(monkeypatch, capsys, "train", "--name", "n", "--model", toy_world / "base", "--data",
                             toy_world / "pairs.parquet", "--max-steps", "1", "--batch-size", "2", "--db", db,
                             "--out", tmp_path / "runs", "--no-progress")
     assert code == 0 and err.splitlines()[0] == f"new store {db} in the new folder {db.parent}"
     missing = tmp_path / "typo" / "db.duckdb"
-    for args in (["runs", "--db", missing], ["query", "select 1", "--db", missing]):
+    for args in (["runs", "--db", missing], ["query", "select 1", "--db", missing], ["score", "base", "--db", missing],
+                 ["winrate", "n", "--baseline", "base", "--db", missing], ["timestep-analysis", "n", "--db", missing],
+                 ["plot", "kl", "--runs", "n", "--db", missing]):
         code, _, err = refbench(monkeypatch, capsys, *args)
         assert code == 2 and err == f"error: no store at {missing}; train a run first, or pass --db with an existing store"
     assert not missing.parent.exists()
