@@ -5,12 +5,12 @@ known by hand."""
 from __future__ import annotations
 
 import shutil
-import sys
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from analysis_store import EXPECTED_VERDICTS
+from cli_helpers import run_refbench as refbench
 
 from analysis import figures, load_results, reads, tables
 from analysis.claims import check_claims
@@ -316,20 +316,6 @@ def test_load_results_without_any_store_says_where_it_looked(clean_env):
 
 
 # -- refbench plot ------------------------------------------------------------------------------------
-
-def refbench(monkeypatch, capsys, *args):
-    """`refbench ARGS` in this process, through the real entry point (its one-line error handling)."""
-    from refbench.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["refbench", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit:
-        code = exit.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 @pytest.mark.parametrize("args", [
     ("kl",),  # the reproduction's runs

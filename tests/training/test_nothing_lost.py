@@ -12,13 +12,13 @@ from __future__ import annotations
 import pickle
 import shlex
 import shutil
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
+from cli_helpers import run_refbench as refbench
 from refbench.config import load_config
 from refbench.errors import RunInterrupted
 from refbench.store import Store
@@ -35,20 +35,6 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
-def refbench(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`refbench ARGS` in this process through the real entry point; (exit code, stdout, stderr)."""
-    from refbench.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["refbench", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
 
 
 @contextmanager
