@@ -10,8 +10,8 @@ import typer
 from ..defaults import DEFAULT_DB, DEFAULT_OUT
 from ..errors import RefbenchError
 
-DB_HELP = ("DuckDB file holding every run and metric. Commands that write create it, and its folder, when "
-           "missing (and say so); commands that only read refuse a missing one.")
+DB_HELP = ("DuckDB file holding every run and metric. Commands that write create it when missing (and its "
+           "folder, saying so); commands that read what others wrote refuse a missing one.")
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help=DB_HELP)
 OUT_OPTION = typer.Option(DEFAULT_OUT, "--out", help="Root folder of run folders.")
 FORMATS = ("table", "csv", "json", "markdown")
