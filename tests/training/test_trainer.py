@@ -160,7 +160,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
 
     args = [sys.executable, "-m", "refbench", "train", "--model", str(toy_world / "base"), "--data",
             str(toy_world / "pairs.parquet"), "--max-steps", "400", "--batch-size", "2", "--db", str(tmp_path / "db.duckdb"),
-            "--out", str(tmp_path / "runs"), "--no-progress"]
+            "--out", str(tmp_path / "runs")]  # with the progress bar: the message must still start a line
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs" / "refdpo"
     deadline = time.monotonic() + 120
@@ -172,7 +172,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
-    last = stderr.strip().splitlines()[-1]
+    last = stderr.rstrip("\n").split("\n")[-1]  # lines end at "\n" only: the bar redraws with "\r"
     assert last.startswith("interrupted at step") and "error" not in last
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
     step = json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"]
