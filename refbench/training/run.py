@@ -11,6 +11,7 @@ outright is still "running" in the store, and ``runs_table`` (``refbench runs``,
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def open_latent_cache(config: RunConfig, pairs, accelerator, progress: bool):
     folder = Path(config.data.latent_cache)
     if not (folder / "meta.json").is_file() or not json.loads((folder / "meta.json").read_text()).get("complete"):
         if accelerator.is_main_process:
-            print(f"building the latent cache {folder} (once; later runs read it)", flush=True)
+            # A status line: stderr, so that what a command prints on stdout (bench --json) stays clean.
+            print(f"building the latent cache {folder} (once; later runs read it)", file=sys.stderr, flush=True)
         build_latent_cache(config, folder, accelerator=accelerator, progress=progress)
     cache = LatentCache.open(folder, cache_fingerprint(config, pairs.fingerprint))
     for index in cache.unreadable():  # known from the build: counted up front
