@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import FLOW_KINDS, RunConfig, config_from_dict
 from ..errors import CheckpointError, ConfigError, RefbenchError, RunInterrupted
 from ..store import Store
-from .run_folder import locate_run, resume_command, run_lock
+from .run_folder import locate_run, refuse_overwrite, resume_command, run_lock
 
 
 def _diff(stored: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -77,7 +77,6 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
             # A database that cannot be opened for writing: one line, now. --resume never makes a new one.
             store = Store(db, announce=True, create=resume is not True)
             run_dir, resume = locate_run(config.name, store=store, db=db, out_root=out_root, resume=resume)
-            existing = store.get_run(config.name)
         except RefbenchError as exc:
             failure = str(exc)
     failure, run_dir, resume = from_main_process(failure, run_dir, resume)
@@ -90,6 +89,9 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
         if main:
             try:
                 held.enter_context(run_lock(run_dir, config.name))
+                existing = store.get_run(config.name)
+                if not resume:
+                    refuse_overwrite(config.name, existing=existing, db=db, run_dir=run_dir)
             except RefbenchError as exc:
                 failure = str(exc)
         (failure,) = from_main_process(failure)

@@ -17,7 +17,7 @@ from ..defaults import DEFAULT_DB, DEFAULT_OUT
 from ..errors import RefbenchError
 from ..store import Store
 
-__all__ = ["resume_command", "locate_run", "run_lock", "lock_is_free", "runs_table"]
+__all__ = ["resume_command", "locate_run", "refuse_overwrite", "run_lock", "lock_is_free", "runs_table"]
 
 
 def resume_command(name: str, db: Path, run_dir: Path) -> str:
@@ -35,21 +35,14 @@ def resume_command(name: str, db: Path, run_dir: Path) -> str:
 
 def locate_run(name: str, *, store: Store, db: Path, out_root: Path | None, resume: bool | None) -> tuple[Path, bool]:
     """(the run's folder, whether it resumes). For --resume the folder the store recorded (a store
-    or folder that does not hold the run is one line); for a new run ``OUT/NAME``, refused when
-    that name is taken in the store or its folder already holds a run, so nothing is ever
-    overwritten. ``resume=None``: resume when the store holds the run, else start it."""
+    or folder that does not hold the run is one line); for a new run ``OUT/NAME``, which
+    ``refuse_overwrite`` checks once its lock is held. ``resume=None``: resume when the store holds
+    the run, else start it."""
     existing = store.get_run(name)
     asked = (out_root or DEFAULT_OUT) / name
     if resume is None:
         resume = existing is not None
     if not resume:
-        if existing:
-            raise RefbenchError(f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
-                                f"`{resume_command(name, db, Path(existing['run_dir'] or asked))}`, or pick another --name")
-        if (asked / "config.json").is_file():
-            raise RefbenchError(f"the folder {asked} already holds a run named {name!r} that the store {db} does not "
-                                f"know; resume it with the --db it was trained with and --resume, or pick another "
-                                f"--name or --out")
         return asked, False
     if existing is None:
         elsewhere = (f"; the folder {asked} holds a run of that name: resume it with the --db it was trained with"
@@ -64,6 +57,19 @@ def locate_run(name: str, *, store: Store, db: Path, out_root: Path | None, resu
         raise RefbenchError(f"--resume: run {name!r}'s folder {run_dir} is gone or holds no config.json (moved or "
                             f"deleted?); put it back, or train anew under another --name")
     return run_dir, True
+
+
+def refuse_overwrite(name: str, *, existing: dict | None, db: Path, run_dir: Path) -> None:
+    """A new run never overwrites one: refused when the store holds the name or its folder holds a
+    run (of another store). Called with the run's lock held, so that a run being started by another
+    process at this moment is refused by the lock, not mistaken for a stranger's folder."""
+    if existing:
+        raise RefbenchError(f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
+                            f"`{resume_command(name, db, Path(existing['run_dir'] or run_dir))}`, or pick another --name")
+    if (run_dir / "config.json").is_file():
+        raise RefbenchError(f"the folder {run_dir} already holds a run named {name!r} that the store {db} does not "
+                            f"know; resume it with the --db it was trained with and --resume, or pick another "
+                            f"--name or --out")
 
 
 @contextmanager
