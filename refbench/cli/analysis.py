@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import RefbenchError
 from ..defaults import DEFAULT_DB
+from ..errors import RefbenchError
 from .common import DB_HELP, parse_list
 
 PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "samples", "tau", "divergence-by-timestep", "table1", "table3",
@@ -43,7 +43,6 @@ def plot(
     chosen = parse_list(runs)
     if kind == "table1" and len(chosen) == 1:
         raise RefbenchError("plot table1 --runs takes the run first, then at least one baseline: e.g. refdpo,diff-dpo")
-    figures_at = figure_folder(db if db is not None or not chosen else DEFAULT_DB)
     if db is None and not chosen:  # the plan's runs live in the reproduction's store
         try:
             db = load_results()
@@ -52,6 +51,7 @@ def plot(
         figures_at = figure_folder(None)
     else:
         db = Store(db or DEFAULT_DB, create=False)  # a mistyped --db is one line, not a new empty store
+        figures_at = figure_folder(db.path)
     if kind.startswith("table"):
         rows = {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
         if chosen:

@@ -42,7 +42,7 @@ def prompt_set_fingerprint(prompts: list[str]) -> str:
 
 
 def run_config(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
-    """(config, final folder or None) of a run, or of the initial model (``base``, from --preset / --model)."""
+    """(config, store record) of a run; for the initial model (``base``, from --preset / --model) the record is None."""
     if run == BASE:
         from ..config import load_config
 
@@ -52,25 +52,24 @@ def run_config(run: str, store: Store, *, preset: str = "toy", model: str | None
         raise RefbenchError(f"no run named {run!r} in {store.path}; `refbench runs` lists them (or use 'base')")
     from ..config import config_from_dict
 
-    return config_from_dict(record["config"]), (record["run_dir"], record["status"], record["message"])
+    return config_from_dict(record["config"]), record
 
 
 def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
     """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
     from .samplers import PipelineSampler, ToyFlowSampler, ToySampler
 
-    config, where = run_config(run, store, preset=preset, model=model)
+    config, record = run_config(run, store, preset=preset, model=model)
     final = None
-    if where is not None:
-        run_dir, status, message = where
-        final = Path(run_dir) / "final"
-        if not final.is_dir() and status == "diverged":
-            raise RefbenchError(f"run {run!r} diverged and has no final model ({message})")
+    if record is not None:
+        final = Path(record["run_dir"]) / "final"
+        if not final.is_dir() and record["status"] == "diverged":
+            raise RefbenchError(f"run {run!r} diverged and has no final model ({record['message']})")
         if not final.is_dir():
             from ..training.run_folder import resume_command
 
-            raise RefbenchError(f"run {run!r} has no final model yet (status {status}); finish it with "
-                                f"`{resume_command(run, store.path, Path(run_dir))}`")
+            raise RefbenchError(f"run {run!r} has no final model yet (status {record['status']}); finish it with "
+                                f"`{resume_command(run, store.path, Path(record['run_dir']))}`")
     from ..training.backends import check_model_source
 
     check_model_source(config.model)
@@ -135,7 +134,7 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     todo_here = todo[state.process_index::state.num_processes]
     folder = Path(out_root) / run / "samples" / prompt_set
     if todo_here:
-        kind, sampler = sampler_for(run, store, preset=preset, model=model)
+        _, sampler = sampler_for(run, store, preset=preset, model=model)
         folder.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process))
         for start in range(0, len(todo_here), batch_size):

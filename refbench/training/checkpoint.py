@@ -65,9 +65,14 @@ def has_checkpoint(folder: Path) -> bool:
     return False
 
 
-def _what_to_do(folder: Path) -> str:
-    return (f"restore it from a copy, or delete {folder} and resume again to restart the run from step 0 "
-            f"(its logged metrics stay in the store)")
+def _unusable(path: Path, folder: Path, what: str) -> CheckpointError:
+    """The one-line error for a checkpoint file: which file, what is wrong, what to do."""
+    return CheckpointError(f"the checkpoint file {path} {what}; restore it from a copy, or delete {folder} and resume "
+                           f"again to restart the run from step 0 (its logged metrics stay in the store)")
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _read_safetensors(path: Path, folder: Path) -> dict[str, torch.Tensor]:
@@ -76,10 +81,9 @@ def _read_safetensors(path: Path, folder: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except FileNotFoundError:
-        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+        raise _unusable(path, folder, "is missing") from None
     except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"the checkpoint file {path} is corrupt or truncated ({reason}); {_what_to_do(folder)}") from None
+        raise _unusable(path, folder, f"is corrupt or truncated ({_first_line(exc)})") from None
 
 
 def _read_optimizer(path: Path, folder: Path) -> dict:
@@ -89,19 +93,17 @@ def _read_optimizer(path: Path, folder: Path) -> dict:
         # weights_only: only tensors, numbers, strings and containers; anything else is refused unrun.
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+        raise _unusable(path, folder, "is missing") from None
     except pickle.UnpicklingError as exc:
         # torch's message goes on to explain how to load the file unsafely: quote only what was refused.
         found = re.search(r"GLOBAL (\S+)", str(exc))
-        refused = f"it names {found.group(1)}" if found else "not plain data"
-        raise CheckpointError(f"the checkpoint file {path} holds objects or code that a weights-only load refuses, "
-                              f"so it was not loaded ({refused[:160]}); {_what_to_do(folder)}") from None
+        refused = f"it names {found.group(1)[:120]}" if found else "not plain data"
+        raise _unusable(path, folder, f"holds objects or code that a weights-only load refuses, so it was not "
+                                      f"loaded ({refused})") from None
     except Exception as exc:  # a truncated zip archive, an empty file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"the checkpoint file {path} is corrupt or truncated ({reason[:160]}); "
-                              f"{_what_to_do(folder)}") from None
+        raise _unusable(path, folder, f"is corrupt or truncated ({_first_line(exc)})") from None
     if not isinstance(saved, dict) or not {"optimizer", "lr_scheduler"} <= set(saved):
-        raise CheckpointError(f"the checkpoint file {path} is not a refbench optimizer state; {_what_to_do(folder)}")
+        raise _unusable(path, folder, "is not a refbench optimizer state")
     return saved
 
 
@@ -109,21 +111,13 @@ def _read_state(path: Path, folder: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"the checkpoint file {path} is missing; {_what_to_do(folder)}") from None
+        raise _unusable(path, folder, "is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"the checkpoint file {path} is not readable JSON ({exc}); {_what_to_do(folder)}") from None
+        raise _unusable(path, folder, f"is not readable JSON ({_first_line(exc)})") from None
     missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise CheckpointError(f"the checkpoint file {path} lacks {', '.join(missing)}; {_what_to_do(folder)}")
+        raise _unusable(path, folder, f"lacks {', '.join(missing)}")
     return state
-
-
-def checkpoint_step(folder: Path) -> int | None:
-    """The step a checkpoint was saved at, or None when there is none or its state.json is unreadable."""
-    try:
-        return int(json.loads((Path(folder) / STATE_FILE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:
