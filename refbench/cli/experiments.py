@@ -54,7 +54,8 @@ def sweep(
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated training seeds."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="One step budget for every run."),
     preset: str = typer.Option("toy", "--preset", help="Model/data preset."),
-    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each its own process)."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each in its own long-lived worker process)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads of each run (a run's numbers depend on it, so it is fixed, not derived from --jobs)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status, train nothing."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of settings every run shares (e.g. [data] latent_cache)."),
     db: Path = DB_OPTION,
@@ -77,7 +78,7 @@ def sweep(
         for spec in specs:
             typer.echo(f"{spec.name}: {spec_status(spec, store)}  {spec.overrides}")
         return
-    outcomes = run_specs(specs, db=db, out_root=out, jobs=jobs, progress=progress)
+    outcomes = run_specs(specs, db=db, out_root=out, jobs=jobs, threads=threads, progress=progress)
     for name, outcome in outcomes.items():
         typer.echo(f"{name}: {outcome}")
     if any(o.startswith("failed") for o in outcomes.values()):
@@ -89,7 +90,8 @@ def reproduce(
     results: Optional[Path] = typer.Option(None, "--results", help="Folder for tables, figures, data and README (default results/, or results/toy-flow/)."),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " (default RESULTS/reproduce.duckdb)"),
     out: Optional[Path] = typer.Option(None, "--out", help="Root folder of the runs (default runs/reproduce, or runs/reproduce-flow)."),
-    jobs: int = typer.Option(2, "--jobs", help="Runs trained at once."),
+    jobs: int = typer.Option(2, "--jobs", help="Runs trained, sampled and scored at once (each in its own long-lived worker process)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads of each run (a run's numbers depend on it, so it is fixed, not derived from --jobs)."),
     seeds: int = typer.Option(3, "--seeds", help="Training seeds of every run of the plan (0..N-1)."),
     eval_seeds: int = typer.Option(2, "--eval-seeds", help="Evaluation seeds per toy-test prompt (the same for every run)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the toy preset's 300)."),
@@ -105,7 +107,7 @@ def reproduce(
     results = results or Path("results/toy-flow" if flow else "results")
     db = db or results / "reproduce.duckdb"
     out = out or Path("runs/reproduce-flow" if flow else "runs/reproduce")
-    summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, seeds=seeds, eval_seeds=eval_seeds, max_steps=max_steps,
+    summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, threads=threads, seeds=seeds, eval_seeds=eval_seeds, max_steps=max_steps,
                             only=parse_list(only) or None, num_prompts=num_prompts,
                             timestep_pairs=timestep_pairs, progress=progress, world=world)
     typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")

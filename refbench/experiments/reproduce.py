@@ -29,11 +29,13 @@ def _stage(name: str, started: float) -> None:
 
 def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int | None = None,
               eval_seeds: int | None = None, max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
-              num_prompts: int | None = None, progress: bool = True, world: str = "toy") -> dict:
+              num_prompts: int | None = None, progress: bool = True, world: str = "toy", threads: int = 1,
+              timings: dict | None = None) -> dict:
     from . import reproduce_plan as plan
     from ..evaluation.winrates import TOY_METRICS, compute_winrates
     from ..evaluation.generate import generate
     from ..evaluation.score import score
+    from .steps import Step
     from .sweep import run_specs
     from ..toy.dataset import ensure_toy_pairs
 
@@ -53,24 +55,26 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
     specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
-    sample_flags = ["--prompts", "toy-test", "--seeds", str(eval_seeds), "--db", str(db), "--no-progress",
-                    *(["--num-prompts", str(num_prompts)] if num_prompts else [])]
+    sample_options = {"prompts": "toy-test", "seeds": eval_seeds, "num_prompts": num_prompts, "db": str(db),
+                      "out": str(out_root), "no_progress": True}
 
     from ..store import Store
 
     analysed = set(Store(db).query("SELECT DISTINCT run FROM timestep_stats WHERE analysis = 'reference'")["run"])
 
     def then(spec):
-        commands = [["generate", spec.name, *sample_flags, "--out", str(out_root)],
-                    ["score", spec.name, "--metrics", ",".join(TOY_METRICS), "--db", str(db), "--no-progress"]]
+        steps = [Step("generate", spec.name, sample_options),
+                 Step("score", spec.name, {"metrics": ",".join(TOY_METRICS), "db": str(db), "no_progress": True})]
         family = spec.name.rsplit("-seed", 1)[0]
         if family in plan.TIMESTEP_RUNS and spec.name not in analysed:
-            commands.append(["timestep-analysis", spec.name, "--db", str(db), "--pairs", str(timestep_pairs),
-                             "--figure", str(out_root / spec.name / "timestep.png"), "--format", "csv", "--no-progress"])
-        return commands
+            steps.append(Step("timestep-analysis", spec.name, {"db": str(db), "pairs": timestep_pairs, "no_progress": True,
+                                                               "figure": str(out_root / spec.name / "timestep.png")}))
+        return steps
 
-    _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time", started)
-    outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, progress=progress, then=then)
+    _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time, "
+           f"{threads} thread(s) each", started)
+    outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, then=then,
+                         timings=timings)
     failed = {name: outcome for name, outcome in outcomes.items() if outcome not in ("trained", "done", "skipped")}
     for name, outcome in failed.items():
         print(f"  {name}: {outcome} (log: {out_root / '_sweep' / (name + '.log')})", flush=True)

@@ -4,22 +4,21 @@ A sweep is a list of ``RunSpec`` (a run name, a method preset and config overrid
 grid form crosses methods x tau x gamma x beta x lr x seeds; a run is named after the
 method and every axis given explicitly (``refdpo-tau16-seed1``), so the same grid always
 maps to the same names. Finished runs are skipped, interrupted ones resumed from their
-checkpoint. ``jobs > 1`` trains that many runs at once as separate ``refbench train``
-processes sharing the CPU threads (on a 2-core machine two 1-thread runs go faster than one
-2-thread run of these small models); they share the store through its lock-and-retry.
+checkpoint. The runs go to ``jobs`` long-lived worker processes (``workers.py``), each with
+``threads`` CPU threads (default 1: on a 2-core machine two 1-thread runs go faster than one
+2-thread run of these small models). The thread count is fixed rather than derived from
+``jobs`` because a run's float reductions depend on it: a run gives the same numbers at any
+``jobs``. The workers share the store through its lock-and-retry.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RefbenchError, RunInterrupted
+from .steps import Step
 
 __all__ = ["RunSpec", "grid_specs", "run_specs", "spec_status"]
 
@@ -94,90 +93,59 @@ def _config_file(spec: RunSpec, folder: Path) -> Path:
     return path
 
 
-def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, progress: bool = True,
-              log_folder: Path | None = None, then=None) -> dict[str, str]:
+def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, threads: int = 1, progress: bool = True,
+              log_folder: Path | None = None, then=None, timings: dict | None = None) -> dict[str, str]:
     """Train every spec that is not finished; returns name -> outcome ('skipped', 'trained', 'done', 'failed: ...').
 
-    ``then(spec)`` may give more commands (argument lists for `refbench`) to run after a spec's
-    training in the same job, e.g. generate and score; they run for finished runs too.
+    ``then(spec)`` may give more steps (``Step``) to run after a spec's training in the same
+    worker, e.g. generate and score; they run for finished runs too. ``jobs`` long-lived worker
+    processes of ``threads`` threads each run the specs; ``timings`` (a dict) receives each run's
+    seconds per step and its wall time.
     """
     from tqdm.auto import tqdm
 
     from ..store import Store
+    from .workers import Job, run_jobs
 
-    if jobs < 1:
-        raise RefbenchError(f"--jobs must be >= 1; got {jobs}")
+    if jobs < 1 or threads < 1:
+        raise RefbenchError(f"--jobs and --threads must be >= 1; got {jobs} and {threads}")
     store = Store(db)
     log_folder = Path(log_folder or Path(out_root) / "_sweep")
     outcomes: dict[str, str] = {}
-    queue = []
+    queue, trained = [], set()
     for spec in specs:
         status = spec_status(spec, store)
         if status == "diverged":  # recorded as such; its evaluation has no final model to use
             outcomes[spec.name] = "diverged"
             continue
-        commands = [] if status == "finished" else [
-            ["train", *spec.train_arguments(), "--config", str(_config_file(spec, log_folder)), "--db", str(db),
-             "--out", str(out_root), "--no-progress", *(["--resume"] if status == "partial" else [])]]
-        commands += list(then(spec) if then else [])
-        if commands:
-            queue.append(_Job(spec, commands, trained=status != "finished"))
+        steps = [] if status == "finished" else [
+            Step("train", spec.name, {"method": spec.method, "preset": spec.preset,
+                                      "config": str(_config_file(spec, log_folder)), "db": str(db), "out": str(out_root),
+                                      "no_progress": True, "resume": status == "partial"})]
+        steps += list(then(spec) if then else [])
+        if steps:
+            queue.append(Job(spec.name, steps, log_folder / f"{spec.name}.log"))
+            trained.update([spec.name] if status != "finished" else [])
         else:
             outcomes[spec.name] = "skipped"
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    del store  # the workers write; this process holds no connection meanwhile
     bar = tqdm(total=len(specs), initial=len(specs) - len(queue), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True)
-    running: list[_Job] = []
+
+    def on_result(result, busy: list[str]) -> None:
+        if result.status == "done":
+            outcomes[result.name] = "trained" if result.name in trained else "done"
+        else:  # 'interrupted' without a Ctrl-C here: something else stopped the worker's run
+            outcomes[result.name] = "failed: " + ("" if result.status == "failed" else "interrupted: ") + result.message
+        if timings is not None:
+            timings[result.name] = {**result.seconds, "wall": result.wall}
+        bar.update(1)
+        bar.set_postfix_str(", ".join(busy), refresh=True)
+
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                job = queue.pop(0)
-                job.start_next(log_folder, environment)
-                running.append(job)
-                bar.set_postfix_str(", ".join(j.spec.name for j in running), refresh=True)
-            time.sleep(0.2)
-            for job in list(running):
-                code = job.process.poll()
-                if code is None:
-                    continue
-                if code == 0 and job.commands:
-                    job.start_next(log_folder, environment)
-                    continue
-                job.log.close()
-                running.remove(job)
-                outcomes[job.spec.name] = ("trained" if job.trained else "done") if code == 0 else f"failed: {job.last_line()}"
-                bar.update(1)
-    except KeyboardInterrupt:
-        for job in running:  # the trainers stop at a step boundary with a checkpoint
-            job.process.terminate()
-        for job in running:
-            job.process.wait()
+        run_jobs(queue, workers=jobs, threads=threads, on_result=on_result)
+    except KeyboardInterrupt:  # the workers' trainers stopped at a step boundary with a checkpoint
         raise RunInterrupted("sweep interrupted; run the same command again to resume it") from None
     finally:
         bar.close()
-    return outcomes
-
-
-class _Job:
-    """One spec's commands, run one after another as `refbench` subprocesses, output to one log."""
-
-    def __init__(self, spec: RunSpec, commands: list[list[str]], trained: bool):
-        self.spec, self.commands, self.trained = spec, list(commands), trained
-        self.process: subprocess.Popen | None = None
-        self.log = None
-        self.log_path: Path | None = None
-
-    def start_next(self, log_folder: Path, environment: dict) -> None:
-        log_folder.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_folder / f"{self.spec.name}.log"
-        if self.log is None:
-            self.log = open(self.log_path, "a")
-        command = [sys.executable, "-m", "refbench", *self.commands.pop(0)]
-        self.log.write("$ " + " ".join(command[2:]) + "\n")
-        self.log.flush()
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=environment)
-
-    def last_line(self) -> str:
-        lines = self.log_path.read_text().strip().splitlines() if self.log_path else []
-        return (lines[-1] if lines else "?")[:200]
+    return {spec.name: outcomes[spec.name] for spec in specs if spec.name in outcomes}

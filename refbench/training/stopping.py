@@ -6,7 +6,9 @@ import signal
 import threading
 from contextlib import contextmanager
 
-__all__ = ["TrainingInterrupted", "TrainingDiverged", "stop_requests"]
+__all__ = ["TrainingInterrupted", "TrainingDiverged", "stop_requests", "stop_on_sigterm_only"]
+
+_STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM]  # the signals a run takes as a stop request
 
 
 class TrainingInterrupted(Exception):
@@ -32,9 +34,17 @@ def stop_requests():
             raise KeyboardInterrupt
         requested["stop"] = True
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     try:
         yield requested
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stop_on_sigterm_only() -> None:
+    """For a process whose parent forwards stops (a plan worker): ignore SIGINT, stop on SIGTERM.
+    Ctrl-C at a terminal reaches the whole process group; counted here as well, the parent's
+    SIGTERM would be a second request, which stops at once without a checkpoint."""
+    _STOP_SIGNALS[:] = [signal.SIGTERM]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,150 @@
+"""The plan's long-lived workers: numbers independent of --jobs, a killed worker loses nothing,
+Ctrl-C stops the runs with a checkpoint, and a step's command line is the command it stands for."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from refbench.experiments.steps import Step
+from refbench.experiments.sweep import grid_specs, run_specs
+from refbench.store import Store
+
+TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "checkpoint_every": 2}
+
+
+def _specs(toy_world, methods, max_steps):
+    extra = {"model": {"pretrained": str(toy_world / "base")}, "data": {"source": str(toy_world / "pairs.parquet")},
+             "training": TINY_TRAINING}
+    return grid_specs(methods, max_steps=max_steps, extra=extra)
+
+
+def test_step_command_line_is_the_refbench_command():
+    """Flags in the order given, underscores as dashes, True as a bare flag, None and False left out,
+    and the run as --name for train (an argument otherwise)."""
+    generate = Step("generate", "refdpo-seed0", {"prompts": "toy-test", "num_prompts": None, "seeds": 2, "no_progress": True})
+    assert generate.command_line() == "refbench generate refdpo-seed0 --prompts toy-test --seeds 2 --no-progress"
+    train = Step("train", "a b", {"method": "refdpo", "resume": False, "db": "x y.duckdb"})
+    assert train.command_line() == "refbench train --name 'a b' --method refdpo --db 'x y.duckdb'"
+    with pytest.raises(ValueError, match="unknown step 'plot'"):
+        Step("plot", "refdpo")
+
+
+def _final_weights(run_dir):
+    files = sorted((run_dir / "final").rglob("*.safetensors"))
+    assert files, run_dir
+    return {f"{f.name}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+@pytest.mark.slow
+def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
+    """Two runs trained, sampled and scored at --jobs 1 (both in one worker, one after the other) and at
+    --jobs 2 (one worker each): the same final weights, train_metrics, reference events and scores,
+    bit for bit (wall-clock columns aside). The second run in a shared worker inherits nothing."""
+    specs = _specs(toy_world, ["diff-dpo", "refdpo"], 4)
+    stores = {}
+    for jobs in (1, 2):
+        db, out = tmp_path / f"j{jobs}.duckdb", tmp_path / f"runs{jobs}"
+
+        def then(spec, db=db, out=out):
+            return [Step("generate", spec.name, {"prompts": "toy-test", "seeds": 1, "num_prompts": 2, "db": str(db),
+                                                 "out": str(out), "no_progress": True}),
+                    Step("score", spec.name, {"metrics": "colour,count,shape", "db": str(db), "no_progress": True})]
+
+        timings = {}
+        assert run_specs(specs, db=db, out_root=out, jobs=jobs, progress=False, then=then, timings=timings) == \
+            {"diff-dpo": "trained", "refdpo": "trained"}
+        assert set(timings["refdpo"]) == {"train", "generate", "score", "wall"}
+        assert timings["refdpo"]["wall"] >= timings["refdpo"]["train"] > 0
+        stores[jobs] = Store(db)
+    metrics = "select * exclude (seconds) from train_metrics order by run, step"
+    events = "select * from ref_events order by run, step, kind"
+    scores = "select run, prompt, seed, metric, value from scores join samples using (sample_id) order by all"
+    for sql in (metrics, events, scores):
+        one, two = stores[1].query(sql), stores[2].query(sql)
+        assert len(one) > 0 or sql == events
+        assert one.equals(two), sql
+    for run in ("diff-dpo", "refdpo"):
+        one, two = _final_weights(tmp_path / "runs1" / run), _final_weights(tmp_path / "runs2" / run)
+        assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one), run
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(toy_world, tmp_path):
+    """SIGKILL the worker while it trains the first of three runs: that run fails (the worker's death is
+    its message), a fresh worker trains the other two; the rerun resumes the killed run from its
+    checkpoint and the store ends with each step of each run exactly once."""
+    db, out = tmp_path / "db.duckdb", tmp_path / "runs"
+    specs = _specs(toy_world, ["diff-dpo", "refdpo", "sft"], 8)
+    killed = []
+
+    def kill_when_training():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            time.sleep(0.2)
+            try:
+                steps = Store(db, lock_timeout=1).query("select count(*) as n from train_metrics where run = 'diff-dpo'")["n"][0]
+            except Exception:  # not created yet, or locked by the worker this instant
+                continue
+            if steps >= 3:
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGKILL)
+                    killed.append(child.pid)
+
+    watcher = threading.Thread(target=kill_when_training)
+    watcher.start()
+    outcomes = run_specs(specs, db=db, out_root=out, jobs=1, progress=False)
+    watcher.join()
+    assert len(killed) == 1
+    assert outcomes["diff-dpo"].startswith("failed: its worker process died (exit code -9)")
+    assert (outcomes["refdpo"], outcomes["sft"]) == ("trained", "trained")
+    store = Store(db)
+    assert store.get_run("diff-dpo")["status"] == "running"  # as a kill leaves it: resumable
+    assert run_specs(specs, db=db, out_root=out, jobs=1, progress=False) == \
+        {"diff-dpo": "trained", "refdpo": "skipped", "sft": "skipped"}
+    assert "resuming diff-dpo from step" in (out / "_sweep" / "diff-dpo.log").read_text()
+    counts = store.query("select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run")
+    assert counts.values.tolist() == [["diff-dpo", 8, 8], ["refdpo", 8, 8], ["sft", 8, 8]]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
+    """Ctrl-C at a terminal (SIGINT to the sweep's whole process group) while a run trains: exit code 130
+    and one line on stderr; the run is 'interrupted' with a checkpoint (not killed half-way), and the
+    rerun finishes it with each step once."""
+    db, out = tmp_path / "db.duckdb", tmp_path / "runs"
+    specs = _specs(toy_world, ["refdpo"], 40)
+    script = ("import sys; from pathlib import Path; from refbench.experiments.sweep import grid_specs, run_specs\n"
+              "from refbench.errors import RunInterrupted\n"
+              f"specs = grid_specs(['refdpo'], max_steps=40, extra={specs[0].overrides!r})\n"
+              "try:\n"
+              f"    run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)\n"
+              "except RunInterrupted as exc:\n"
+              "    print(exc, file=sys.stderr); sys.exit(130)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if Store(db, lock_timeout=1).query("select count(*) as n from train_metrics")["n"][0] >= 3:
+                break
+        except Exception:
+            continue
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "sweep interrupted; run the same command again to resume it"
+    record = Store(db).get_run("refdpo")
+    assert record["status"] == "interrupted" and "stopped at step" in record["message"]
+    log = (out / "_sweep" / "refdpo.log").read_text()
+    assert "checkpoint saved" in log
+    assert run_specs(specs, db=db, out_root=out, jobs=1, progress=False) == {"refdpo": "trained"}
+    counts = Store(db).query("select count(*) as n, count(distinct step) as steps from train_metrics")
+    assert counts.values.tolist() == [[40, 40]]
