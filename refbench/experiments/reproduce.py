@@ -73,8 +73,11 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
     _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time, "
            f"{threads} thread(s) each", started)
+    timings = {} if timings is None else timings
+    stage_began = time.perf_counter()
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, then=then,
                          timings=timings)
+    costs = _report_costs(timings, db, wall=time.perf_counter() - stage_began, workers=jobs)
     failed = {name: outcome for name, outcome in outcomes.items() if outcome not in ("trained", "done", "skipped")}
     for name, outcome in failed.items():
         print(f"  {name}: {outcome} (log: {out_root / '_sweep' / (name + '.log')})", flush=True)
@@ -101,4 +104,20 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
     written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed, world=world)
     _stage(f"done: {len(written)} files in {results}", started)
-    return {"outcomes": outcomes, "written": written, "failed": failed}
+    return {"outcomes": outcomes, "written": written, "failed": failed, "costs": costs}
+
+
+def _report_costs(timings: dict, db: Path, *, wall: float, workers: int) -> dict | None:
+    """Print where the runs' time went (the workers' seconds, per run on average)."""
+    from ..store import Store
+    from .plan_costs import KINDS, split_seconds
+
+    if not timings:
+        return None
+    loop = Store(db).query("SELECT run, seconds FROM run_costs WHERE kind = 'total'")
+    costs = split_seconds(timings, dict(zip(loop["run"], loop["seconds"])), wall=wall, workers=workers)
+    count = len(costs["runs"])
+    parts = ", ".join(f"{kind} {costs['totals'][kind] / count:.1f}" for kind in KINDS)
+    print(f"  {count} runs in {wall / 60:.1f} min; seconds per run: {parts}, other {costs['other_per_run']:.1f}",
+          flush=True)
+    return costs

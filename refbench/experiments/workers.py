@@ -90,7 +90,9 @@ def _run_job(job: Job) -> JobResult:
         for step in job.steps:
             print("$ " + step.command_line(), flush=True)
             try:
-                result.seconds[step.command] = result.seconds.get(step.command, 0.0) + step.run_here()
+                seconds = step.run_here()
+                result.seconds[step.command] = result.seconds.get(step.command, 0.0) + seconds
+                print(f"# {step.command}: {seconds:.1f} s", flush=True)
             except (RunInterrupted, KeyboardInterrupt) as exc:
                 result.status, result.message = "interrupted", str(exc) or "interrupted"
             except RefbenchError as exc:

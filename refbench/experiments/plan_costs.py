@@ -1,0 +1,35 @@
+"""Where a plan's wall time went: training, sampling, scoring, analysis, and everything else.
+
+``split_seconds`` takes what the workers measured (each run's seconds per step, ``run_specs``'s
+``timings``) and the trainer's own clock (``run_costs``, kind 'total': the training loop, without
+loading the model and data). "Other" is what is left of the workers' time once those four are
+taken out: worker start-up, imports, loading models and data, writing the store, and any worker
+idle while the last runs finish. It is counted from the wall time times the number of workers,
+so nothing escapes it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["split_seconds", "KINDS"]
+
+KINDS = ("training", "sampling", "scoring", "analysis")
+_STEP_KIND = {"generate": "sampling", "score": "scoring", "timestep-analysis": "analysis"}
+
+
+def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, wall: float, workers: int) -> dict:
+    """Per run: {training, sampling, scoring, analysis, wall}; plus totals and 'other_per_run'.
+
+    ``timings``: run -> {step command: seconds, 'wall': seconds}; ``training_loop``: run -> the
+    trainer's seconds (runs not trained this time have none and count no training)."""
+    runs = {}
+    for run, seconds in timings.items():
+        row = dict.fromkeys(KINDS, 0.0)
+        row["training"] = float(training_loop.get(run, 0.0)) if "train" in seconds else 0.0
+        for command, kind in _STEP_KIND.items():
+            row[kind] += seconds.get(command, 0.0)
+        row["wall"] = seconds.get("wall", 0.0)
+        runs[run] = row
+    totals = {kind: sum(row[kind] for row in runs.values()) for kind in KINDS}
+    other = wall * min(workers, max(1, len(runs))) - sum(totals.values())
+    return {"runs": runs, "totals": totals, "other": other, "other_per_run": other / max(1, len(runs)),
+            "wall": wall, "workers": workers}
