@@ -19,7 +19,24 @@ from pathlib import Path
 
 from ..errors import RefbenchError
 
-__all__ = ["reproduce"]
+__all__ = ["reproduce", "evaluation_steps"]
+
+
+def evaluation_steps(spec, *, db: Path, out_root: Path, eval_seeds: int, num_prompts: int | None = None,
+                     timestep_pairs: int = 256, analysed: set = frozenset()) -> list:
+    """What follows a plan run's training in its worker: its toy-test samples, their oracle
+    scores, and for the runs of Fig. 2 and 5 the timestep analysis (unless ``analysed`` has it)."""
+    from ..evaluation.winrates import TOY_METRICS
+    from . import reproduce_plan as plan
+    from .steps import Step
+
+    steps = [Step("generate", spec.name, {"prompts": "toy-test", "seeds": eval_seeds, "num_prompts": num_prompts,
+                                          "db": str(db), "out": str(out_root), "no_progress": True}),
+             Step("score", spec.name, {"metrics": ",".join(TOY_METRICS), "db": str(db), "no_progress": True})]
+    if spec.name.rsplit("-seed", 1)[0] in plan.TIMESTEP_RUNS and spec.name not in analysed:
+        steps.append(Step("timestep-analysis", spec.name, {"db": str(db), "pairs": timestep_pairs, "no_progress": True,
+                                                           "figure": str(Path(out_root) / spec.name / "timestep.png")}))
+    return steps
 
 
 
@@ -35,7 +52,6 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     from ..evaluation.winrates import TOY_METRICS, compute_winrates
     from ..evaluation.generate import generate
     from ..evaluation.score import score
-    from .steps import Step
     from .sweep import run_specs
     from ..toy.dataset import ensure_toy_pairs
 
@@ -55,21 +71,13 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
     specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
-    sample_options = {"prompts": "toy-test", "seeds": eval_seeds, "num_prompts": num_prompts, "db": str(db),
-                      "out": str(out_root), "no_progress": True}
-
     from ..store import Store
 
     analysed = set(Store(db).query("SELECT DISTINCT run FROM timestep_stats WHERE analysis = 'reference'")["run"])
 
     def then(spec):
-        steps = [Step("generate", spec.name, sample_options),
-                 Step("score", spec.name, {"metrics": ",".join(TOY_METRICS), "db": str(db), "no_progress": True})]
-        family = spec.name.rsplit("-seed", 1)[0]
-        if family in plan.TIMESTEP_RUNS and spec.name not in analysed:
-            steps.append(Step("timestep-analysis", spec.name, {"db": str(db), "pairs": timestep_pairs, "no_progress": True,
-                                                               "figure": str(out_root / spec.name / "timestep.png")}))
-        return steps
+        return evaluation_steps(spec, db=db, out_root=out_root, eval_seeds=eval_seeds, num_prompts=num_prompts,
+                                timestep_pairs=timestep_pairs, analysed=analysed)
 
     _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time, "
            f"{threads} thread(s) each", started)
