@@ -41,7 +41,7 @@ def _scale(beta: float, weight: torch.Tensor | float | None, shape: torch.Size) 
 
 def _summary(loss: torch.Tensor, reward_w: torch.Tensor, reward_l: torch.Tensor, logits: torch.Tensor) -> PreferenceLoss:
     margin = (reward_w - reward_l).detach()
-    return PreferenceLoss(loss=loss, margin=margin, accuracy=float((margin > 0).float().mean()),
+    return PreferenceLoss(loss=loss, margin=margin, accuracy=(margin > 0).float().mean(),
                           reward_w=reward_w.detach(), reward_l=reward_l.detach(), logits=logits.detach())
 
 

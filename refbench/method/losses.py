@@ -32,7 +32,8 @@ class PreferenceLoss:
 
     loss:        scalar, mean over the batch (the thing to backpropagate).
     margin:      per pair, r_t(w) - r_t(l) (detached).
-    accuracy:    share of pairs with margin > 0 (a float in [0, 1]; ties count as wrong).
+    accuracy:    share of pairs with margin > 0, in [0, 1] (ties count as wrong); a 0-dim tensor on the
+                 batch's device, so that computing it does not wait for a GPU (``float()`` reads it).
     reward_w/l:  per pair implicit rewards r_t(w), r_t(l) (detached).
     logits:      per pair, the argument of the loss's (log)sigmoid (detached); per image,
                  winners then losers, for Diffusion-KTO.
@@ -40,7 +41,7 @@ class PreferenceLoss:
 
     loss: torch.Tensor
     margin: torch.Tensor
-    accuracy: float
+    accuracy: torch.Tensor
     reward_w: torch.Tensor
     reward_l: torch.Tensor
     logits: torch.Tensor
@@ -93,7 +94,7 @@ def diffusion_dpo_loss(
     return PreferenceLoss(
         loss=loss,
         margin=margin_detached,
-        accuracy=float((margin_detached > 0).float().mean()),
+        accuracy=(margin_detached > 0).float().mean(),
         reward_w=reward_w.detach(),
         reward_l=reward_l.detach(),
         logits=logits.detach(),

@@ -111,7 +111,7 @@ class Trainer:
         forward = PairForward(pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
         out = OBJECTIVES[method.objective](method, forward)
         model_w, model_l = forward.halves(forward.model_err.detach())
-        values = {"loss": out.loss, "accuracy": torch.tensor(out.accuracy), "margin": out.margin.mean(),
+        values = {"loss": out.loss, "accuracy": out.accuracy, "margin": out.margin.mean(),
                   "model_err_w": model_w.mean(), "model_err_l": model_l.mean()}
         if ref_pred is not None:
             ref_w, ref_l = forward.halves(forward.ref_err)
@@ -126,9 +126,10 @@ class Trainer:
         if not share:
             return batch
         generator = step_generator(self.config.training.seed, "caption-dropout", step, micro, self.accelerator.process_index)
-        dropped = (torch.rand(batch.pairs, generator=generator) < share).to(batch.cond.hidden.device)
-        if not dropped.any():
+        dropped = torch.rand(batch.pairs, generator=generator) < share
+        if not dropped.any():  # decided on the CPU, where the coins are: no wait for the device
             return batch
+        dropped = dropped.to(batch.cond.hidden.device)
         empty = self.batches.empty_conditioning(batch.pairs)
         keep = lambda mine, other: torch.where(dropped.view(-1, *[1] * (mine.dim() - 1)), other.to(mine.dtype), mine)
         cond = Conditioning(keep(batch.cond.hidden, empty.hidden),
@@ -163,7 +164,9 @@ class Trainer:
         # the step is skipped on every process, so it never reaches the weights.
         if acc.num_processes > 1:
             nonfinite_loss = acc.reduce(nonfinite_loss, reduction="sum")
-        loss_ok, grad_ok = nonfinite_loss.item() == 0, bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        # Both checks in one read from the device (the step's only wait for it, besides logging).
+        finite = torch.stack([nonfinite_loss.sum() == 0, torch.isfinite(torch.as_tensor(grad_norm)).to(acc.device).all()])
+        loss_ok, grad_ok = finite.tolist()
         nonfinite = None
         if batch is None:
             self.skipped_steps += 1  # nothing usable in this step
@@ -290,10 +293,13 @@ class Trainer:
                 self.elapsed += time.perf_counter() - started
 
                 metrics: dict[str, float] = {}
-                if totals:  # means over processes
+                logged = self.log and step % training.log_every == 0
+                # Means over processes, read from the device only for the store or the progress bar
+                # (the same condition on every process: the reduce is collective).
+                if totals and (step % training.log_every == 0 or self.progress):
                     stacked = torch.stack(list(totals.values())).to(acc.device)
                     metrics = dict(zip(totals, acc.reduce(stacked, reduction="mean").cpu().tolist()))
-                if self.log and step % training.log_every == 0:
+                if logged:
                     row = {**metrics, **(last_divergence if measured else {})}
                     row = {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # NULL, not NaN, in SQL
                     self.log.metrics(step, **row, lr=self.lr_scheduler.get_last_lr()[0], seconds=self.elapsed)
