@@ -84,7 +84,7 @@ def sd_world(root: Path, quick: bool) -> World:
         "training": {"batch_size": 4, "gradient_accumulation_steps": 1, "monitor_every": 8, "lr_warmup_steps": 0},
     }, root, quick, latent_cache=root / "sd15-tiny-latents")
     world.notes.append("sd15-tiny: sd15 preset on a tiny random-weight pipeline, fp32, latents from the disk cache, "
-                       "batch 4 pairs, accumulation 1, tau 8, monitor every 8 (4 winners)")
+                       "batch 4 pairs, accumulation 1, tau 8, monitor every 8 (the preset's monitor set)")
     return world
 
 

@@ -22,7 +22,9 @@ class Probe:
     optimizer, sync, monitor) from wrapping the trainer's calls; a nested call's time counts for
     the inner part only (a sync's measurement is "monitor"). Per block, then medians."""
 
-    PARTS = {"_batch": "data", "_micro_step": "forward+loss", "_divergences": "monitor", "_update_reference": "sync"}
+    PARTS = {"_micro_step": "forward+loss", "_update_reference": "sync"}
+    # Parts that live on the trainer's helpers: (attribute of the trainer, its method, part).
+    HELPER_PARTS = (("batches", "micro_batch", "data"), ("monitor", "divergences", "monitor"))
 
     def __init__(self):
         self.blocks: dict[str, list[dict[str, float]]] = {}
@@ -31,8 +33,8 @@ class Probe:
 
     def attach(self, owner, attribute: str, part: str) -> None:
         call = getattr(owner, attribute, None)
-        if call is None:  # renamed since: the breakdown just lacks that part
-            return
+        if call is None:  # a renamed method would silently move its time to "other"
+            raise AttributeError(f"bench probe: {type(owner).__name__} has no {attribute!r}; update Probe's parts")
 
         def timed(*args, **kwargs):
             if self._current is None:
@@ -52,6 +54,8 @@ class Probe:
     def instrument(self, trainer) -> None:
         for attribute, part in self.PARTS.items():
             self.attach(trainer, attribute, part)
+        for helper, attribute, part in self.HELPER_PARTS:
+            self.attach(getattr(trainer, helper), attribute, part)
         self.attach(trainer.optimizer, "step", "optimizer")
 
     def instrument_accelerator(self, accelerator) -> None:

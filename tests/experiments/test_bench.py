@@ -78,3 +78,18 @@ def test_table_renders(result):
 def test_cli_lists_the_command():
     out = subprocess.run([sys.executable, "-m", "refbench", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--quick" in out.stdout and "--json" in out.stdout
+
+
+def test_probe_finds_every_part_it_times():
+    """The step breakdown wraps methods by name: each must exist on the trainer or its helpers (a
+    renamed one used to move its time silently into "other"), and a missing one is an error."""
+    from refbench.bench.timing import Probe
+    from refbench.training.batches import BatchSource
+    from refbench.training.monitor import DivergenceMonitor
+    from refbench.training.trainer import Trainer
+
+    helpers = {"batches": BatchSource, "monitor": DivergenceMonitor}
+    assert all(callable(getattr(Trainer, name, None)) for name in Probe.PARTS)
+    assert all(callable(getattr(helpers[owner], name, None)) for owner, name, _ in Probe.HELPER_PARTS)
+    with pytest.raises(AttributeError, match="has no '_batch'"):
+        Probe().attach(Trainer, "_batch", "data")
