@@ -110,7 +110,7 @@ def test_sd3_conditioning_and_latents(tiny):
     assert cond_dropped.hidden[:, 32:].abs().sum() == 0 and torch.equal(cond_dropped.hidden[:, :32], cond.hidden[:, :32])
     images = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
     latents = with_t5.encode_images(images)
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
     mean = with_t5.vae.encode(pixels).latent_dist.mean
     assert latents.shape == (2, 16, 8, 8) and torch.allclose(latents, (mean - 0.0609) * 1.5305, atol=1e-6)
 

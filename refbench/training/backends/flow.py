@@ -154,7 +154,9 @@ class SD3Backend(FlowBackend):
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray) -> torch.Tensor:
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        # NCHW in memory, as torchvision's ToTensor gives the official loop: the VAE's convolutions run
+        # about 10% slower on the channels-last view a bare permute leaves.
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1.0
         mean = self.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist.mean
         config = self.vae.config
         return ((mean - (config.shift_factor or 0.0)) * config.scaling_factor).float()
