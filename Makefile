@@ -27,7 +27,7 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # The inner loop: everything but the tests marked slow (accelerate launches, the CLI in a
 # subprocess, notebooks). `make test` still runs them all.
