@@ -1,20 +1,30 @@
 """The paper's claims, checked one by one against the store, over training seeds.
 
 Every check measures one *effect*, signed so that the paper's claim is a positive effect, with
-a 95% interval that includes seed-to-seed variation (``analysis.seeds``, the hierarchical
-bootstrap of ``refbench.method.hierarchical``), and gives one of three verdicts:
+a 95% interval that includes seed-to-seed variation (``refbench.method.inference``, chosen by the
+coverage study ``benchmarks/coverage.md``), and gives one of three verdicts:
 
-- ``holds``: the interval lies above no effect (0, or 50% for a win rate);
-- ``contradicted``: it lies below;
-- ``inconclusive``: it contains no effect;
+- ``holds``: the effect is above no effect (0, or 50% for a win rate);
+- ``contradicted``: it is below;
+- ``inconclusive``: neither;
 - ``not measured``: a run it needs is missing.
 
-A claim made of several comparisons (``every tau beats Diffusion-DPO``) holds when every part
-holds, is contradicted when any part is, and is inconclusive otherwise. Score comparisons use
-the hidden ``human`` oracle (the toy's PickScore) on samples paired by (prompt, evaluation seed)
-inside each training seed: two levels. Effects measured once per training run (a divergence, a
-reward margin, a timestep analysis) have the training seeds as their only level; with 3 seeds
-such an interval is the range of the seeds' values, so it "holds" only when every seed agrees.
+Score comparisons use the hidden ``human`` oracle (the toy's PickScore) on samples paired by
+(prompt, evaluation seed) inside each training seed; every seed is evaluated on the same prompts,
+so the interval crosses seeds with prompts (``seeds.crossed``: the seed means' variance with
+t_{S-1}, the shared prompts' with t_{P-1}). Effects measured once per training run (a divergence,
+a reward margin, a timestep analysis) have the training seeds as their only level: Student's t
+over the seeds (``seeds.seed_t``), never the range of three values.
+
+Multiplicity: every part of every measured claim is one test (a claim made of several
+comparisons, ``every tau beats Diffusion-DPO``, has one per comparison), and Holm's step-down
+adjustment runs over that family. ``verdict`` is the adjusted one: a part holds (is contradicted)
+when its adjusted p-value is at most 0.05 and its effect is above (below) no effect;
+``verdict_unadjusted`` reads the 95% intervals alone. A claim holds when every part holds, is
+contradicted when any part is, and is inconclusive otherwise. Each claim also shows the smallest
+effect its shown part could detect (``mde``: 80% power, two-sided 5%), so that "inconclusive"
+reads as "no power" or "no effect". With one training seed (or one value) a part has no p-value
+and keeps its interval's verdict.
 
 The rules (which runs, which effect, which sign) were fixed before the multi-seed numbers were
 seen; the paper's wording of each claim is unchanged from the one-seed version.
@@ -22,12 +32,15 @@ seen; the paper's wording of each claim is unchanged from the one-seed version.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 
 from refbench.experiments import reproduce_plan as plan
-from refbench.method.hierarchical import HierarchicalEstimate, verdict
+from refbench.method.hierarchical import verdict
+from refbench.method.inference import Interval, holm, minimum_detectable_effect
 
 from . import reads, seeds
 from .costs import cost_text
@@ -36,6 +49,7 @@ from .figures import relative_divergence
 __all__ = ["Claim", "check_claims", "claims_table", "verdict_counts", "VERDICTS"]
 
 PRIMARY = "human"
+ALPHA = 0.05
 VERDICTS = ("holds", "inconclusive", "contradicted", "not measured")
 
 
@@ -49,12 +63,35 @@ class Claim:
     ci_high: float | None
     seeds: int
     samples: int  # paired samples per seed (1: measured once per training run)
-    verdict: str
+    verdict: str  # after Holm's adjustment over every part of every claim
     cost: str = ""
+    verdict_unadjusted: str = ""  # from the 95% intervals alone
+    p_value: float | None = None  # the shown part's, two-sided against no effect
+    p_adjusted: float | None = None  # Holm
+    mde: float | None = None  # smallest effect the shown part detects (80% power, two-sided 5%)
+    interval: str = ""  # how the interval was made
 
 
 class _Missing(Exception):
     pass
+
+
+class _Result(NamedTuple):
+    measured: str
+    shown: Interval  # the estimate shown in the table (the weakest part)
+    verdict: str  # from the parts' 95% intervals alone (unadjusted)
+    cost: str
+    parts: list  # (Interval, null) of every comparison the claim is made of
+    capped: bool  # at most inconclusive, whatever the tests say
+
+
+def _result(measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False) -> _Result:
+    plain = _combine([verdict(e.ci_low, e.ci_high, null=null) for e, null in parts])
+    return _Result(measured, shown, _cap(plain) if capped else plain, cost, parts, capped)
+
+
+def _cap(result: str) -> str:
+    return "inconclusive" if result == "holds" else result
 
 
 def _combine(verdicts: list[str]) -> str:
@@ -64,21 +101,21 @@ def _combine(verdicts: list[str]) -> str:
 
 
 class _Checks:
-    """Each check returns (measured text, estimate shown, verdict, cost text)."""
+    """Each check returns a ``_Result`` (its verdict from the intervals; ``check_claims`` adds Holm's)."""
 
     def __init__(self, db, prompt_set: str):
         self.db, self.prompt_set = db, prompt_set
 
     # -- measurements ----------------------------------------------------------------------------
-    def diff(self, a: str, b: str) -> HierarchicalEstimate:
+    def diff(self, a: str, b: str) -> Interval:
         try:
-            return seeds.compare(self.db, a, b, metric=PRIMARY, prompt_set=self.prompt_set)
+            return seeds.crossed(self.db, a, b, metric=PRIMARY, prompt_set=self.prompt_set)
         except LookupError as missing:
             raise _Missing(str(missing)) from None
 
-    def win(self, a: str, b: str, metrics: list[str] | None = None) -> HierarchicalEstimate:
+    def win(self, a: str, b: str, metrics: list[str] | None = None) -> Interval:
         try:
-            return seeds.compare(self.db, a, b, kind="win", metric=PRIMARY, metrics_for_win=metrics,
+            return seeds.crossed(self.db, a, b, kind="win", metric=PRIMARY, metrics_for_win=metrics,
                                  prompt_set=self.prompt_set)
         except LookupError as missing:
             raise _Missing(str(missing)) from None
@@ -113,22 +150,21 @@ class _Checks:
     def better(self, a: str, b: str):
         """'A beats B' on mean human score: effect = A - B."""
         estimate = self.diff(a, b)
-        text = f"{a} - {b}: {seeds.fmt(estimate)}"
-        return text, estimate, verdict(estimate.ci_low, estimate.ci_high), self.cost(a, b)
+        return _result(f"{a} - {b}: {seeds.fmt(estimate)}", estimate, [(estimate, 0.0)], self.cost(a, b))
 
     def all_better(self, comparisons: list[tuple[str, str]]):
         parts = [self.diff(a, b) for a, b in comparisons]
         text = "; ".join(f"{a} - {b}: {seeds.fmt(e)}" for (a, b), e in zip(comparisons, parts))
         weakest = min(parts, key=lambda e: e.ci_low)
         families = list(dict.fromkeys(name for pair in comparisons for name in pair))
-        return text, weakest, _combine([verdict(e.ci_low, e.ci_high) for e in parts]), self.cost(*families)
+        return _result(text, weakest, [(e, 0.0) for e in parts], self.cost(*families))
 
 
 def _claims(c: _Checks):
     def beats_diffdpo():
         estimate = c.win(plan.TABLE1_RUN, "diff-dpo")
-        return (f"refdpo vs diff-dpo, {PRIMARY} win rate {seeds.fmt(estimate, percent=True)}", estimate,
-                verdict(estimate.ci_low, estimate.ci_high, null=0.5), c.cost(plan.TABLE1_RUN, "diff-dpo"))
+        return _result(f"refdpo vs diff-dpo, {PRIMARY} win rate {seeds.fmt(estimate, percent=True)}", estimate,
+                       [(estimate, 0.5)], c.cost(plan.TABLE1_RUN, "diff-dpo"))
     yield "Table 1", "Ours beats Diffusion-DPO under the reward models", beats_diffdpo
 
     def beats_baselines():
@@ -138,16 +174,15 @@ def _claims(c: _Checks):
         text = "win rate averaged over the five metrics: " + ", ".join(f"{b} {seeds.fmt(e, percent=True)}"
                                                                          for b, e in parts.items())
         weakest = min(parts.values(), key=lambda e: e.ci_low)
-        return (text, weakest, _combine([verdict(e.ci_low, e.ci_high, null=0.5) for e in parts.values()]),
-                c.cost(plan.TABLE1_RUN, *parts))
+        return _result(text, weakest, [(e, 0.5) for e in parts.values()], c.cost(plan.TABLE1_RUN, *parts))
     yield "Table 1", "Ours beats SFT, DSPO, Diffusion-KTO (and MaPO)", beats_baselines
 
     def explores():
         values = c.paired_seed_values("ref-noreg", "diff-dpo", lambda noreg, fixed: c.final(noreg, "div_ref")
                                       - c.final(fixed, "div_policy"))
-        estimate = seeds.seed_level(values)
-        return (f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
-                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
+        estimate = seeds.seed_t(values)
+        return _result(f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: "
+                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)])
     yield "Fig. 1(b)", "Diffusion-DPO stays close to the initial model; reference updates move far from it", explores
 
     def keeps_growing():
@@ -155,28 +190,25 @@ def _claims(c: _Checks):
             series = c.series(run, "div_ref")
             half = series[series["step"] <= series["step"].max() / 2]["div_ref"].iloc[-1]
             return float(series["div_ref"].iloc[-1] - half)
-        estimate = seeds.seed_level(c.per_seed("ref-noreg", growth))
-        return (f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
-                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
+        estimate = seeds.seed_t(c.per_seed("ref-noreg", growth))
+        return _result(f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
+                       estimate, [(estimate, 0.0)])
     yield "Fig. 1(b)", "Without regularisation the reference's divergence keeps growing", keeps_growing
 
     def margin_grows():
         tail = lambda run: float(c.series(run, "margin").tail(100)["margin"].mean())  # noqa: E731
-        estimate = seeds.seed_level(c.paired_seed_values("ref-noreg", "diff-dpo", lambda a, b: tail(a) - tail(b)))
-        return (f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: {seeds.fmt(estimate, scale=1e4, digits=2)}",
-                estimate, verdict(estimate.ci_low, estimate.ci_high), "")
+        estimate = seeds.seed_t(c.paired_seed_values("ref-noreg", "diff-dpo", lambda a, b: tail(a) - tail(b)))
+        return _result(f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: "
+                       f"{seeds.fmt(estimate, scale=1e4, digits=2)}", estimate, [(estimate, 0.0)])
     yield "Fig. 1(b)", "The implicit reward margin grows under reference updates", margin_grows
 
     def bounded():
         frozen = c.per_seed("refdpo", lambda run: not reads.ref_events(c.db, [run]).query("kind == 'freeze'").empty)
         values = c.paired_seed_values("ref-noreg", "refdpo", lambda noreg, ours: c.final(noreg, "div_ref")
                                       - c.final(ours, "div_ref"))
-        estimate = seeds.seed_level(values)
-        result = verdict(estimate.ci_low, estimate.ci_high)
-        if result == "holds" and not all(frozen):
-            result = "inconclusive"
-        return (f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
-                f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, result, "")
+        estimate = seeds.seed_t(values)
+        return _result(f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
+                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], capped=not all(frozen))
     yield "Fig. 1(b)", "Regularisation keeps the reference near the delta boundary", bounded
 
     def moderate():
@@ -195,10 +227,10 @@ def _claims(c: _Checks):
             low, mid, high = merged["mean"][:third], merged["mean"][third:len(merged) - third], merged["mean"][len(merged) - third:]
             return float(mid.mean() - high.mean()), float(mid.mean() - low.mean())
         pairs = [thirds(k) for k in range(seed_count)]
-        hurt, best = seeds.seed_level([p[0] for p in pairs]), seeds.seed_level([p[1] for p in pairs])
+        hurt, best = seeds.seed_t([p[0] for p in pairs]), seeds.seed_t([p[1] for p in pairs])
         text = (f"runs in thirds by final D(policy): mean {PRIMARY} of the middle third - the most divergent "
                 f"{seeds.fmt(hurt)}, - the least divergent {seeds.fmt(best)}")
-        return text, min((hurt, best), key=lambda e: e.ci_low), _combine([verdict(e.ci_low, e.ci_high) for e in (hurt, best)]), ""
+        return _result(text, min((hurt, best), key=lambda e: e.ci_low), [(hurt, 0.0), (best, 0.0)])
     yield "Fig. 1(c)", "Controlled divergence scores best; too much divergence hurts", moderate
 
     def imbalance():
@@ -209,11 +241,10 @@ def _claims(c: _Checks):
             noisy, rest = stats.iloc[0], stats.iloc[1:]
             return float(rest.reward_scale.mean() - noisy.reward_scale), float(rest.accuracy.mean() - noisy.accuracy)
         values = c.per_seed("ref-explore", gaps)
-        scale, accuracy = seeds.seed_level([v[0] for v in values]), seeds.seed_level([v[1] for v in values])
+        scale, accuracy = seeds.seed_t([v[0] for v in values]), seeds.seed_t([v[1] for v in values])
         text = (f"ref-explore, the other intervals - the noisiest: |r_t| x1e4 {seeds.fmt(scale, scale=1e4, digits=2)}, "
                 f"accuracy {seeds.fmt(accuracy)}")
-        return (text, min((scale, accuracy), key=lambda e: e.ci_low),
-                _combine([verdict(e.ci_low, e.ci_high) for e in (scale, accuracy)]), "")
+        return _result(text, min((scale, accuracy), key=lambda e: e.ci_low), [(scale, 0.0), (accuracy, 0.0)])
     yield "Fig. 2", "The implicit reward is weaker (smaller, less accurate) at the noisy start of generation", imbalance
 
     yield "Table 3", "A 5x learning rate degrades Diffusion-DPO", lambda: c.better("diff-dpo", "diff-dpo-lr5x")
@@ -246,23 +277,45 @@ def _claims(c: _Checks):
         shared = sorted(set(runs[0]) & set(runs[1]) & set(runs[2]))
         if not shared:
             raise _Missing("timestep analyses")
-        estimate = seeds.seed_level([gap(runs[0][k], runs[1][k], runs[2][k]) for k in shared])
-        return (f"noisiest interval, D(policy, init) as % of {relative}'s, without scale - with scale: "
-                f"{seeds.fmt(estimate, digits=1)} points", estimate, verdict(estimate.ci_low, estimate.ci_high), "")
+        estimate = seeds.seed_t([gap(runs[0][k], runs[1][k], runs[2][k]) for k in shared])
+        return _result(f"noisiest interval, D(policy, init) as % of {relative}'s, without scale - with scale: "
+                       f"{seeds.fmt(estimate, digits=1)} points", estimate, [(estimate, 0.0)])
     yield "Fig. 5", "The reward scale spends less divergence at early timesteps", fig5
 
 
 @reads.holding
-def check_claims(db, prompt_set: str = "toy-test") -> list[Claim]:
+def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> list[Claim]:
+    """Every claim, with its verdict from the 95% intervals (``verdict_unadjusted``) and after Holm's
+    adjustment over the family of every part of every claim measured (``verdict``)."""
     checks = _Checks(db, prompt_set)
-    out = []
+    measured = []
     for where, paper, check in _claims(checks):
         try:
-            measured, estimate, result, cost = check()
-            out.append(Claim(where, paper, measured, estimate.effect, estimate.ci_low, estimate.ci_high, estimate.seeds,
-                             estimate.samples, result, cost))
+            measured.append((where, paper, check()))
         except _Missing as missing:
-            out.append(Claim(where, paper, f"needs {missing}", None, None, None, 0, 0, "not measured"))
+            measured.append((where, paper, f"needs {missing}"))
+    parts = [(i, j, estimate) for i, (_, _, result) in enumerate(measured) if isinstance(result, _Result)
+             for j, (estimate, _) in enumerate(result.parts) if math.isfinite(estimate.p_value)]
+    adjusted = dict(zip(((i, j) for i, j, _ in parts), holm([e.p_value for _, _, e in parts], alpha=alpha)[0]))
+    out = []
+    for i, (where, paper, result) in enumerate(measured):
+        if not isinstance(result, _Result):
+            out.append(Claim(where, paper, result, None, None, None, 0, 0, "not measured", verdict_unadjusted="not measured"))
+            continue
+        held = []
+        for j, (estimate, null) in enumerate(result.parts):
+            p = adjusted.get((i, j))
+            held.append(verdict(estimate.ci_low, estimate.ci_high, null=null) if p is None else "inconclusive"
+                        if p > alpha else "holds" if estimate.effect > null else "contradicted")
+        final = _cap(_combine(held)) if result.capped else _combine(held)
+        shown = result.shown
+        index = next(j for j, (e, _) in enumerate(result.parts) if e is shown)
+        finite = math.isfinite(shown.p_value)
+        out.append(Claim(where, paper, result.measured, shown.effect, shown.ci_low, shown.ci_high, shown.seeds,
+                         shown.samples, final, result.cost, verdict_unadjusted=result.verdict,
+                         p_value=shown.p_value if finite else None, p_adjusted=adjusted.get((i, index)),
+                         mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
+                         interval=shown.method))
     return out
 
 

@@ -7,23 +7,28 @@ training seed: it is paired with every seed of the other side.
 
 Comparisons of two families pair run A-seed k with B-seed k (same training seed: same data
 order, noise and timesteps during training) and, inside that, samples by (prompt, evaluation
-seed); the per-seed paired values go to ``refbench.method.hierarchical``.
+seed); the per-seed paired values go to ``refbench.method.hierarchical`` (``compare``, ``seed_level``:
+Table 1 and the figures today) or to ``refbench.method.inference`` (``crossed``, ``seed_t``: the claims),
+whose intervals keep their coverage with 3 and 5 seeds (``benchmarks/coverage.md``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from refbench.evaluation.winrates import paired_scores
 from refbench.method.hierarchical import HierarchicalEstimate, hierarchical_bootstrap
+from refbench.method.inference import Interval, crossed_interval, t_interval
 from refbench.method.winrate import outcomes
 
 from . import reads
 
-__all__ = ["family_runs", "families", "compare", "score_estimate", "seed_level", "fmt", "per_seed"]
+__all__ = ["family_runs", "families", "compare", "crossed", "score_estimate", "seed_level", "seed_t", "fmt",
+           "per_seed"]
 
 BASE = "base"
 
@@ -77,6 +82,12 @@ def compare(db, a: str, b: str, *, metric: str = "human", kind: str = "differenc
             metrics_for_win: list[str] | None = None, resamples: int = 2000) -> HierarchicalEstimate:
     """A against B over training seeds: ``difference`` = mean score of A minus B (paired samples);
     ``win`` = A's win rate (ties half), averaged over ``metrics_for_win`` when given."""
+    return hierarchical_bootstrap(_common_keys(_paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win)),
+                                  resamples=resamples)
+
+
+def _paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win) -> list[pd.Series]:
+    """Per training seed, the paired values indexed by (prompt, evaluation seed)."""
     from refbench.evaluation.metrics import get_metric
 
     if kind not in ("difference", "win"):
@@ -94,7 +105,33 @@ def compare(db, a: str, b: str, *, metric: str = "human", kind: str = "differenc
                       else (1.0 if better else -1.0) * (pairs["run_value"].to_numpy() - pairs["baseline_value"].to_numpy()))
             per_metric.append(pd.Series(values, index=pd.MultiIndex.from_frame(pairs[["prompt", "seed"]])))
         groups.append(pd.concat(per_metric, axis=1).mean(axis=1))
-    return hierarchical_bootstrap(_common_keys(groups), resamples=resamples)
+    return groups
+
+
+def crossed(db, a: str, b: str, *, metric: str = "human", kind: str = "difference", prompt_set: str = "toy-test",
+            metrics_for_win: list[str] | None = None, null: float | None = None) -> Interval:
+    """``compare``'s effect with the interval of ``refbench.method.inference`` (chosen by
+    ``benchmarks/coverage.md``): prompts shared by every training seed, crossed with the seeds; its
+    p-value tests ``null`` (0 for a difference, 0.5 for a win rate). With one training seed, a t
+    interval over the prompts' means: a claim about that seed's model only."""
+    groups = _paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win)
+    null = (0.5 if kind == "win" else 0.0) if null is None else null
+    shared = set.intersection(*(set(g.index) for g in groups))
+    if not shared:
+        raise LookupError("(prompt, seed) samples shared by every training seed")
+    keys = sorted(shared)
+    cells = np.stack([g.loc[keys].groupby(level=0).mean().to_numpy() for g in groups]) - null
+    if cells.shape[0] >= 2 and cells.shape[1] >= 2:
+        estimate = crossed_interval(cells)
+    elif cells.size >= 2:
+        estimate = replace(t_interval(cells.ravel()), method="t over prompts (one training seed)")
+    else:
+        estimate = _point(float(cells.mean()))
+    low, high = estimate.ci_low + null, estimate.ci_high + null
+    if kind == "win":  # a rate's interval stays in [0, 1] (clipping changes no coverage)
+        low, high = max(low, 0.0), min(high, 1.0)
+    return replace(estimate, effect=estimate.effect + null, ci_low=low, ci_high=high, seeds=len(groups),
+                   samples=len(keys))
 
 
 def score_estimate(db, family: str, *, metric: str = "human", prompt_set: str = "toy-test",
@@ -129,7 +166,20 @@ def seed_level(values: list[float], *, resamples: int = 2000) -> HierarchicalEst
     return hierarchical_bootstrap([[v] for v in values], resamples=resamples)
 
 
-def fmt(estimate: HierarchicalEstimate, scale: float = 1.0, digits: int = 3, percent: bool = False) -> str:
+def seed_t(values: list[float]) -> Interval:
+    """An effect measured once per training seed: Student's t over the seeds (n - 1 df). One value has
+    no interval: the point, with no p-value (NaN), so it stays out of a multiplicity correction."""
+    if len(values) >= 2:
+        return t_interval(values)
+    return _point(float(values[0]))
+
+
+def _point(value: float) -> Interval:
+    return Interval(effect=value, ci_low=value, ci_high=value, se=0.0, df=0.0, p_value=float("nan"), seeds=1,
+                    samples=1, method="one value (no interval)")
+
+
+def fmt(estimate: HierarchicalEstimate | Interval, scale: float = 1.0, digits: int = 3, percent: bool = False) -> str:
     """'0.012 [0.004, 0.020]' (or in % for rates)."""
     factor = 100.0 if percent else scale
     d = 1 if percent else digits

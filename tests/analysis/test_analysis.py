@@ -193,6 +193,11 @@ def test_check_claims_gives_the_verdicts_built_in(synthetic_store):
     assert lr.cost == "diff-dpo 32+16 passes/step, 80 s; diff-dpo-lr5x 32+16 passes/step, 80 s"
     margin = next(c for p, c in by_phrase.items() if "margin" in p)
     assert margin.samples == 1  # measured once per training run: seeds are its only level
+    # one seed, constant differences: every score part has p = 0, so Holm changes no verdict; a value
+    # measured once (one seed) has no p-value and keeps its interval's verdict
+    assert [c.verdict for c in claims] == [c.verdict_unadjusted for c in claims]
+    assert (lr.p_value, lr.p_adjusted, lr.mde) == (0.0, 0.0, 0.0) and lr.interval.startswith("t over prompts")
+    assert margin.p_value is None and margin.p_adjusted is None and margin.mde is None
 
 
 def _expect_not_measured(phrases):

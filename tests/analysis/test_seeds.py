@@ -3,6 +3,8 @@ hand: family a beats b by 0.1 under seed 0 and loses by 0.1 under seed 1."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from analysis import claims, figures, seeds
@@ -79,6 +81,24 @@ def test_score_estimate_uses_the_samples_every_seed_has(two_seeds):
     assert estimate.seed_means == pytest.approx((0.6, 0.4)) and estimate.samples == 2
     with pytest.raises(LookupError):
         seeds.score_estimate(two_seeds, "nobody")
+
+
+def test_crossed_intervals_cross_seeds_with_prompts(two_seeds):
+    """a - b per (seed, prompt): [[0.1, 0.1], [-0.1, -0.1]]. Grand mean 0; MS_S = 2 (0.1^2 + 0.1^2) / 1 = 0.04,
+    MS_P = MS_SP = 0, so se = sqrt(0.04 / 4) = 0.1 and the interval 0 +- t(0.975, 1) 0.1 = +-1.270620 (the
+    bootstrap's [-0.1, 0.1] claimed a precision two seeds do not have); p = 1. One seed (a-seed0 against
+    b-seed0): a t over its 2 prompts, both 0.1: [0.1, 0.1], p = 0. Win rates: outcomes - 0.5 are
+    [[0.5, 0.5], [-0.5, -0.5]]: 50% +- 12.706 x 0.5, clipped to [0, 1]."""
+    difference = seeds.crossed(two_seeds, "a", "b")
+    assert difference.effect == pytest.approx(0.0, abs=1e-12)
+    assert (difference.ci_low, difference.ci_high) == pytest.approx((-1.270620, 1.270620), abs=1e-6)
+    assert difference.p_value == pytest.approx(1.0) and (difference.seeds, difference.samples) == (2, 2)
+    one = seeds.crossed(two_seeds, "a-seed0", "b-seed0")
+    assert (one.ci_low, one.ci_high, one.p_value) == pytest.approx((0.1, 0.1, 0.0))
+    win = seeds.crossed(two_seeds, "a", "b", kind="win")
+    assert (win.effect, win.ci_low, win.ci_high) == pytest.approx((0.5, 0.0, 1.0))
+    assert seeds.seed_t([0.1, 0.2, 0.6]).ci_low == pytest.approx(-0.357241, abs=1e-6)
+    assert math.isnan(seeds.seed_t([0.3]).p_value)
 
 
 def test_missing_families_and_seeds_are_lookup_errors(two_seeds):
