@@ -7,8 +7,8 @@ one process per step (how `refbench reproduce` ran its runs before issue 24), on
 Each mode trains, samples, scores and analyses the same runs into a store of its own; the modes
 run one after another in one invocation (repeats alternate their order), so the machine's state
 is shared. Per run: training (the trainer's own clock), sampling, scoring, timestep analysis, and
-"other" = the workers' wall time (wall x workers) minus those four: start-up, imports, loading
-models and data, store writes, idle workers. Writes benchmarks/reproduce_speed.json and the
+"other" = the runs' wall time minus those four: start-up, imports, loading models and data,
+store writes; "idle" = the rest of wall x workers (a worker waiting for the last run). Writes benchmarks/reproduce_speed.json and the
 "Reproduce speed" section of benchmarks/RESULTS.md. Needs no network (the toy world is in the
 package).
 """
@@ -99,12 +99,13 @@ def markdown(result: dict) -> str:
              f"runs {', '.join(result['plan'])} at {result['max_steps']} steps, each sampled on {result['num_prompts']} "
              f"toy-test prompts x 1 seed and scored; {', '.join(result['analysed'])} also get a timestep analysis (64 "
              "pairs). Seconds per run (mean over runs, "
-             f"{result['repeats']} repeat(s), modes alternating); \"other\" = wall x workers - the four measured parts.", "",
-             "| mode | wall s | " + " | ".join(kinds) + " | other per run |", "|---|---|" + "---|" * len(kinds) + "---|"]
+             f"{result['repeats']} repeat(s), modes alternating); \"other\" = the runs' wall time - the four measured parts "
+             "(start-up, imports, loading), \"idle\" = wall x workers - the runs' wall time.", "",
+             "| mode | wall s | " + " | ".join(kinds) + " | other | idle |", "|---|---|" + "---|" * len(kinds) + "---|---|"]
     for mode, costs in result["modes"].items():
         count = len(costs["runs"])
         lines.append(f"| {mode} | {costs['wall']:.1f} | " + " | ".join(f"{costs['totals'][k] / count:.1f}" for k in kinds)
-                     + f" | {costs['other_per_run']:.1f} |")
+                     + f" | {costs['other_per_run']:.1f} | {costs['idle'] / count:.1f} |")
     ratios = result["ratios"]
     lines += ["", f"Other per run, one process per step over workers (jobs 1): **{ratios['other_processes_over_workers']:.1f}x**; "
               f"wall, jobs 1 over jobs 2: **{ratios['wall_jobs1_over_jobs2']:.2f}**.", MARK_END]

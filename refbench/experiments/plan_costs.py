@@ -1,11 +1,11 @@
 """Where a plan's wall time went: training, sampling, scoring, analysis, and everything else.
 
-``split_seconds`` takes what the workers measured (each run's seconds per step, ``run_specs``'s
-``timings``) and the trainer's own clock (``run_costs``, kind 'total': the training loop, without
-loading the model and data). "Other" is what is left of the workers' time once those four are
-taken out: worker start-up, imports, loading models and data, writing the store, and any worker
-idle while the last runs finish. It is counted from the wall time times the number of workers,
-so nothing escapes it.
+``split_seconds`` takes what the workers measured (each run's seconds per step and its wall time
+from hand-off to result, ``run_specs``'s ``timings``) and the trainer's own clock (``run_costs``,
+kind 'total': the training loop, without loading the model and data). "Other" is what is left of
+the runs' wall time once those four are taken out: worker start-up and imports (inside a worker's
+first run), loading models and data, writing the store. "Idle" is the rest of the workers' time
+(wall x workers): a worker waiting for the last runs to finish, or for its next run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _STEP_KIND = {"generate": "sampling", "score": "scoring", "timestep-analysis": "
 
 
 def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, wall: float, workers: int) -> dict:
-    """Per run: {training, sampling, scoring, analysis, wall}; plus totals and 'other_per_run'.
+    """Per run: {training, sampling, scoring, analysis, wall}; plus totals, 'other' (per run too) and 'idle'.
 
     ``timings``: run -> {step command: seconds, 'wall': seconds}; ``training_loop``: run -> the
     trainer's seconds (runs not trained this time have none and count no training)."""
@@ -30,6 +30,8 @@ def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, 
         row["wall"] = seconds.get("wall", 0.0)
         runs[run] = row
     totals = {kind: sum(row[kind] for row in runs.values()) for kind in KINDS}
-    other = wall * min(workers, max(1, len(runs))) - sum(totals.values())
-    return {"runs": runs, "totals": totals, "other": other, "other_per_run": other / max(1, len(runs)),
+    busy = sum(row["wall"] for row in runs.values())
+    other = busy - sum(totals.values())
+    idle = wall * min(workers, max(1, len(runs))) - busy
+    return {"runs": runs, "totals": totals, "other": other, "other_per_run": other / max(1, len(runs)), "idle": idle,
             "wall": wall, "workers": workers}

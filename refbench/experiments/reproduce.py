@@ -126,6 +126,6 @@ def _report_costs(timings: dict, db: Path, *, wall: float, workers: int) -> dict
     costs = split_seconds(timings, dict(zip(loop["run"], loop["seconds"])), wall=wall, workers=workers)
     count = len(costs["runs"])
     parts = ", ".join(f"{kind} {costs['totals'][kind] / count:.1f}" for kind in KINDS)
-    print(f"  {count} runs in {wall / 60:.1f} min; seconds per run: {parts}, other {costs['other_per_run']:.1f}",
-          flush=True)
+    print(f"  {count} runs in {wall / 60:.1f} min; seconds per run: {parts}, other (start-up, loading) "
+          f"{costs['other_per_run']:.1f}, workers idle {costs['idle'] / count:.1f}", flush=True)
     return costs

@@ -150,19 +150,21 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
     assert counts.values.tolist() == [[40, 40]]
 
 
-def test_split_seconds_counts_other_from_the_workers_wall_time():
-    """Two runs on 2 workers in 100 s of wall time: 200 worker-seconds. Run a: trainer clock 60 s (its
-    train step took 64 s: 4 s of loading count as other), generate 20, score 2. Run b was finished
-    before (no train step, so its stored 50 s of training do not count): generate 30, score 3,
-    timestep-analysis 5. Totals: training 60, sampling 50, scoring 5, analysis 5 = 120, so other =
-    200 - 120 = 80 s, 40 s per run."""
+def test_split_seconds_separates_other_and_idle_time():
+    """Two runs on 2 workers in 100 s of wall time: 200 worker-seconds. Run a (wall 86.5 s): trainer
+    clock 60 s (its train step took 64 s: 4 s of loading are other), generate 20, score 2. Run b
+    (wall 38.2 s) was finished before (no train step, so its stored 50 s of training do not count):
+    generate 30, score 3, timestep-analysis 5. Totals: training 60, sampling 50, scoring 5,
+    analysis 5 = 120; the runs' walls sum to 124.7, so other = 4.7 s (2.35 per run) and idle =
+    200 - 124.7 = 75.3 s."""
     from refbench.experiments.plan_costs import split_seconds
 
     timings = {"a": {"train": 64.0, "generate": 20.0, "score": 2.0, "wall": 86.5},
                "b": {"generate": 30.0, "score": 3.0, "timestep-analysis": 5.0, "wall": 38.2}}
     costs = split_seconds(timings, {"a": 60.0, "b": 50.0}, wall=100.0, workers=2)
     assert costs["totals"] == {"training": 60.0, "sampling": 50.0, "scoring": 5.0, "analysis": 5.0}
-    assert costs["other"] == 80.0 and costs["other_per_run"] == 40.0
+    assert costs["other"] == pytest.approx(4.7) and costs["other_per_run"] == pytest.approx(2.35)
+    assert costs["idle"] == pytest.approx(75.3)
     assert costs["runs"]["b"] == {"training": 0.0, "sampling": 30.0, "scoring": 3.0, "analysis": 5.0, "wall": 38.2}
-    # one run on 2 workers: only one worker's time is the run's
-    assert split_seconds({"a": timings["a"]}, {"a": 60.0}, wall=90.0, workers=2)["other"] == 90.0 - 82.0
+    # one run on 2 workers: only one worker's time counts (90 s wall, 86.5 s of it the run's)
+    assert split_seconds({"a": timings["a"]}, {"a": 60.0}, wall=90.0, workers=2)["idle"] == pytest.approx(3.5)
