@@ -70,6 +70,7 @@ class Claim:
     p_adjusted: float | None = None  # Holm
     mde: float | None = None  # smallest effect the shown part detects (80% power, two-sided 5%)
     interval: str = ""  # how the interval was made
+    scale: float = 1.0  # ``measured`` shows effects (and the report the mde) times this
 
 
 class _Missing(Exception):
@@ -83,11 +84,13 @@ class _Result(NamedTuple):
     cost: str
     parts: list  # (Interval, null) of every comparison the claim is made of
     capped: bool  # at most inconclusive, whatever the tests say
+    scale: float = 1.0  # the factor the measured text shows the effect with (x1e3: 1000)
 
 
-def _result(measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False) -> _Result:
+def _result(measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False,
+            scale: float = 1.0) -> _Result:
     plain = _combine([verdict(e.ci_low, e.ci_high, null=null) for e, null in parts])
-    return _Result(measured, shown, _cap(plain) if capped else plain, cost, parts, capped)
+    return _Result(measured, shown, _cap(plain) if capped else plain, cost, parts, capped, scale)
 
 
 def _cap(result: str) -> str:
@@ -182,7 +185,7 @@ def _claims(c: _Checks):
                                       - c.final(fixed, "div_policy"))
         estimate = seeds.seed_t(values)
         return _result(f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: "
-                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)])
+                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], scale=1e3)
     yield "Fig. 1(b)", "Diffusion-DPO stays close to the initial model; reference updates move far from it", explores
 
     def keeps_growing():
@@ -192,14 +195,14 @@ def _claims(c: _Checks):
             return float(series["div_ref"].iloc[-1] - half)
         estimate = seeds.seed_t(c.per_seed("ref-noreg", growth))
         return _result(f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
-                       estimate, [(estimate, 0.0)])
+                       estimate, [(estimate, 0.0)], scale=1e3)
     yield "Fig. 1(b)", "Without regularisation the reference's divergence keeps growing", keeps_growing
 
     def margin_grows():
         tail = lambda run: float(c.series(run, "margin").tail(100)["margin"].mean())  # noqa: E731
         estimate = seeds.seed_t(c.paired_seed_values("ref-noreg", "diff-dpo", lambda a, b: tail(a) - tail(b)))
         return _result(f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: "
-                       f"{seeds.fmt(estimate, scale=1e4, digits=2)}", estimate, [(estimate, 0.0)])
+                       f"{seeds.fmt(estimate, scale=1e4, digits=2)}", estimate, [(estimate, 0.0)], scale=1e4)
     yield "Fig. 1(b)", "The implicit reward margin grows under reference updates", margin_grows
 
     def bounded():
@@ -208,7 +211,8 @@ def _claims(c: _Checks):
                                       - c.final(ours, "div_ref"))
         estimate = seeds.seed_t(values)
         return _result(f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
-                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], capped=not all(frozen))
+                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], capped=not all(frozen),
+                       scale=1e3)
     yield "Fig. 1(b)", "Regularisation keeps the reference near the delta boundary", bounded
 
     def moderate():
@@ -315,7 +319,7 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> l
                          shown.samples, final, result.cost, verdict_unadjusted=result.verdict,
                          p_value=shown.p_value if finite else None, p_adjusted=adjusted.get((i, index)),
                          mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
-                         interval=shown.method))
+                         interval=shown.method, scale=result.scale))
     return out
 
 

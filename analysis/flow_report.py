@@ -46,7 +46,7 @@ def flow_readme(markdown, claims, claims_md, fields: dict[str, str], span="") ->
     figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# The flow-matching toy world: the paper's central findings on rectified flow
 
-Written by `refbench reproduce --world toy-flow` on {stamp} ({fields['machine']}, {timing}).{span}
+Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{span}
 Every number below is read from the store exported in `data/`.
 
 The world: the UNet toy world's prompts, oracle rewards and preference pairs, with the base model
@@ -63,6 +63,7 @@ project README, "Rectified flow".
 ## The paper's claims on rectified flow
 
 **{summary}** (of {len(claims)} claims), judged as in the UNet world's report (`../README.md`).
+{fields.get("lambda_note", "")}
 
 {claims_md}
 
@@ -111,6 +112,20 @@ def _unet_claims(results_root: Path) -> pd.DataFrame | None:
         claims = claims_table(store.path)
     claims.drop(columns=["cost"]).to_csv(path, index=False)
     return claims
+
+
+def lambda_note(db, runs: list[str]) -> str:
+    """What lambda(t) is on the flow grid, from the stored timestep analyses: near 1 everywhere, refdpo
+    on flow is refdpo without its reward scale, which every claim about refdpo here inherits."""
+    from . import reads
+
+    values = reads.timestep_stats(db, runs)["lambda_t"].dropna() if runs else None
+    if values is None or values.empty:
+        return ""
+    return (f"\nNote on every claim about refdpo here: on this grid lambda(t) = 1 + norm(1/sqrt(SNR)) has a mean "
+            f"of {values.mean():.4f} over the analysed intervals (range {values.min():.4f} to "
+            f"{values.max():.4f}), so refdpo on flow is in effect refdpo without its reward scale: these "
+            "claims test the timestep sampler and the reference updates, not lambda(t).")
 
 
 def comparison_section(results_root: Path) -> str:

@@ -78,7 +78,8 @@ SETTING_COLUMNS = ["run", "method", "objective", "reference", "tau", "on_exceed"
 def run_settings(db, runs: list[str]) -> pd.DataFrame:
     """The settings that tell runs apart: method, tau, on_exceed, sampler, gamma, lambda, beta, lr, steps."""
     marks, params = _in(runs)
-    frame = open_store(db).query(f"SELECT name, method, config FROM runs WHERE name IN {marks}", params)
+    frame = open_store(db).query(f"SELECT name, method, config FROM runs WHERE name IN {marks} ORDER BY created_at, name",
+                                 params)
     rows = []
     for name, method, config in frame.itertuples(index=False):
         config = json.loads(config) if isinstance(config, str) else config

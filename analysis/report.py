@@ -56,10 +56,11 @@ def _timestep_markdown(db, runs: list[str] | None = None) -> str:
 
 @reads.holding
 def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None,
-                 world: str = "toy") -> list[Path]:
+                 world: str = "toy", reanalysed: bool = False) -> list[Path]:
     """Write every table, figure and the README into ``results``; returns the files written.
     ``world="toy-flow"``: the flow world's subset (``reproduce_plan.FLOW_RUNS``), its README, and
-    its verdicts beside the UNet world's in the README one folder up (``flow_report``)."""
+    its verdicts beside the UNet world's in the README one folder up (``flow_report``). ``reanalysed``:
+    written by `refbench report` from runs made earlier (the README says so)."""
     import matplotlib.pyplot as plt
 
     from . import flow_report
@@ -92,22 +93,29 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
             written.append(results / name)
         except ValueError as exc:  # a figure whose runs are missing is reported, not fatal
             drawn[name] = f"{description} -- not drawn: {exc}"
-    written += reads.open_store(db).export_parquet(results / "data")
+    if not reanalysed:  # a re-analysis reads that export (or the store it came from): the data did not change
+        written += reads.open_store(db).export_parquet(results / "data")
     claims = claims_table(db)
     if flow:  # the claims whose runs the flow plan trains
         claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(drop=True)
     claims.drop(columns=["cost"]).to_csv(results / "claims.csv", index=False)  # read by flow_report's comparison
     written.append(results / "claims.csv")
     shown = claims.assign(seeds=[f"{s} x {n}" if s else "" for s, n in zip(claims["seeds"], claims["samples"])])
-    claims_md = tables.to_markdown(shown[["where", "paper", "measured", "seeds", "verdict", "cost"]].rename(columns={
+    shown = shown.assign(mde=[_mde_text(m, w, k) for m, w, k in zip(shown["mde"], shown["measured"], shown["scale"])])
+    claims_md = tables.to_markdown(shown[["where", "paper", "measured", "seeds", "verdict", "verdict_unadjusted", "mde",
+                                          "cost"]].rename(columns={
         "paper": "the paper says", "measured": "effect (paper's direction positive) [95% interval]",
-        "seeds": "seeds x samples", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
+        "seeds": "seeds x samples", "verdict": "verdict (Holm)", "verdict_unadjusted": "unadjusted",
+        "mde": "detectable effect", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
     index = seeds.families(db, names)
     settings = reads.run_settings(db, [run for members in index.values() for run in members])
     span = _span(db, settings["run"].tolist())
-    command = "refbench reproduce" + (" --world toy-flow" if flow else "")
+    command = ("refbench report" if reanalysed else "refbench reproduce") + (" --world toy-flow" if flow else "")
     fields = readme_fields(claims, drawn, settings, seconds, failed or {}, command)
+    if reanalysed:
+        fields["timing"] = "tables, figures and verdicts recomputed from the stored runs of `refbench reproduce`"
     if flow:
+        fields["lambda_note"] = flow_report.lambda_note(db, [run for members in index.values() for run in members])
         readme = flow_report.flow_readme(markdown, claims, claims_md, fields, span)
         written += flow_report.update_comparison(results.parent)
     else:
@@ -116,6 +124,13 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
+
+
+def _mde_text(mde, measured: str, scale: float = 1.0) -> str:
+    """The minimum detectable effect in the unit the effect is shown in (win rates in points)."""
+    if mde is None or mde != mde:
+        return ""
+    return f"{100 * mde:.1f} pts" if "win rate" in measured else f"{mde * scale:.2g}"
 
 
 def _copy_fig3_samples(db, results: Path, runs: list[str]) -> list[Path]:
@@ -173,6 +188,7 @@ def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refb
         "failures": "\n".join(f"- {name}: {outcome}" for name, outcome in failed.items()) or "none",
         "settings_md": tables.to_markdown(settings) if not settings.empty else "(no runs)",
         "machine": platform.machine(),
+        "command": command,
     }
 
 
@@ -181,7 +197,7 @@ def _readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str
     figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# Toy-world reproduction of the paper's tables and figures
 
-Written by `refbench reproduce` on {stamp} ({fields['machine']}, {timing}).{span}
+Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{span}
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (README of the project);
@@ -192,15 +208,20 @@ tau is scaled from the paper's {{16, 32, 64}} to {{4, 8, 16}}.
 
 ## The paper's claims, one by one
 
-**{summary}** (of {len(claims)} claims). Each claim is one effect, signed so that the paper's
-claim is positive, with a 95% interval from a hierarchical bootstrap: training seeds are
-resampled, then paired samples (prompt, evaluation seed) within them (`analysis.claims`,
-`refbench/method/hierarchical.py`). `holds`: the interval lies above no effect (0, or 50% for a
-win rate); `contradicted`: below; `inconclusive`: it contains no effect. A claim of several
-comparisons holds when all hold and is contradicted when any is. Score effects use the hidden
-`human` oracle (the toy's PickScore). "seeds x samples": a x 1 means the effect is measured once
-per training run (a divergence, a margin), so the seeds are its only level; with 3 seeds such an
-interval is the range of the three seeds' values.
+**{summary}** (of {len(claims)} claims, after Holm's adjustment). Each claim is one effect,
+signed so that the paper's claim is positive, with a 95% interval whose coverage was measured by
+simulation (`benchmarks/coverage.md`). Score effects and win rates (samples paired by prompt and
+evaluation seed inside each training seed; every seed on the same prompts) cross training seeds
+with prompts: the seed means' variance with Student's t over the seeds, the shared prompts'
+with t over the prompts. Effects measured once per training run (a divergence, a margin:
+"seeds x samples" a x 1) use Student's t over the seeds. Every comparison of every claim is one
+test, and Holm's step-down adjustment runs over the whole family: "verdict (Holm)" holds (is
+contradicted) when the adjusted p-value is at most 0.05 and the effect is above (below) no
+effect (0, or 50% for a win rate); "unadjusted" reads the 95% intervals alone. A claim of
+several comparisons holds when all hold and is contradicted when any does. "detectable effect":
+the smallest effect the shown comparison would detect with 80% power at two-sided 5%, so an
+inconclusive claim whose effect is far below it had no power, not no effect. Score effects use
+the hidden `human` oracle (the toy's PickScore) (`analysis.claims`, `refbench/method/inference.py`).
 
 {claims_md}
 

@@ -51,6 +51,7 @@ app.command("timestep-analysis")(experiments.timestep_analysis)
 app.command("sweep")(experiments.sweep)
 app.command("plot")(analysis.plot)
 app.command("reproduce")(experiments.reproduce)
+app.command("report")(experiments.report)
 app.command("bench")(experiments.bench_command)
 
 

@@ -115,6 +115,28 @@ def reproduce(
         raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")
 
 
+def report(
+    world: str = typer.Option("toy", "--world", help="toy or toy-flow."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Folder to rewrite (default results/, or results/toy-flow/)."),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: the world's reproduce.duckdb, else its committed parquet export."),
+) -> None:
+    """Rewrite a reproduction's tables, figures, claims and README from its stored runs (no training)."""
+    from analysis import load_results
+    from analysis.report import write_report
+
+    from ..experiments.reproduce_plan import WORLDS
+
+    if world not in WORLDS:
+        raise RefbenchError(f"--world must be one of {', '.join(WORLDS)}; got {world!r}")
+    try:
+        store = load_results(db, world=world)
+    except FileNotFoundError as exc:
+        raise RefbenchError(str(exc)) from None
+    results = results or Path("results/toy-flow" if world == "toy-flow" else "results")
+    written = write_report(store, results, world=world, reanalysed=True)
+    typer.echo(f"results: {results}/README.md ({len(written)} files)")
+
+
 def bench_command(
     quick: bool = typer.Option(False, "--quick", help="Fewer repetitions and a smaller toy batch (about a minute on 2 cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON instead of the table."),

@@ -239,7 +239,7 @@ def test_write_report(synthetic_store, tmp_path):
     assert (results / "table3.md").read_text() == tables.to_markdown(tables.raw_score_table(synthetic_store, plan.TABLE3)) + "\n"
     readme = (results / "README.md").read_text()
     holds = sum(v == "holds" for _, _, v in EXPECTED_VERDICTS)
-    assert f"**{holds} holds, 0 inconclusive, 1 contradicted** (of {len(EXPECTED_VERDICTS)} claims)" in readme
+    assert f"**{holds} holds, 0 inconclusive, 1 contradicted** (of {len(EXPECTED_VERDICTS)} claims, after Holm's adjustment)" in readme
     assert "1.5 minutes" in readme and "- mapo: failed (exit 1)" in readme
     assert "not drawn" not in readme
     assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in readme
@@ -408,6 +408,7 @@ def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     flow_readme = (results / "toy-flow" / "README.md").read_text()
     assert "table3" not in " ".join(p.name for p in (results / "toy-flow").iterdir())
     assert "s 0." not in flow_readme  # the synthetic store's runs are DDPM: intervals stay in t
+    assert "lambda(t) = 1 + norm(1/sqrt(SNR)) has a mean of" in flow_readme  # next to every refdpo claim
     readme = (results / "README.md").read_text()
     assert readme.count(flow_report.BEGIN) == 1 and flow_report.QUESTION in readme
     section = readme.split(flow_report.BEGIN)[1]
@@ -415,3 +416,4 @@ def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     write_report(synthetic_store, results / "toy-flow", world="toy-flow")
     write_report(synthetic_store, results)
     assert (results / "README.md").read_text().count(flow_report.BEGIN) == 1
+

@@ -103,7 +103,7 @@ def test_reproduce_end_to_end_and_rerun(tmp_path):
     assert len(set(map(tuple, keys["keys"]))) == 1  # every run on the same (prompt, evaluation seed)
     assert store.query("select count(distinct run) as n from run_costs")["n"][0] == 2
     readme = (results / "README.md").read_text()
-    assert "| Table 1 | Ours beats Diffusion-DPO" in readme and "(of 18 claims)" in readme
+    assert "| Table 1 | Ours beats Diffusion-DPO" in readme and "(of 18 claims, after Holm's adjustment)" in readme
     # Table 1 against the base model: both training seeds, each paired on 2 samples with base's
     assert "| refdpo vs. base model |" in readme and "| 2 x 2 |" in (results / "table1.md").read_text()
     second = subprocess.run(command, capture_output=True, text=True, timeout=900)
