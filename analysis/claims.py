@@ -26,6 +26,12 @@ effect its shown part could detect (``mde``: 80% power, two-sided 5%), so that "
 reads as "no power" or "no effect". With one training seed (or one value) a part has no p-value
 and keeps its interval's verdict.
 
+A claim of no effect ("timestep-aware training alone does not help") is an equivalence test:
+two one-sided tests that |effect| is below the margin written in the plan before the runs it
+governs (``reproduce_plan.EQUIVALENCE_MARGINS``); its p-value (the larger one-sided one) joins the
+Holm family, it holds when equivalence is shown and is contradicted when its 95% interval lies
+wholly outside the margin.
+
 The rules (which runs, which effect, which sign) were fixed before the multi-seed numbers were
 seen; the paper's wording of each claim is unchanged from the one-seed version.
 """
@@ -40,7 +46,7 @@ import pandas as pd
 
 from refbench.experiments import reproduce_plan as plan
 from refbench.method.hierarchical import verdict
-from refbench.method.inference import Interval, holm, minimum_detectable_effect
+from refbench.method.inference import Interval, holm, minimum_detectable_effect, tost
 
 from . import reads, seeds
 from .costs import cost_text
@@ -87,9 +93,34 @@ class _Result(NamedTuple):
     scale: float = 1.0  # the factor the measured text shows the effect with (x1e3: 1000)
 
 
+class _Equivalent(NamedTuple):
+    """A part's null for a claim of no effect: |effect| < margin, by two one-sided tests."""
+
+    margin: float
+
+
+def _part_p(estimate: Interval, null) -> float:
+    """The part's p-value in the Holm family: TOST's for a no-effect part, else two-sided against 0."""
+    if isinstance(null, _Equivalent):
+        return tost(estimate.effect, estimate.se, estimate.df, null.margin).p_value
+    return estimate.p_value
+
+
+def _part_verdict(estimate: Interval, null, p: float | None = None, alpha: float = ALPHA) -> str:
+    """From the intervals alone (``p`` None), or from the (adjusted) p-value. A no-effect part holds when
+    equivalence is shown and is contradicted when the 95% interval lies wholly outside the margin."""
+    if isinstance(null, _Equivalent):
+        outside = estimate.ci_low >= null.margin or estimate.ci_high <= -null.margin
+        shown = tost(estimate.effect, estimate.se, estimate.df, null.margin, alpha=alpha).equivalent if p is None else p <= alpha
+        return "holds" if shown else "contradicted" if outside else "inconclusive"
+    if p is None:
+        return verdict(estimate.ci_low, estimate.ci_high, null=null)
+    return "inconclusive" if p > alpha else "holds" if estimate.effect > null else "contradicted"
+
+
 def _result(measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False,
             scale: float = 1.0) -> _Result:
-    plain = _combine([verdict(e.ci_low, e.ci_high, null=null) for e, null in parts])
+    plain = _combine([_part_verdict(e, null) for e, null in parts])
     return _Result(measured, shown, _cap(plain) if capped else plain, cost, parts, capped, scale)
 
 
@@ -154,6 +185,13 @@ class _Checks:
         """'A beats B' on mean human score: effect = A - B."""
         estimate = self.diff(a, b)
         return _result(f"{a} - {b}: {seeds.fmt(estimate)}", estimate, [(estimate, 0.0)], self.cost(a, b))
+
+    def equivalent(self, a: str, b: str):
+        """'A and B do not differ' on mean human score: |A - B| below the plan's margin (TOST)."""
+        margin = plan.EQUIVALENCE_MARGINS[(a, b)]
+        estimate = self.diff(a, b)
+        return _result(f"{a} - {b}: {seeds.fmt(estimate)}, equivalence margin +-{margin:g}", estimate,
+                       [(estimate, _Equivalent(margin))], self.cost(a, b))
 
     def all_better(self, comparisons: list[tuple[str, str]]):
         parts = [self.diff(a, b) for a, b in comparisons]
@@ -255,7 +293,7 @@ def _claims(c: _Checks):
     yield "Table 3", "beta 1000 does not reach the method's gain", lambda: c.better("refdpo", "diff-dpo-beta1000")
     yield ("Table 3", "Re-initialising the reference helps a little, less than freezing",
            lambda: c.all_better([("ref-reinit", "diff-dpo"), ("refdpo", "ref-reinit")]))
-    yield "Table 4", "Timestep-aware training alone does not help Diffusion-DPO", lambda: c.better("diff-dpo", "timestep-only")
+    yield "Table 4", "Timestep-aware training alone does not help Diffusion-DPO", lambda: c.equivalent("diff-dpo", "timestep-only")
     yield "Table 4", "Exploration alone improves on Diffusion-DPO", lambda: c.better("ref-explore", "diff-dpo")
     yield "Table 4", "Timestep-aware training adds to exploration", lambda: c.better("refdpo", "ref-explore")
     yield ("Table 4", "The reward scale lambda(t) improves both gamma settings",
@@ -298,9 +336,10 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> l
             measured.append((where, paper, check()))
         except _Missing as missing:
             measured.append((where, paper, f"needs {missing}"))
-    parts = [(i, j, estimate) for i, (_, _, result) in enumerate(measured) if isinstance(result, _Result)
-             for j, (estimate, _) in enumerate(result.parts) if math.isfinite(estimate.p_value)]
-    adjusted = dict(zip(((i, j) for i, j, _ in parts), holm([e.p_value for _, _, e in parts], alpha=alpha)[0]))
+    parts = [(i, j, _part_p(estimate, null)) for i, (_, _, result) in enumerate(measured) if isinstance(result, _Result)
+             for j, (estimate, null) in enumerate(result.parts)]
+    parts = [(i, j, p) for i, j, p in parts if math.isfinite(p)]
+    adjusted = dict(zip(((i, j) for i, j, _ in parts), holm([p for _, _, p in parts], alpha=alpha)[0]))
     out = []
     for i, (where, paper, result) in enumerate(measured):
         if not isinstance(result, _Result):
@@ -308,16 +347,15 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> l
             continue
         held = []
         for j, (estimate, null) in enumerate(result.parts):
-            p = adjusted.get((i, j))
-            held.append(verdict(estimate.ci_low, estimate.ci_high, null=null) if p is None else "inconclusive"
-                        if p > alpha else "holds" if estimate.effect > null else "contradicted")
+            held.append(_part_verdict(estimate, null, adjusted.get((i, j)), alpha))
         final = _cap(_combine(held)) if result.capped else _combine(held)
         shown = result.shown
         index = next(j for j, (e, _) in enumerate(result.parts) if e is shown)
-        finite = math.isfinite(shown.p_value)
+        shown_p = _part_p(shown, result.parts[index][1])
+        finite = math.isfinite(shown_p)
         out.append(Claim(where, paper, result.measured, shown.effect, shown.ci_low, shown.ci_high, shown.seeds,
                          shown.samples, final, result.cost, verdict_unadjusted=result.verdict,
-                         p_value=shown.p_value if finite else None, p_adjusted=adjusted.get((i, index)),
+                         p_value=shown_p if finite else None, p_adjusted=adjusted.get((i, index)),
                          mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
                          interval=shown.method, scale=result.scale))
     return out

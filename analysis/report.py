@@ -218,7 +218,9 @@ with t over the prompts. Effects measured once per training run (a divergence, a
 test, and Holm's step-down adjustment runs over the whole family: "verdict (Holm)" holds (is
 contradicted) when the adjusted p-value is at most 0.05 and the effect is above (below) no
 effect (0, or 50% for a win rate); "unadjusted" reads the 95% intervals alone. A claim of
-several comparisons holds when all hold and is contradicted when any does. "detectable effect":
+several comparisons holds when all hold and is contradicted when any does. A claim of no effect
+(timestep-only) is an equivalence test against the margin the plan fixed before the runs it
+governs (two one-sided tests; contradicted when the interval lies outside it). "detectable effect":
 the smallest effect the shown comparison would detect with 80% power at two-sided 5%, so an
 inconclusive claim whose effect is far below it had no power, not no effect. Score effects use
 the hidden `human` oracle (the toy's PickScore) (`analysis.claims`, `refbench/method/inference.py`).

@@ -238,8 +238,9 @@ def test_write_report(synthetic_store, tmp_path):
     assert sorted(p.name for p in (results / "data").iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
     assert (results / "table3.md").read_text() == tables.to_markdown(tables.raw_score_table(synthetic_store, plan.TABLE3)) + "\n"
     readme = (results / "README.md").read_text()
-    holds = sum(v == "holds" for _, _, v in EXPECTED_VERDICTS)
-    assert f"**{holds} holds, 0 inconclusive, 1 contradicted** (of {len(EXPECTED_VERDICTS)} claims, after Holm's adjustment)" in readme
+    counted = {v: sum(1 for _, _, e in EXPECTED_VERDICTS if e == v) for v in ("holds", "inconclusive", "contradicted")}
+    assert (f"**{counted['holds']} holds, {counted['inconclusive']} inconclusive, {counted['contradicted']} contradicted** "
+            f"(of {len(EXPECTED_VERDICTS)} claims, after Holm's adjustment)") in readme
     assert "1.5 minutes" in readme and "- mapo: failed (exit 1)" in readme
     assert "not drawn" not in readme
     assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in readme

@@ -134,3 +134,26 @@ def test_plot_samples_grid_is_one_row_per_prompt_and_seed_and_one_column_per_run
     assert (tmp_path / "grid.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no run of 'x' with training seed 3"):
         figures.plot_samples(store, ["x"], training_seed=3)
+
+
+def test_a_no_effect_claim_is_an_equivalence_test():
+    """Margin 0.010, Student t with 10 df (t_{0.975,10} = 2.228, t_{0.995,10} = 3.169).
+    - effect 0.002, SE 0.002: the one-sided t's are (0.002 + 0.010)/0.002 = 6 and (0.002 - 0.010)/0.002 = -4;
+      |-4| > 3.169, so both p < 0.005: equivalent, the claim holds.
+    - effect 0.008, SE 0.004: (0.008 - 0.010)/0.004 = -0.5, p about 0.31: not shown; the 95% interval
+      0.008 +- 2.228 x 0.004 = [-0.0009, 0.0169] reaches inside the margin: inconclusive.
+    - effect 0.030, interval [0.020, 0.040]: wholly beyond the margin: contradicted.
+    With a Holm-adjusted p of 0.2 the first is inconclusive; adjusted 0.01, it holds."""
+    from analysis.claims import _Equivalent, _part_p, _part_verdict
+    from refbench.method.inference import Interval
+
+    def interval(effect, se, low=None, high=None):
+        half = 2.228 * se
+        return Interval(effect, effect - half if low is None else low, effect + half if high is None else high, se, 10,
+                        float("nan"), 3, 84, "test")
+
+    margin = _Equivalent(0.010)
+    inside, unsure, beyond = interval(0.002, 0.002), interval(0.008, 0.004), interval(0.030, 0.0045, 0.020, 0.040)
+    assert _part_p(inside, margin) < 0.005 and 0.25 < _part_p(unsure, margin) < 0.40
+    assert [_part_verdict(e, margin) for e in (inside, unsure, beyond)] == ["holds", "inconclusive", "contradicted"]
+    assert _part_verdict(inside, margin, p=0.2) == "inconclusive" and _part_verdict(inside, margin, p=0.01) == "holds"
