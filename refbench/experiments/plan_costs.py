@@ -10,10 +10,11 @@ first run), loading models and data, writing the store. "Idle" is the rest of th
 
 from __future__ import annotations
 
+from .steps import STEP_KINDS
+
 __all__ = ["split_seconds", "KINDS"]
 
-KINDS = ("training", "sampling", "scoring", "analysis")
-_STEP_KIND = {"generate": "sampling", "score": "scoring", "timestep-analysis": "analysis"}
+KINDS = tuple(STEP_KINDS.values())  # training, sampling, scoring, analysis
 
 
 def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, wall: float, workers: int) -> dict:
@@ -25,8 +26,9 @@ def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, 
     for run, seconds in timings.items():
         row = dict.fromkeys(KINDS, 0.0)
         row["training"] = float(training_loop.get(run, 0.0)) if "train" in seconds else 0.0
-        for command, kind in _STEP_KIND.items():
-            row[kind] += seconds.get(command, 0.0)
+        for command, kind in STEP_KINDS.items():
+            if command != "train":  # the train step also loads the model and data: the trainer's clock is training
+                row[kind] += seconds.get(command, 0.0)
         row["wall"] = seconds.get("wall", 0.0)
         runs[run] = row
     totals = {kind: sum(row[kind] for row in runs.values()) for kind in KINDS}

@@ -60,6 +60,8 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     eval_seeds = plan.EVAL_SEEDS if eval_seeds is None else eval_seeds
     if seeds < 1 or eval_seeds < 1:
         raise RefbenchError("--seeds and --eval-seeds must be >= 1")
+    if jobs < 1 or threads < 1:  # before any folder is made or pair built
+        raise RefbenchError(f"--jobs and --threads must be >= 1; got {jobs} and {threads}")
     if world not in plan.WORLDS:
         raise RefbenchError(f"--world must be one of {', '.join(plan.WORLDS)}; got {world!r}")
     results, db, out_root = Path(results), Path(db), Path(out_root)

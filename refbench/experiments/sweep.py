@@ -123,9 +123,10 @@ def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, 
                                       "config": str(_config_file(spec, log_folder)), "db": str(db), "out": str(out_root),
                                       "no_progress": True, "resume": status == "partial"})]
         steps += list(then(spec) if then else [])
+        if status != "finished":
+            trained.add(spec.name)
         if steps:
             queue.append(Job(spec.name, steps, log_folder / f"{spec.name}.log"))
-            trained.update([spec.name] if status != "finished" else [])
         else:
             outcomes[spec.name] = "skipped"
     del store  # the workers write; this process holds no connection meanwhile

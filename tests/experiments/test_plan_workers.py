@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from store_polling import wait_for_steps
 
 from refbench.experiments.steps import Step
 from refbench.experiments.sweep import grid_specs, run_specs
@@ -86,17 +86,10 @@ def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(toy_world, 
     killed = []
 
     def kill_when_training():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not killed:
-            time.sleep(0.2)
-            try:
-                steps = Store(db, lock_timeout=1).query("select count(*) as n from train_metrics where run = 'diff-dpo'")["n"][0]
-            except Exception:  # not created yet, or locked by the worker this instant
-                continue
-            if steps >= 3:
-                for child in multiprocessing.active_children():
-                    os.kill(child.pid, signal.SIGKILL)
-                    killed.append(child.pid)
+        if wait_for_steps(db, "diff-dpo", 3, every=0.2):
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
 
     watcher = threading.Thread(target=kill_when_training)
     watcher.start()
@@ -129,14 +122,7 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
               "except RunInterrupted as exc:\n"
               "    print(exc, file=sys.stderr); sys.exit(130)\n")
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        try:
-            if Store(db, lock_timeout=1).query("select count(*) as n from train_metrics")["n"][0] >= 3:
-                break
-        except Exception:
-            continue
+    wait_for_steps(db, "refdpo", 3)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -168,3 +154,14 @@ def test_split_seconds_separates_other_and_idle_time():
     assert costs["runs"]["b"] == {"training": 0.0, "sampling": 30.0, "scoring": 3.0, "analysis": 5.0, "wall": 38.2}
     # one run on 2 workers: only one worker's time counts (90 s wall, 86.5 s of it the run's)
     assert split_seconds({"a": timings["a"]}, {"a": 60.0}, wall=90.0, workers=2)["idle"] == pytest.approx(3.5)
+
+
+def test_reproduce_refuses_a_bad_worker_count_before_making_anything(tmp_path):
+    from refbench.errors import RefbenchError
+    from refbench.experiments.reproduce import reproduce
+
+    for jobs, threads in ((0, 1), (2, 0)):
+        with pytest.raises(RefbenchError, match=f"--jobs and --threads must be >= 1; got {jobs} and {threads}"):
+            reproduce(results=tmp_path / "results", db=tmp_path / "r.duckdb", out_root=tmp_path / "runs", jobs=jobs,
+                      threads=threads, seeds=1)
+    assert list(tmp_path.iterdir()) == []

@@ -4,9 +4,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from store_polling import wait_for_steps
 
 from refbench.errors import RefbenchError
 from refbench.store import Store
@@ -61,15 +61,7 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
               f"specs = grid_specs(['diff-dpo', 'refdpo'], max_steps=8, extra={specs[0].overrides!r}); "
               f"run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)")
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # its own process group
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.5)
-        try:
-            steps = Store(db, lock_timeout=1).query("select count(*) as n from train_metrics where run = 'refdpo'")["n"][0]
-        except Exception:  # not created yet, or locked by a writer this instant
-            continue
-        if steps >= 3:
-            break
+    wait_for_steps(db, "refdpo", 3, still_going=lambda: process.poll() is None, every=0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     store = Store(db)
