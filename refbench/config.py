@@ -147,6 +147,9 @@ class DataConfig:
     source: str = "toy"  # "toy" (built-in pairs), a hub id, or a local parquet file/folder
     split: str = "train"
     max_pairs: int | None = None
+    # Prompts whose pairs are left out (skip reason "held-out prompt"): a toy prompt set such as
+    # "toy-val", or a text file with one prompt per line. Applied before max_pairs.
+    exclude_prompts: str | None = None
     # A folder of VAE latents and text embeddings on disk (refbench cache-latents), built on
     # first use if missing; shared by every run whose model, resolution and data match.
     latent_cache: str | None = None
@@ -164,6 +167,8 @@ class DataConfig:
         _check_literals(self, "data")
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
+        _require(self.exclude_prompts is None or bool(self.exclude_prompts), "data.exclude_prompts",
+                 "must be a prompt set or a file, or unset")
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
         _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", f"must be a folder, or unset; got {self.latent_cache!r}")
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
@@ -206,6 +211,11 @@ class TrainingConfig:
     monitor_every: int = 1  # steps between divergence measurements (syncs always measure)
     monitor_size: int = 16  # winners in the divergence monitor set (fixed per run and process)
     checkpoint_every: int = 100
+    # Steps after which the policy is also saved as a finished model, registered in the store as the
+    # run "NAME@STEP": the first STEP steps of this run, which is what a run of STEP steps would
+    # give (data, noise and timesteps are functions of (seed, step); a constant learning rate after
+    # warm-up does not depend on max_steps, so cosine is refused). For curves over training length.
+    snapshot_steps: tuple[int, ...] = ()
     # Steps skipped for a non-finite loss or gradient (never written into the weights) before
     # the run stops as diverged.
     max_nonfinite_steps: int = 10
@@ -221,6 +231,10 @@ class TrainingConfig:
         _require(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0; got {self.weight_decay}")
         _require(self.max_grad_norm > 0, "training.max_grad_norm", f"must be > 0; got {self.max_grad_norm}")
         _require(0 <= self.seed < 2**63, "training.seed", f"must be in [0, 2**63); got {self.seed}")
+        _require(all(1 <= step < self.max_steps for step in self.snapshot_steps), "training.snapshot_steps",
+                 f"must lie in [1, max_steps = {self.max_steps}); got {list(self.snapshot_steps)}")
+        _require(not (self.snapshot_steps and self.lr_scheduler == "cosine"), "training.snapshot_steps",
+                 "a cosine schedule depends on max_steps, so a snapshot would not be a shorter run; use a constant schedule")
         _require(self.effective_batch >= 0, "training.effective_batch", f"must be >= 0 (0: unset); got {self.effective_batch}")
         if self.effective_batch:
             _require(self.effective_batch % self.batch_size == 0, "training.effective_batch",
@@ -342,6 +356,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if target is str and isinstance(value, str):
         return value
+    if get_origin(target) is tuple and isinstance(value, (list, tuple)):  # tuple[int, ...]: a list of ints
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: must be a list of integers; got {value!r}")
     raise ConfigError(f"{where}: must be {getattr(target, '__name__', target)}; got {value!r}")
 
 

@@ -4,6 +4,7 @@
 |-----------------|---------|------------------------------------------------------------------|
 | ``toy-train``   | built in | ``refbench.toy.prompts.prompt_set("toy-train")``                |
 | ``toy-test``    | built in | ``refbench.toy.prompts.prompt_set("toy-test")`` (held-out pairs) |
+| ``toy-val``     | built in | 42 toy-train prompts, for tuning (``prompt_set("toy-val")``)    |
 | ``pickapic-test`` | 500   | hub dataset ``yuvalkirstain/pickapic_v2``, split ``test_unique``, column ``caption`` |
 | ``hpdv2``       | 3,200   | hub dataset ``zhwang/HPDv2``, ``benchmark/{anime,concept-art,paintings,photo}.json`` (800 each) |
 | ``partiprompts`` | 1,632  | hub dataset ``nateraw/parti-prompts``, ``PartiPrompts.tsv``, column ``Prompt`` |
@@ -60,6 +61,7 @@ class PromptSetSpec:
 PROMPT_SET_SPECS: dict[str, PromptSetSpec] = {s.name: s for s in (
     PromptSetSpec("toy-train", "toy world: prompts of the training split"),
     PromptSetSpec("toy-test", "toy world: held-out (colour, shape) combinations"),
+    PromptSetSpec("toy-val", "toy world: 42 toy-train prompts for tuning, left out of the regime's pairs"),
     PromptSetSpec("pickapic-test", "Pick-a-Pic v2 test split, unique captions", 500, "yuvalkirstain/pickapic_v2",
                   ("data/test_unique-*.parquet",), "caption", unique=True),
     PromptSetSpec("hpdv2", "HPDv2 benchmark prompts (4 styles x 800)", 3200, "zhwang/HPDv2",

@@ -9,6 +9,9 @@ Splits: "toy-test" holds every prompt whose (colour, shape) pair is in
 ``HELD_OUT_PAIRS``; "toy-train" holds the rest. Each held-out colour and each
 held-out shape still occurs in training with other partners, so the test split
 measures compositional generalisation (unseen combinations of seen attributes).
+"toy-val" is a simple random sample of 42 toy-train prompts (numpy seed 2025): the
+validation prompts that tuning uses, whose pairs the paper-regime runs leave out of
+training (``data.exclude_prompts``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     {("red", "triangle"), ("blue", "square"), ("yellow", "circle")}
 )
 
-PROMPT_SETS: tuple[str, ...] = ("toy-train", "toy-test")
+PROMPT_SETS: tuple[str, ...] = ("toy-train", "toy-test", "toy-val")
+VALIDATION_SIZE, VALIDATION_SEED = 42, 2025  # as many prompts as toy-test
 
 
 @dataclass(frozen=True)
@@ -136,4 +140,10 @@ def prompt_set(name: str) -> list[ToyPrompt]:
         return [p for p in _all_prompts() if not is_held_out(p)]
     if name == "toy-test":
         return [p for p in _all_prompts() if is_held_out(p)]
+    if name == "toy-val":
+        import numpy as np
+
+        train = prompt_set("toy-train")
+        chosen = np.random.default_rng(VALIDATION_SEED).choice(len(train), VALIDATION_SIZE, replace=False)
+        return [train[i] for i in sorted(chosen)]
     raise ValueError(f"unknown prompt set {name!r}; valid: {', '.join(PROMPT_SETS)}")

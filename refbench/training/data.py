@@ -21,6 +21,7 @@ import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -86,7 +87,8 @@ class PreferencePairs:
     ``fingerprint`` is a hash of the screened rows (captions, labels, source files and sizes).
     """
 
-    def __init__(self, source: PairSource, *, resolution: int | None = None, max_pairs: int | None = None):
+    def __init__(self, source: PairSource, *, resolution: int | None = None, max_pairs: int | None = None,
+                 exclude: frozenset[str] = frozenset()):
         import pyarrow as pa
 
         if isinstance(source, pa.Table):
@@ -96,7 +98,7 @@ class PreferencePairs:
         rows, winner_first, kept = [], [], 0
         digest = hashlib.sha256(source.description().encode())
         for offset, captions, labels in source.scan_labels(SCAN_BATCH_ROWS):
-            keep, winner, counts = screen(captions, labels)
+            keep, winner, counts = screen(captions, labels, exclude)
             for reason, n in counts.items():
                 self.skipped.add(reason, n)
             digest.update("\x00".join(c if isinstance(c, str) else "\x01" for c in captions).encode())
@@ -104,7 +106,7 @@ class PreferencePairs:
             if max_pairs is not None and kept + len(keep) >= max_pairs:
                 room = max_pairs - kept
                 last_kept = keep[room - 1]
-                self._undo_skips_after(captions, labels, last_kept)
+                self._undo_skips_after(captions, labels, last_kept, exclude)
                 rows.append(keep[:room] + offset)
                 winner_first.append(winner[:room])
                 break
@@ -119,10 +121,10 @@ class PreferencePairs:
         self.fingerprint = digest.hexdigest()
         self._unreadable: set[int] = set()  # pairs found unreadable: counted once, not decoded again here
 
-    def _undo_skips_after(self, captions, labels, last_kept: int) -> None:
+    def _undo_skips_after(self, captions, labels, last_kept: int, exclude: frozenset[str]) -> None:
         """With ``max_pairs``, rows after the last kept one were screened but are not part of the
         data: their skips are not counted (as a row-by-row screen that stops there would do)."""
-        _, _, later = screen(captions[last_kept + 1:], labels[last_kept + 1:])
+        _, _, later = screen(captions[last_kept + 1:], labels[last_kept + 1:], exclude)
         for reason, n in later.items():
             self.skipped.counts[reason] -= n
             if not self.skipped.counts[reason]:
@@ -185,13 +187,16 @@ class PreferencePairs:
         return list(captions), np.stack(winners), np.stack(losers)
 
 
-def screen(captions: list, labels: list) -> tuple[np.ndarray, np.ndarray, Counter]:
-    """Positions of the usable rows, whether image 0 wins there, and the skips by reason."""
+def screen(captions: list, labels: list, exclude: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, Counter]:
+    """Positions of the usable rows, whether image 0 wins there, and the skips by reason (a caption
+    in ``exclude``, e.g. a validation prompt, is a skip too)."""
     counts: Counter = Counter()
     keep, winner = [], []
     for index, (caption, label) in enumerate(zip(captions, labels)):
         if not isinstance(caption, str) or not caption.strip():
             counts["empty caption"] += 1
+        elif caption in exclude:
+            counts["held-out prompt"] += 1
         elif label not in (0, 0.5, 1):  # None and NaN too
             counts["label outside {0, 0.5, 1}"] += 1
         elif label == 0.5:
@@ -210,4 +215,23 @@ def load_preference_pairs(config):
 
         source = str(pairs_path(config.data.split, ensure_toy_pairs()))
     return PreferencePairs(open_pair_source(source, config.data.split), resolution=config.model.resolution,
-                           max_pairs=config.data.max_pairs)
+                           max_pairs=config.data.max_pairs, exclude=excluded_prompts(config.data.exclude_prompts))
+
+
+def excluded_prompts(name: str | None) -> frozenset[str]:
+    """The prompts of ``data.exclude_prompts``: a built-in toy prompt set, or a text file with one
+    prompt per line (e.g. an evaluation set that must stay out of training)."""
+    if name is None:
+        return frozenset()
+    from ..toy.prompts import PROMPT_SETS, prompt_set
+
+    if name in PROMPT_SETS:
+        return frozenset(p.text for p in prompt_set(name))
+    path = Path(name).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise DataError(f"data.exclude_prompts: {name!r} is neither a toy prompt set ({', '.join(PROMPT_SETS)}) "
+                        f"nor a readable text file of prompts ({reason})") from None
+    return frozenset(line.strip() for line in lines if line.strip())

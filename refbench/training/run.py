@@ -213,9 +213,14 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
     def step_reached() -> int:
         return max(trainer.step if trainer else 0, saved_step)
 
+    def save_snapshot(step: int) -> None:
+        if main:
+            _save_snapshot(trainer, store, run_dir, step)
+        accelerator.wait_for_everyone()
+
     try:
         trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress,
-                          latent_cache=latent_cache)
+                          latent_cache=latent_cache, on_snapshot=save_snapshot)
         if saved is not None and trainer.restore(saved) and main:
             print(f"resuming {config.name} from step {trainer.step}", flush=True)
         trainer.train()
@@ -263,6 +268,32 @@ def _skips(trainer, pairs) -> str:
     """What was left out, for the run's message in the store and the end of the run."""
     steps = f"{trainer.skipped_steps} steps skipped ({trainer.nonfinite_steps} non-finite)" if trainer else "0 steps skipped"
     return f"{steps}; data skips: {pairs.skipped.as_dict()}"
+
+
+def snapshot_name(run: str, step: int) -> str:
+    """The store name of the first ``step`` steps of ``run`` (``training.snapshot_steps``)."""
+    return f"{run}.step{step}"
+
+
+def _save_snapshot(trainer, store: Store, run_dir: Path, step: int) -> None:
+    """The policy after ``step`` steps as a finished run of its own: ``RUN/snapshots/step-N/final``
+    and a store row ``RUN.stepN`` whose config says max_steps = N, so that generate, score and
+    win rates take it like any run. Written again (the same weights) if a resumed run repeats the step."""
+    import dataclasses
+
+    from ..provenance import git_revision, package_versions
+
+    config = trainer.config
+    folder = run_dir / "snapshots" / f"step-{step}"
+    _save_final(trainer, folder / "final")
+    name = snapshot_name(config.name, step)
+    short = dataclasses.replace(config, name=name,
+                                training=dataclasses.replace(config.training, max_steps=step, snapshot_steps=()))
+    if store.get_run(name) is None:
+        store.create_run(name, method=config.method.name, preset=config.preset, config=short.to_dict(),
+                         seed=config.training.seed, run_dir=str(folder.resolve()), git_revision=git_revision(),
+                         versions=package_versions())
+    store.set_run_status(name, "finished", f"the first {step} steps of {config.name}")
 
 
 def _save_final(trainer, folder: Path) -> None:

@@ -49,11 +49,13 @@ __all__ = ["Trainer"]
 
 class Trainer:
     def __init__(self, config: RunConfig, pairs: PreferencePairs, run_dir: Path, run_log: RunLog | None,
-                 accelerator=None, progress: bool = True, latent_cache: LatentCache | None = None):
+                 accelerator=None, progress: bool = True, latent_cache: LatentCache | None = None,
+                 on_snapshot=None):
         from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
 
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        self.on_snapshot = on_snapshot  # called with the step at each of training.snapshot_steps
         self.accelerator = acc = accelerator or Accelerator(mixed_precision=config.model.mixed_precision,
                                                             cpu=not torch.cuda.is_available())
         self.log = run_log if acc.is_main_process else None
@@ -306,6 +308,9 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', float('nan')):.2f}",
                                 d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}", refresh=False)
+                # Before the step's checkpoint: a run resumed from step c has every snapshot up to c.
+                if self.on_snapshot and step in training.snapshot_steps:
+                    self.on_snapshot(step)
                 self._stop_if_asked(step, requested["stop"])
 
     def _stop_if_asked(self, step: int, stop: bool) -> None:

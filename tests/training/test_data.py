@@ -81,3 +81,28 @@ def test_folder_of_parquet_and_max_pairs(tmp_path):
     assert source.num_rows == 4
     pairs = PreferencePairs(source, max_pairs=3)
     assert [pairs.caption(i) for i in range(len(pairs))] == ["a", "b", "c"]
+
+
+def test_excluded_prompts_are_skipped_before_max_pairs(tmp_path):
+    """Captions a, b, a, c, d (labels 1, 0, 1, 1, 0) with "a" held out: rows 1, 3, 4 are usable, and
+    max_pairs 2 keeps rows 1 and 3; the two "a" rows before them are skips of their own reason."""
+    import pyarrow as pa
+
+    from refbench.training.data import PreferencePairs, excluded_prompts
+
+    table = pa.table({"caption": list("abacd"), "jpg_0": [b"x"] * 5, "jpg_1": [b"y"] * 5,
+                      "label_0": [1.0, 0.0, 1.0, 1.0, 0.0]})
+    held = tmp_path / "held.txt"
+    held.write_text("a\n\n")
+    pairs = PreferencePairs(table, max_pairs=2, exclude=excluded_prompts(str(held)))
+    assert pairs.rows.tolist() == [1, 3] and pairs.winner_is_0.tolist() == [False, True]
+    assert pairs.skipped.as_dict() == {"held-out prompt": 2}
+    assert len(excluded_prompts("toy-val")) == 42
+
+
+def test_an_unreadable_exclusion_list_is_one_line(tmp_path):
+    from refbench.training.data import excluded_prompts
+    from refbench.training.sources import DataError
+
+    with pytest.raises(DataError, match="data.exclude_prompts: .* is neither a toy prompt set"):
+        excluded_prompts(str(tmp_path / "missing.txt"))
