@@ -52,6 +52,7 @@ app.command("sweep")(experiments.sweep)
 app.command("plot")(analysis.plot)
 app.command("reproduce")(experiments.reproduce)
 app.command("report")(experiments.report)
+app.command("calibrate")(experiments.calibrate)
 app.command("bench")(experiments.bench_command)
 
 

@@ -115,6 +115,25 @@ def reproduce(
         raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")
 
 
+def calibrate(
+    results: Path = typer.Option(Path("results/regime"), "--results", help="Folder for the curve, its figure and decision.json."),
+    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " (default results/reproduce.duckdb: the tuning reuses its runs)"),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Root folder of the runs."),
+    jobs: int = typer.Option(2, "--jobs", help="Runs at once, each in its own worker process."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads of each run."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Diffusion-DPO's validation score against learning rate and length: the paper regime's lr and step count."""
+    from ..experiments.regime import calibrate as run_calibrate
+
+    if jobs < 1 or threads < 1:
+        raise RefbenchError(f"--jobs and --threads must be >= 1; got {jobs} and {threads}")
+    decision = run_calibrate(results=results, db=db or Path("results/reproduce.duckdb"), out_root=out, jobs=jobs,
+                             threads=threads, progress=progress)
+    typer.echo(f"lr* = {decision['learning_rate']:g}, S* = {decision['steps']} steps; over-optimisation "
+               f"{'shown' if decision['over_optimisation_shown'] else 'not shown'}: {results}/curve.md")
+
+
 def report(
     world: str = typer.Option("toy", "--world", help="toy or toy-flow."),
     results: Optional[Path] = typer.Option(None, "--results", help="Folder to rewrite (default results/, or results/toy-flow/)."),
