@@ -52,11 +52,12 @@ from . import reads, seeds
 from .costs import cost_text
 from .figures import relative_divergence
 
-__all__ = ["Claim", "check_claims", "claims_table", "verdict_counts", "VERDICTS"]
+__all__ = ["Claim", "check_claims", "claims_table", "verdict_counts", "VERDICTS", "UNTESTABLE", "store_regime"]
 
 PRIMARY = "human"
 ALPHA = 0.05
-VERDICTS = ("holds", "inconclusive", "contradicted", "not measured")
+UNTESTABLE = "untestable in this world"
+VERDICTS = ("holds", "inconclusive", "contradicted", UNTESTABLE, "not measured")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ class Claim:
     mde: float | None = None  # smallest effect the shown part detects (80% power, two-sided 5%)
     interval: str = ""  # how the interval was made
     scale: float = 1.0  # ``measured`` shows effects (and the report the mde) times this
+
+
+def store_regime(db) -> str:
+    """The plan regime of the store's runs ('paper' or 'early', ``reproduce_plan.detect_regime``)."""
+    return plan.detect_regime(reads.open_store(db).query("SELECT name FROM runs")["name"])
 
 
 class _Missing(Exception):
@@ -139,6 +145,7 @@ class _Checks:
 
     def __init__(self, db, prompt_set: str):
         self.db, self.prompt_set = db, prompt_set
+        self.regime = store_regime(db)  # which plan's names (Fig. 4's tau sweep differs)
 
     # -- measurements ----------------------------------------------------------------------------
     def diff(self, a: str, b: str) -> Interval:
@@ -254,8 +261,7 @@ def _claims(c: _Checks):
     yield "Fig. 1(b)", "Regularisation keeps the reference near the delta boundary", bounded
 
     def moderate():
-        names = [s.name for s in plan.PLAN]
-        index = seeds.families(c.db, names)
+        index = seeds.families(c.db, plan.plan_names(c.regime))
         if len(index) < 6:
             raise _Missing("runs")
         seed_count = min(len(runs) for runs in index.values())
@@ -298,10 +304,11 @@ def _claims(c: _Checks):
     yield "Table 4", "Timestep-aware training adds to exploration", lambda: c.better("refdpo", "ref-explore")
     yield ("Table 4", "The reward scale lambda(t) improves both gamma settings",
            lambda: c.all_better([("refdpo-gamma0.8", "refdpo-gamma0.8-constant"), ("refdpo", "refdpo-constant")]))
-    noreg, reg = plan.FIG4["without regularisation"], plan.FIG4["with regularisation"]
+    sweep = plan.fig4(c.regime)
+    noreg, reg = sweep["without regularisation"], sweep["with regularisation"]
     yield "Fig. 4", "Without regularisation, a shorter tau scores lower", lambda: c.better(noreg[-1], noreg[0])
     yield ("Fig. 4", "With regularisation every tau beats Diffusion-DPO",
-           lambda: c.all_better([(run, plan.FIG4["baseline"]) for run in reg]))
+           lambda: c.all_better([(run, sweep["baseline"]) for run in reg]))
 
     def fig5():
         def gap(run_without, run_with, run_relative):
@@ -326,18 +333,23 @@ def _claims(c: _Checks):
 
 
 @reads.holding
-def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> list[Claim]:
+def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA, untestable=()) -> list[Claim]:
     """Every claim, with its verdict from the 95% intervals (``verdict_unadjusted``) and after Holm's
-    adjustment over the family of every part of every claim measured (``verdict``)."""
+    adjustment over the family of every part of every claim measured (``verdict``). ``untestable``:
+    (where, start of the claim) of claims the world cannot test (the regime rule's over-optimisation
+    claims in a world that does not show it): measured and shown, judged by no test, outside the
+    Holm family."""
     checks = _Checks(db, prompt_set)
-    measured = []
+    measured, unjudged = [], []
     for where, paper, check in _claims(checks):
+        if any(where == w and paper.startswith(start) for w, start in untestable):
+            unjudged.append(len(measured))
         try:
             measured.append((where, paper, check()))
         except _Missing as missing:
             measured.append((where, paper, f"needs {missing}"))
-    parts = [(i, j, _part_p(estimate, null)) for i, (_, _, result) in enumerate(measured) if isinstance(result, _Result)
-             for j, (estimate, null) in enumerate(result.parts)]
+    parts = [(i, j, _part_p(estimate, null)) for i, (_, _, result) in enumerate(measured)
+             if isinstance(result, _Result) and i not in unjudged for j, (estimate, null) in enumerate(result.parts)]
     parts = [(i, j, p) for i, j, p in parts if math.isfinite(p)]
     adjusted = dict(zip(((i, j) for i, j, _ in parts), holm([p for _, _, p in parts], alpha=alpha)[0]))
     out = []
@@ -349,12 +361,15 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> l
         for j, (estimate, null) in enumerate(result.parts):
             held.append(_part_verdict(estimate, null, adjusted.get((i, j)), alpha))
         final = _cap(_combine(held)) if result.capped else _combine(held)
+        if i in unjudged:
+            final = UNTESTABLE
         shown = result.shown
         index = next(j for j, (e, _) in enumerate(result.parts) if e is shown)
         shown_p = _part_p(shown, result.parts[index][1])
         finite = math.isfinite(shown_p)
         out.append(Claim(where, paper, result.measured, shown.effect, shown.ci_low, shown.ci_high, shown.seeds,
-                         shown.samples, final, result.cost, verdict_unadjusted=result.verdict,
+                         shown.samples, final, result.cost,
+                         verdict_unadjusted=UNTESTABLE if i in unjudged else result.verdict,
                          p_value=shown_p if finite else None, p_adjusted=adjusted.get((i, index)),
                          mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
                          interval=shown.method, scale=result.scale))
@@ -362,8 +377,8 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA) -> l
 
 
 @reads.holding
-def claims_table(db, prompt_set: str = "toy-test") -> pd.DataFrame:
-    return pd.DataFrame([vars(c) for c in check_claims(db, prompt_set)])
+def claims_table(db, prompt_set: str = "toy-test", untestable=()) -> pd.DataFrame:
+    return pd.DataFrame([vars(c) for c in check_claims(db, prompt_set, untestable=untestable)])
 
 
 def verdict_counts(claims: pd.DataFrame) -> dict[str, int]:

@@ -260,7 +260,8 @@ def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, a
 
 def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None:
     """A stored sample's PNG: its recorded path, else the copy `refbench reproduce` keeps under
-    results/samples/RUN/SET/, or results/toy-flow/samples/RUN/SET/ for the flow world's
+    results/samples/RUN/SET/, or results/toy-flow/samples/RUN/SET/ for the flow world's (made under
+    runs/reproduce-flow/), results/early-regime/samples/RUN/SET/ for the early regime's
     ($REFBENCH_RESULTS or ./results, then the repository's results/)."""
     import os
 
@@ -270,7 +271,8 @@ def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None
     roots = [Path(os.environ.get("REFBENCH_RESULTS", "results")), Path(__file__).resolve().parents[1] / "results"]
     # Both worlds name their runs alike: the flow world's (made under runs/reproduce-flow/) are
     # copied to results/toy-flow/samples/, and must not be taken for the UNet world's.
-    world = "toy-flow" if "reproduce-flow" in recorded.parts else ""
+    world = {"reproduce-flow": "toy-flow", "reproduce-early": "early-regime"}.get(
+        next((part for part in recorded.parts if part in ("reproduce-flow", "reproduce-early")), ""), "")
     for root in roots:
         copy = root / world / "samples" / run / prompt_set / recorded.name
         if copy.is_file():

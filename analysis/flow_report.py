@@ -128,10 +128,13 @@ def lambda_note(db, runs: list[str]) -> str:
             "claims test the timestep sampler and the reference updates, not lambda(t).")
 
 
-def comparison_section(results_root: Path) -> str:
-    """The side-by-side verdicts, between markers, or "" while the flow world has no claims.csv."""
-    flow_path = Path(results_root) / "toy-flow" / "claims.csv"
-    unet = _unet_claims(results_root) if flow_path.is_file() else None
+def comparison_section(unet_folder: Path, flow_folder: Path | None = None) -> str:
+    """The side-by-side verdicts of the UNet world's results in ``unet_folder`` (the early regime's,
+    which the flow world shares) and the flow world's in ``flow_folder`` (default: toy-flow/ beside
+    the UNet folder's parent, results/toy-flow/), between markers; "" while either has no claims."""
+    flow_folder = Path(flow_folder) if flow_folder is not None else Path(unet_folder).parent / "toy-flow"
+    flow_path = flow_folder / "claims.csv"
+    unet = _unet_claims(unet_folder) if flow_path.is_file() else None
     if unet is None:
         return ""
     flow = pd.read_csv(flow_path)
@@ -147,7 +150,7 @@ def comparison_section(results_root: Path) -> str:
 {BEGIN}
 ## {QUESTION}
 
-The same claims, judged by the same code, in the flow-matching toy world (`toy-flow/README.md`:
+The same claims, judged by the same code, in the flow-matching toy world (`../toy-flow/README.md`:
 a 16 px SD3 transformer trained with rectified flow on the same prompts, pairs and oracles, the
 paper's method translated as the project README's "Rectified flow" states). Of the {len(both)}
 claims its plan measures, {holds} hold on rectified flow, and {agree} have the verdict they have
@@ -158,13 +161,14 @@ in the UNet world.
 """
 
 
-def update_comparison(results_root: Path) -> list[Path]:
-    """Write the comparison into results_root/README.md, replacing an earlier one; returns the files
-    written (nothing while the UNet world has no README)."""
-    readme = Path(results_root) / "README.md"
+def update_comparison(unet_folder: Path, flow_folder: Path) -> list[Path]:
+    """Write the comparison into the UNet world's README (``unet_folder``: the early regime's, whose
+    settings the flow world shares), replacing an earlier one; returns the files written (nothing
+    while that README is missing)."""
+    readme = Path(unet_folder) / "README.md"
     if not readme.is_file():
         return []
-    section = comparison_section(results_root)
+    section = comparison_section(unet_folder, flow_folder)
     if not section:
         return []
     text = readme.read_text()
@@ -174,4 +178,4 @@ def update_comparison(results_root: Path) -> list[Path]:
     else:
         text = text.rstrip("\n") + "\n" + section
     readme.write_text(text)
-    return [readme, Path(results_root) / "claims.csv"]
+    return [readme, Path(unet_folder) / "claims.csv"]

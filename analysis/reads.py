@@ -98,13 +98,13 @@ def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -
         f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks}", [run, prompt_set, *params])
 
 
-def results_folder(world: str = "toy") -> Path:
+def results_folder(world: str = "toy", regime: str = "paper") -> Path:
     """Where a world's results are: $REFBENCH_RESULTS or results/ in the working directory, failing
     that the repository's results/ (a notebook's working directory is notebooks/); the flow toy
-    world's are its toy-flow/ subfolder."""
+    world's are its toy-flow/ subfolder, the UNet world's early regime its early-regime/ subfolder."""
     import os
 
-    sub = "toy-flow" if world == "toy-flow" else ""
+    sub = "toy-flow" if world == "toy-flow" else "early-regime" if regime == "early" else ""
     here = Path(os.environ.get("REFBENCH_RESULTS", "results"))
     repository = Path(__file__).resolve().parents[1] / "results"
     for root in (here, repository):
@@ -113,10 +113,11 @@ def results_folder(world: str = "toy") -> Path:
     return repository / sub
 
 
-def load_results(db: str | Path | None = None, world: str = "toy") -> Store:
+def load_results(db: str | Path | None = None, world: str = "toy", regime: str = "paper") -> Store:
     """The store the notebooks read: ``db``, else $REFBENCH_DB, else the world's reproduce.duckdb,
-    else its committed parquet export (``results_folder(world)/data``) loaded into a temporary
-    DuckDB file. ``world``: "toy" (results/) or "toy-flow" (results/toy-flow/)."""
+    else its committed parquet export (``results_folder(world, regime)/data``) loaded into a
+    temporary DuckDB file. ``world``: "toy" (results/; ``regime="early"``: results/early-regime/) or
+    "toy-flow" (results/toy-flow/)."""
     import os
     import tempfile
 
@@ -126,7 +127,7 @@ def load_results(db: str | Path | None = None, world: str = "toy") -> Store:
         return Store(db)
     if os.environ.get("REFBENCH_DB") and Path(os.environ["REFBENCH_DB"]).is_file():
         return Store(os.environ["REFBENCH_DB"])
-    folder = results_folder(world)
+    folder = results_folder(world, regime)
     if (folder / "reproduce.duckdb").is_file():
         return Store(folder / "reproduce.duckdb")
     if not (folder / "data" / "runs.parquet").is_file():

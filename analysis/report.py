@@ -9,7 +9,7 @@ from pathlib import Path
 from refbench.experiments import reproduce_plan as plan
 
 from . import figures, reads, seeds, tables
-from .claims import VERDICTS, claims_table, verdict_counts
+from .claims import UNTESTABLE, VERDICTS, claims_table, store_regime, verdict_counts
 
 __all__ = ["write_report", "FIGURES"]
 
@@ -18,18 +18,22 @@ FIGURES = {
     "fig1b_kl.png": ("Fig. 1(b): reward margin and divergence from the initial model",
                      lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out)),
     "fig1c_divergence_vs_score.png": ("Fig. 1(c): final divergence against mean human score, every run",
-                                      lambda db, out: figures.plot_divergence_vs_score(db, [s.name for s in plan.PLAN], out=out)),
+                                      lambda db, out: figures.plot_divergence_vs_score(
+                                          db, plan.plan_names(store_regime(db)), out=out)),
     "fig2_timestep.png": ("Fig. 2: loss, |r_t|, accuracy and lambda(t) per timestep interval",
                           lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out)),
     "fig3_samples.png": ("Fig. 3: the same prompt and seed under each method (training seed 0)",
                          lambda db, out: figures.plot_samples(db, plan.FIG3, out=out)),
     "fig4_tau.png": ("Fig. 4: mean human score against tau, with and without regularisation",
-                     lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"},
-                                                      baseline=plan.FIG4["baseline"], out=out)),
+                     lambda db, out: _plot_tau(db, plan.fig4(store_regime(db)), out)),
     "fig5_divergence_by_timestep.png": ("Fig. 5: divergence per interval relative to exploration only",
                                         lambda db, out: figures.plot_divergence_by_timestep(
                                             db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"], out=out)),
 }
+
+
+def _plot_tau(db, sweep: dict, out):
+    return figures.plot_tau(db, {k: v for k, v in sweep.items() if k != "baseline"}, baseline=sweep["baseline"], out=out)
 
 
 def _timestep_markdown(db, runs: list[str] | None = None) -> str:
@@ -56,7 +60,7 @@ def _timestep_markdown(db, runs: list[str] | None = None) -> str:
 
 @reads.holding
 def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None,
-                 world: str = "toy", reanalysed: bool = False) -> list[Path]:
+                 world: str = "toy", reanalysed: bool = False, untestable=()) -> list[Path]:
     """Write every table, figure and the README into ``results``; returns the files written.
     ``world="toy-flow"``: the flow world's subset (``reproduce_plan.FLOW_RUNS``), its README, and
     its verdicts beside the UNet world's in the README one folder up (``flow_report``). ``reanalysed``:
@@ -66,7 +70,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     from . import flow_report
 
     flow = world == "toy-flow"
-    names = [s.name for s in plan.world_runs(world)]
+    names = [s.name for s in plan.world_runs(world)] if flow else plan.plan_names(store_regime(db))
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -95,7 +99,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
             drawn[name] = f"{description} -- not drawn: {exc}"
     if not reanalysed:  # a re-analysis reads that export (or the store it came from): the data did not change
         written += reads.open_store(db).export_parquet(results / "data")
-    claims = claims_table(db)
+    claims = claims_table(db, untestable=untestable)
     if flow:  # the claims whose runs the flow plan trains
         claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(drop=True)
     claims.drop(columns=["cost"]).to_csv(results / "claims.csv", index=False)  # read by flow_report's comparison
@@ -117,10 +121,11 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     if flow:
         fields["lambda_note"] = flow_report.lambda_note(db, [run for members in index.values() for run in members])
         readme = flow_report.flow_readme(markdown, claims, claims_md, fields, span)
-        written += flow_report.update_comparison(results.parent)
+        written += flow_report.update_comparison(results.parent / "early-regime", results)
     else:
         readme = _readme(markdown, claims, claims_md, fields, span)
-        readme += flow_report.comparison_section(results)
+        if store_regime(db) == "early":  # the flow world has the early regime's settings
+            readme += flow_report.comparison_section(results, results.parent / "toy-flow")
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
@@ -180,7 +185,8 @@ def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refb
     stamp and timing, the figure list, failed runs and the runs' settings."""
     counts = verdict_counts(claims)
     return {
-        "summary": ", ".join(f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name != "not measured"),
+        "summary": ", ".join(f"{counts[name]} {name}" for name in VERDICTS
+                            if counts[name] or name not in ("not measured", UNTESTABLE)),
         "training_seeds": str(int(claims["seeds"].max()) if not claims.empty else 0),
         "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "timing": f"{seconds / 60:.1f} minutes for the last `{command}` invocation" if seconds else "time not recorded",

@@ -1,8 +1,9 @@
 """Write the notebooks of this folder, one per figure or table of the paper (run: python notebooks/build_notebooks.py).
 
 Every notebook only calls `analysis` functions and names from `refbench.experiments.reproduce_plan`,
-on the store `analysis.load_results()` finds: $REFBENCH_DB, else results/reproduce.duckdb,
-else the parquet export results/data/ (what `refbench reproduce` writes and commits).
+on the store `analysis.load_results(regime=REGIME)` finds: $REFBENCH_DB, else the regime's
+reproduce.duckdb, else its parquet export data/ (what `refbench reproduce` writes and commits):
+results/ for the paper regime, results/early-regime/ for the early one.
 The notebooks are committed without outputs; edit this script, not the .ipynb files.
 """
 
@@ -14,8 +15,12 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 
-STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else `results/reproduce.duckdb`, "
-         "else the committed parquet export `results/data/` (run `refbench reproduce` to regenerate them).")
+# The regime whose committed results the notebooks show: "early" until the paper regime's reproduction
+# is committed in results/ (issue 25).
+REGIME = "early"
+STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else the regime's `reproduce.duckdb`, "
+         "else its committed parquet export (`results/data/`, or `results/early-regime/data/` for the early "
+         "regime; run `refbench reproduce` to regenerate them).")
 
 SETUP = """%matplotlib inline
 # analysis.figures selects matplotlib's Agg backend (files only); the line above shows figures here.
@@ -23,9 +28,11 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
 from analysis import load_results, figures, tables
+from analysis.claims import store_regime
 from refbench.experiments import reproduce_plan as plan
 
-store = load_results()"""
+store = load_results(regime=REGIME)
+regime = store_regime(store)  # the plan's names differ in Fig. 4's tau sweep""".replace("REGIME", repr(REGIME))
 
 
 def figure(call: str) -> str:
@@ -56,7 +63,7 @@ oracle score on toy-test (the toy's PickScore), with a quadratic trend.
 
 What to look for: the score rises with divergence and then falls, so the best run sits at a
 moderate divergence, not at the largest.""",
-        [figure("figures.plot_divergence_vs_score(store, [spec.name for spec in plan.PLAN])")],
+        [figure("figures.plot_divergence_vs_score(store, plan.plan_names(regime))")],
     ),
     "fig2_timestep.ipynb": (
         """# Fig. 2: the implicit reward per timestep interval
@@ -94,7 +101,8 @@ Diffusion-DPO (dashed, its interval shaded); points are means over training seed
 
 What to look for: without regularisation a shorter tau (more drift) scores lower; with
 regularisation every tau beats Diffusion-DPO.""",
-        [figure("figures.plot_tau(store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, baseline=plan.FIG4['baseline'])")],
+        [figure("figures.plot_tau(store, {k: v for k, v in plan.fig4(regime).items() if k != 'baseline'}, "
+                "baseline=plan.fig4(regime)['baseline'])")],
     ),
     "fig5_divergence_by_timestep.ipynb": (
         """# Fig. 5: divergence per timestep interval
@@ -173,7 +181,8 @@ whether tau behaves as in Fig. 4, and, in the last cell, each claim's verdict in
          figure("figures.plot_tau(flow_store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, "
                 "baseline=plan.FIG4['baseline'])"),
          "from analysis import flow_report, reads\n\n"
-         "Markdown(flow_report.comparison_section(reads.results_folder()) or 'run `refbench reproduce --world toy-flow` first')"],
+         "Markdown(flow_report.comparison_section(reads.results_folder(regime='early'), reads.results_folder('toy-flow')) "
+         "or 'run `refbench reproduce --world toy-flow` first')"],
     ),
 }
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from .config_layers import accumulation_or_effective_batch, refuse_reference_updates, vae_goes_with_its_model
+from .config_layers import accumulation_or_effective_batch, coerce, refuse_reference_updates, vae_goes_with_its_model
 from .errors import ConfigError
 from .method.reference_update import ReferenceUpdateRule
 from .method.timesteps import reward_scale_names
@@ -168,7 +167,7 @@ class DataConfig:
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
         _require(self.exclude_prompts is None or bool(self.exclude_prompts), "data.exclude_prompts",
-                 "must be a prompt set or a file, or unset")
+                 f"must be a prompt set or a file, or unset; got {self.exclude_prompts!r}")
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
         _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", f"must be a folder, or unset; got {self.latent_cache!r}")
         _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
@@ -334,42 +333,13 @@ def _merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Accept what TOML/JSON/CLI give (ints for floats, etc.); refuse the wrong kind with one line."""
-    if get_origin(hint) in (typing.Union, types.UnionType):
-        args = get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        allowed = [a for a in args if a is not type(None)]
-    else:
-        allowed = [hint]
-    target = allowed[0]
-    if get_origin(target) is Literal:
-        return value  # checked by the dataclass
-    if target is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: must be true or false; got {value!r}")
-    if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if target is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if target is str and isinstance(value, str):
-        return value
-    if get_origin(target) is tuple and isinstance(value, (list, tuple)):  # tuple[int, ...]: a list of ints
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{where}: must be a list of integers; got {value!r}")
-    raise ConfigError(f"{where}: must be {getattr(target, '__name__', target)}; got {value!r}")
-
-
 def _build_section(cls: type, values: dict, section: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown field {section}.{unknown[0]}; valid: {', '.join(sorted(known))}")
-    kwargs = {key: _coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
+    kwargs = {key: coerce(value, hints[key], f"{section}.{key}") for key, value in values.items()}
     return cls(**kwargs)
 
 

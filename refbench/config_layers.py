@@ -3,9 +3,13 @@ single field's validation cannot see: what was asked for above the model preset.
 
 from __future__ import annotations
 
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
 from .errors import ConfigError
 
-__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates"]
+__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates", "coerce"]
 
 _REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
 
@@ -42,3 +46,31 @@ def refuse_reference_updates(objective: str, reference_free: tuple[str, ...], *l
             if isinstance(section, dict) and section.get(key) is not None:
                 raise ConfigError(f"method.{key}: the {objective} objective has no reference model to update; remove {key}")
 
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Accept what TOML/JSON/CLI give (ints for floats, etc.); refuse the wrong kind with one line."""
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        allowed = [a for a in args if a is not type(None)]
+    else:
+        allowed = [hint]
+    target = allowed[0]
+    if get_origin(target) is Literal:
+        return value  # checked by the dataclass
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: must be true or false; got {value!r}")
+    if target is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if target is str and isinstance(value, str):
+        return value
+    if get_origin(target) is tuple and isinstance(value, (list, tuple)):  # tuple[int, ...]: a list of ints
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: must be a list of integers; got {value!r}")
+    raise ConfigError(f"{where}: must be {getattr(target, '__name__', target)}; got {value!r}")

@@ -92,9 +92,10 @@ def reproduce(
     out: Optional[Path] = typer.Option(None, "--out", help="Root folder of the runs (default runs/reproduce, or runs/reproduce-flow)."),
     jobs: int = typer.Option(2, "--jobs", help="Runs trained, sampled and scored at once (each in its own long-lived worker process)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads of each run (a run's numbers depend on it, so it is fixed, not derived from --jobs)."),
-    seeds: int = typer.Option(3, "--seeds", help="Training seeds of every run of the plan (0..N-1)."),
-    eval_seeds: int = typer.Option(2, "--eval-seeds", help="Evaluation seeds per toy-test prompt (the same for every run)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the toy preset's 300)."),
+    regime: str = typer.Option("paper", "--regime", help="paper (the paper's data reuse, tuned alike, 5 seeds) or early (300 steps of fresh pairs, 3 seeds). The flow world has the early regime only."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Training seeds of every run of the plan (0..N-1; default 5 in the paper regime, 3 in the early one)."),
+    eval_seeds: Optional[int] = typer.Option(None, "--eval-seeds", help="Evaluation seeds per toy-test prompt, the same for every run (default 1 in the paper regime, 2 in the early one)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Step budget (default: the regime's)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated subset of the plan's runs."),
     num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N toy-test prompts (quick checks)."),
     timestep_pairs: int = typer.Option(256, "--timestep-pairs", help="Validation pairs of each timestep analysis."),
@@ -104,12 +105,13 @@ def reproduce(
     from ..experiments.reproduce import reproduce as run_reproduce
 
     flow = world == "toy-flow"
-    results = results or Path("results/toy-flow" if flow else "results")
+    early = regime == "early" and not flow
+    results = results or Path("results/toy-flow" if flow else "results/early-regime" if early else "results")
     db = db or results / "reproduce.duckdb"
-    out = out or Path("runs/reproduce-flow" if flow else "runs/reproduce")
+    out = out or Path("runs/reproduce-flow" if flow else "runs/reproduce-early" if early else "runs/reproduce")
     summary = run_reproduce(results=results, db=db, out_root=out, jobs=jobs, threads=threads, seeds=seeds, eval_seeds=eval_seeds, max_steps=max_steps,
                             only=parse_list(only) or None, num_prompts=num_prompts,
-                            timestep_pairs=timestep_pairs, progress=progress, world=world)
+                            timestep_pairs=timestep_pairs, progress=progress, world=world, regime=regime)
     typer.echo(f"results: {results}/README.md ({len(summary['written'])} files)")
     if summary["failed"]:
         raise RefbenchError(f"{len(summary['failed'])} runs failed: {', '.join(summary['failed'])}")
@@ -136,23 +138,30 @@ def calibrate(
 
 def report(
     world: str = typer.Option("toy", "--world", help="toy or toy-flow."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Folder to rewrite (default results/, or results/toy-flow/)."),
+    regime: str = typer.Option("paper", "--regime", help="paper or early (the UNet toy world's; results/early-regime/)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Folder to rewrite (default results/, results/early-regime/ or results/toy-flow/)."),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + " Default: the world's reproduce.duckdb, else its committed parquet export."),
 ) -> None:
     """Rewrite a reproduction's tables, figures, claims and README from its stored runs (no training)."""
     from analysis import load_results
     from analysis.report import write_report
 
-    from ..experiments.reproduce_plan import WORLDS
+    from ..experiments.regime_plan import untestable_claims
+    from ..experiments.reproduce_plan import REGIMES, WORLDS
 
-    if world not in WORLDS:
-        raise RefbenchError(f"--world must be one of {', '.join(WORLDS)}; got {world!r}")
+    if world not in WORLDS or regime not in REGIMES:
+        raise RefbenchError(f"--world must be one of {', '.join(WORLDS)} and --regime one of {', '.join(REGIMES)}; "
+                            f"got {world!r} and {regime!r}")
     try:
-        store = load_results(db, world=world)
+        store = load_results(db, world=world, regime=regime)
     except FileNotFoundError as exc:
         raise RefbenchError(str(exc)) from None
-    results = results or Path("results/toy-flow" if world == "toy-flow" else "results")
-    written = write_report(store, results, world=world, reanalysed=True)
+    early = world == "toy-flow" or regime == "early"  # the flow world has the early regime only
+    results = results or Path("results/toy-flow" if world == "toy-flow" else "results/early-regime" if early else "results")
+    from analysis.claims import store_regime
+
+    paper = not early and store_regime(store) == "paper"  # the untestable claims are the paper regime's
+    written = write_report(store, results, world=world, reanalysed=True, untestable=untestable_claims() if paper else ())
     typer.echo(f"results: {results}/README.md ({len(written)} files)")
 
 

@@ -16,23 +16,12 @@ from pathlib import Path
 from . import regime_plan as rule
 from .sweep import RunSpec
 
-__all__ = ["regime_overrides", "curve_specs", "curve_points", "calibrate", "validation_steps"]
-
-
-def regime_overrides(learning_rate: float, *, steps: int = rule.STEPS, snapshots: tuple[int, ...] = (),
-                     seed: int = 0, extra: dict | None = None) -> dict:
-    """Config overrides of a run in the regime: the pair subset without the validation prompts."""
-    overrides = {"data": {"max_pairs": rule.PAIRS, "exclude_prompts": rule.EXCLUDED_PROMPTS},
-                 "training": {"max_steps": steps, "learning_rate": learning_rate, "seed": seed,
-                              **({"snapshot_steps": list(snapshots)} if snapshots else {})}}
-    for section, values in (extra or {}).items():
-        overrides.setdefault(section, {}).update(values)
-    return overrides
+__all__ = ["curve_specs", "curve_points", "calibrate", "validation_steps"]
 
 
 def curve_specs() -> list[RunSpec]:
     return [RunSpec(f"curve-diff-dpo-lr{lr:g}-seed{seed}", "diff-dpo",
-                    regime_overrides(lr, snapshots=rule.CURVE_SNAPSHOTS, seed=seed))
+                    rule.regime_overrides(lr, snapshots=rule.CURVE_SNAPSHOTS, seed=seed))
             for seed in rule.CURVE_SEEDS for lr in rule.CURVE_LRS]
 
 
@@ -50,15 +39,15 @@ def curve_points(specs: list[RunSpec]) -> dict[str, tuple[float, int, int]]:
     return points
 
 
-def validation_steps(runs: list[str], *, db: Path, out_root: Path) -> list:
+def validation_steps(runs: list[str], *, db: Path, out_root: Path, num_prompts: int | None = None) -> list:
     """Samples of each run on the validation prompts (one seed each) and their oracle scores."""
     from ..evaluation.winrates import TOY_METRICS
     from .steps import Step
 
     steps = []
     for run in runs:
-        steps += [Step("generate", run, {"prompts": rule.VALIDATION, "seeds": rule.VALIDATION_EVAL_SEEDS, "db": str(db),
-                                         "out": str(out_root), "no_progress": True}),
+        steps += [Step("generate", run, {"prompts": rule.VALIDATION, "seeds": rule.VALIDATION_EVAL_SEEDS,
+                                         "num_prompts": num_prompts, "db": str(db), "out": str(out_root), "no_progress": True}),
                   Step("score", run, {"metrics": ",".join(TOY_METRICS), "db": str(db), "no_progress": True})]
     return steps
 

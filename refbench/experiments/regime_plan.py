@@ -48,7 +48,8 @@ from __future__ import annotations
 
 __all__ = ["PAPER_EPOCHS", "PAPER_SYNCS", "STEPS", "BATCH", "PAIRS", "TAUS", "VALIDATION", "VALIDATION_EVAL_SEEDS",
            "CURVE_LRS", "CURVE_SNAPSHOTS", "CURVE_SEEDS", "TUNING_SEED", "DELTA_FRACTIONS", "NEEDS_OVER_OPTIMISATION",
-           "tuning_grids", "choose_curve_point", "choose_tuned", "EXCLUDED_PROMPTS"]
+           "tuning_grids", "choose_curve_point", "choose_tuned", "EXCLUDED_PROMPTS", "MAIN_SEEDS", "SWEEP_ONLY_SEEDS",
+           "TEST_EVAL_SEEDS", "paper_specs", "regime_overrides", "SWEEP_ONLY", "over_optimisation"]
 
 # The paper's (and the official Diffusion-DPO recipe's) numbers for SD1.5.
 PAPER_STEPS, PAPER_BATCH, PAPER_USABLE_PAIRS = 2000, 2048, 851_293
@@ -166,3 +167,74 @@ def over_optimisation(scores: dict[tuple[float, int], list[float]], chosen: tupl
         out[axis] = {"point": point, "difference": sum(differences) / len(differences), "p": p}
         out["shown"] = out["shown"] or p < CURVE_ALPHA
     return out
+
+
+# What `refbench calibrate` decided (results/regime/decision.json, checked by a test): None until then.
+CALIBRATION: dict | None = {"learning_rate": 5e-05, "steps": 192, "dpo_divergence": 0.00613104272633791,
+                             "over_optimisation_shown": False}
+
+# Rule 4: the budget of the main runs, written before any of them. Five training seeds for every run of
+# the plan, except the six runs that only Fig. 4's tau sweep uses (three seeds: the sweep's claims
+# lose power, which their detectable effect shows, and no verdict moves towards either side), and
+# one evaluation seed per toy-test prompt (42 images a run) for every run alike. The early regime
+# measured the between-seed spread of a comparison (SD 0.008-0.02 in human) well above the sample
+# noise of a 42-prompt mean (0.05 / sqrt(42) = 0.008), so a training seed buys more than a second
+# evaluation seed, at about the same cost (72 s of training against 14 s of sampling per run).
+MAIN_SEEDS = 5
+SWEEP_ONLY_SEEDS = 3
+TEST_EVAL_SEEDS = 1
+
+
+def regime_overrides(learning_rate: float, *, steps: int = STEPS, snapshots: tuple[int, ...] = (),
+                     seed: int = 0, extra: dict | None = None) -> dict:
+    """Config overrides of a run in the regime: the pair subset without the validation prompts."""
+    overrides = {"data": {"max_pairs": PAIRS, "exclude_prompts": EXCLUDED_PROMPTS},
+                 "training": {"max_steps": steps, "learning_rate": learning_rate, "seed": seed,
+                              **({"snapshot_steps": list(snapshots)} if snapshots else {})}}
+    for section, values in (extra or {}).items():
+        overrides.setdefault(section, {}).update(values)
+    return overrides
+
+
+def paper_specs(lr: float, steps: int, tuned: dict[str, dict]):
+    """The plan's runs (names as the early plan's, Fig. 4 over ``TAUS`` by name) in the regime, with
+    the tuned values: every Diffusion-DPO-based run at Diffusion-DPO's tuned beta (the paper trains
+    its method at Diffusion-DPO's settings), every run that updates its reference at refdpo's tuned
+    tau and delta; the baselines at theirs. ``tuned`` maps method -> config overrides. Table 3 keeps
+    its literal beta 1000 and 5 x lr*."""
+    from .sweep import RunSpec
+
+    beta = tuned["diff-dpo"]["method"]["beta"]
+    tau, delta = tuned["refdpo"]["method"]["tau"], tuned["refdpo"]["method"]["delta"]
+    family, ours = {"beta": beta}, {"beta": beta, "tau": tau, "delta": delta}
+
+    def spec(name: str, preset: str, **sections) -> RunSpec:
+        return RunSpec(name, preset, regime_overrides(lr, steps=steps, extra=sections))
+
+    return [
+        spec("refdpo", "refdpo", method=ours),
+        spec("diff-dpo", "diff-dpo", method=family),
+        *[spec(name, name, **tuned[name]) for name in ("sft", "dspo", "diff-kto", "mapo")],
+        spec("diff-dpo-lr5x", "diff-dpo", method=family, training={"learning_rate": 5 * lr}),
+        spec("diff-dpo-beta1000", "diff-dpo", method={"beta": 1000.0}),
+        spec("ref-reinit", "ref-reinit", method=ours),
+        spec("timestep-only", "timestep-only", method=family),
+        spec("ref-explore", "ref-explore", method=ours),
+        spec("refdpo-gamma0.8-constant", "refdpo", method={**ours, "gamma": 0.8, "reward_scale": "constant"}),
+        spec("refdpo-gamma0.8", "refdpo", method={**ours, "gamma": 0.8}),
+        spec("refdpo-constant", "refdpo", method={**ours, "reward_scale": "constant"}),
+        spec("ref-noreg", "ref-noreg", method={"beta": beta, "tau": tau}),
+        *[spec(f"refdpo-tau{t}", "refdpo", method={**ours, "tau": t}) for t in TAUS],
+        *[spec(f"refdpo-noreg-tau{t}", "refdpo", method={"beta": beta, "tau": t, "on_exceed": "none"}) for t in TAUS],
+    ]
+
+
+def untestable_claims() -> tuple:
+    """The claims the paper regime's world cannot test: those of ``NEEDS_OVER_OPTIMISATION`` unless
+    Diffusion-DPO's curve showed over-optimisation (rule 2)."""
+    if CALIBRATION is None:
+        raise ValueError("the regime is not calibrated yet: run `refbench calibrate` and commit its decision")
+    return () if CALIBRATION["over_optimisation_shown"] else NEEDS_OVER_OPTIMISATION
+
+
+SWEEP_ONLY = tuple([f"refdpo-tau{t}" for t in TAUS] + [f"refdpo-noreg-tau{t}" for t in TAUS])

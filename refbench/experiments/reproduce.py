@@ -2,8 +2,15 @@
 (``--world toy-flow``: the flow-matching toy world's runs of Table 1, Fig. 1(b), 2 and 4, into
 results/toy-flow/, and its verdicts beside the UNet world's in results/README.md).
 
+Two regimes of the UNet toy world (``--regime``): "paper" (the default; ``regime_plan``: the
+paper's data reuse at the learning rate and length Diffusion-DPO's curve chose, every method tuned
+alike first, five training seeds) and "early" (``reproduce_plan.PLAN`` at the toy preset's 300
+steps of fresh pairs, three seeds, into results/early-regime/).
+
 Stages, each resumable (finished work is found in the store and skipped):
-  1. train every run of ``reproduce_plan.PLAN`` (``jobs`` at a time), then in the same job
+  0. (paper regime) tune every method's main knob on the validation prompts (``tuning.py``) and
+     write RESULTS/tuning.md; build the plan's runs from the chosen values;
+  1. train every run of the plan (``jobs`` at a time), then in the same job
      generate its toy-test samples, score them with the oracle metrics, and for the runs of
      Fig. 2 and Fig. 5 run the timestep analysis;
   2. the base model's samples and scores;
@@ -47,17 +54,21 @@ def _stage(name: str, started: float) -> None:
 def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: int | None = None,
               eval_seeds: int | None = None, max_steps: int | None = None, only: list[str] | None = None, timestep_pairs: int = 256,
               num_prompts: int | None = None, progress: bool = True, world: str = "toy", threads: int = 1,
-              timings: dict | None = None) -> dict:
+              timings: dict | None = None, regime: str = "paper") -> dict:
     from . import reproduce_plan as plan
     from ..evaluation.winrates import TOY_METRICS, compute_winrates
     from ..evaluation.generate import generate
     from ..evaluation.score import score
     from .sweep import run_specs
     from ..toy.dataset import ensure_toy_pairs
+    from . import regime_plan as rule
 
     started = time.perf_counter()
-    seeds = plan.DEFAULT_TRAINING_SEEDS if seeds is None else seeds
-    eval_seeds = plan.EVAL_SEEDS if eval_seeds is None else eval_seeds
+    if regime not in plan.REGIMES:
+        raise RefbenchError(f"--regime must be one of {', '.join(plan.REGIMES)}; got {regime!r}")
+    paper = regime == "paper" and world == "toy"  # the flow world has the early regime only
+    seeds = (rule.MAIN_SEEDS if paper else plan.DEFAULT_TRAINING_SEEDS) if seeds is None else seeds
+    eval_seeds = (rule.TEST_EVAL_SEEDS if paper else plan.EVAL_SEEDS) if eval_seeds is None else eval_seeds
     if seeds < 1 or eval_seeds < 1:
         raise RefbenchError("--seeds and --eval-seeds must be >= 1")
     if jobs < 1 or threads < 1:  # before any folder is made or pair built
@@ -72,7 +83,15 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
         raise RefbenchError(f"cannot create {exc.filename}: {exc.strerror}") from None
     _stage("toy preference pairs", started)
     ensure_toy_pairs()
-    specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
+    timings = {} if timings is None else timings
+    untestable = ()
+    if paper:
+        _stage("tuning every method's main knob on the validation prompts (rule 3)", started)
+        specs, untestable = _paper_specs(results=results, db=db, out_root=out_root, jobs=jobs, threads=threads,
+                                         progress=progress, seeds=seeds, max_steps=max_steps, only=only, timings=timings,
+                                         num_prompts=num_prompts)
+    else:
+        specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
     from ..store import Store
 
     analysed = set(Store(db).query("SELECT DISTINCT run FROM timestep_stats WHERE analysis = 'reference'")["run"])
@@ -83,7 +102,6 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
     _stage(f"training, sampling and scoring {len(specs)} runs ({seeds} training seeds), {jobs} at a time, "
            f"{threads} thread(s) each", started)
-    timings = {} if timings is None else timings
     stage_began = time.perf_counter()
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, then=then,
                          timings=timings)
@@ -112,9 +130,49 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     _stage("tables, figures, parquet export, results/README.md", started)
     from analysis.report import write_report
 
-    written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed, world=world)
+    written = write_report(db, results, seconds=time.perf_counter() - started, failed=failed, world=world,
+                           untestable=untestable)
     _stage(f"done: {len(written)} files in {results}", started)
     return {"outcomes": outcomes, "written": written, "failed": failed, "costs": costs}
+
+
+def _paper_specs(*, results: Path, db: Path, out_root: Path, jobs: int, threads: int, progress: bool, seeds: int,
+                 max_steps: int | None, only: list[str] | None, timings: dict, num_prompts: int | None):
+    """The paper regime's tuning (written to RESULTS/tuning.md) and then its plan's specs under
+    training seeds 0..seeds-1 (the Fig. 4-only runs under at most ``SWEEP_ONLY_SEEDS``), and the
+    claims the world cannot test."""
+    import pandas as pd
+
+    from . import regime_plan as rule
+    from .reproduce_plan import seeded_name
+    from .sweep import RunSpec
+    from .tuning import tune
+
+    calibration = rule.CALIBRATION
+    if calibration is None:
+        raise RefbenchError("the paper regime is not calibrated yet: run `refbench calibrate` (Diffusion-DPO's curve) "
+                            "and commit its decision in regime_plan.CALIBRATION, or use --regime early")
+    steps = calibration["steps"] if max_steps is None else max_steps
+    chosen, rows = tune(lr=calibration["learning_rate"], steps=steps, dpo_divergence=calibration["dpo_divergence"],
+                        db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, timings=timings,
+                        num_prompts=num_prompts)
+    table = pd.DataFrame(rows)
+    table.to_csv(results / "tuning.csv", index=False)
+    from analysis.tables import to_markdown
+
+    (results / "tuning.md").write_text(
+        f"# Tuning (rule 3 of the regime): validation `human` score, training seed {rule.TUNING_SEED}, "
+        f"lr* {calibration['learning_rate']:g}, {steps} steps\n\n" + to_markdown(table) + "\n")
+    specs = []
+    entries = [e for e in rule.paper_specs(calibration["learning_rate"], steps, chosen) if only is None or e.name in only]
+    for seed in range(seeds):
+        for entry in entries:
+            if entry.name in rule.SWEEP_ONLY and seed >= rule.SWEEP_ONLY_SEEDS:
+                continue
+            training = {**entry.overrides["training"], "seed": seed}
+            specs.append(RunSpec(seeded_name(entry.name, seed), entry.method, {**entry.overrides, "training": training},
+                                 entry.preset))
+    return specs, rule.untestable_claims()
 
 
 def _report_costs(timings: dict, db: Path, *, wall: float, workers: int) -> dict | None:

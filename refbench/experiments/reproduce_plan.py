@@ -7,11 +7,12 @@ the same names as their defaults. The toy preset's tau is 8 (the paper's 32 scal
 
 from __future__ import annotations
 
+from .regime_plan import SWEEP_ONLY, TAUS
 from .sweep import RunSpec
 
 __all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs",
            "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS", "FIG3", "WORLDS", "FLOW_RUNS", "FLOW_CLAIMS",
-           "world_runs", "table1_rows", "EQUIVALENCE_MARGINS"]
+           "world_runs", "table1_rows", "EQUIVALENCE_MARGINS", "REGIMES", "plan_names", "fig4", "detect_regime"]
 
 TOY_TAUS = (4, 8, 16)
 # Fixed before any multi-seed result was seen (issue 16): training seeds 0, 1, 2 of every run,
@@ -92,6 +93,33 @@ WORLDS = ("toy", "toy-flow")
 FLOW_RUNS = list(dict.fromkeys(["refdpo", "diff-dpo", "ref-noreg", "ref-explore", *FIG4["with regularisation"],
                                 *FIG4["without regularisation"]]))
 FLOW_CLAIMS = ("Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4")  # the claims the flow plan measures
+
+
+# The two regimes of the UNet toy world (issue 25). "early": the plan above, 300 steps on fresh pairs
+# (0.12 epochs) at the toy preset's settings. "paper": the same runs in the paper's regime and tuned
+# alike (``regime_plan``), with the same names except Fig. 4's tau sweep, which covers the regime's
+# taus (2, 4, 8) by name: its "refdpo" is the tuned tau's.
+REGIMES = ("paper", "early")
+PAPER_FIG4 = {"with regularisation": [f"refdpo-tau{t}" for t in TAUS],
+              "without regularisation": [f"refdpo-noreg-tau{t}" for t in TAUS], "baseline": "diff-dpo"}
+PAPER_NAMES = [s.name for s in PLAN if not s.name.startswith(("refdpo-tau", "refdpo-noreg"))] + list(SWEEP_ONLY)
+
+
+def plan_names(regime: str = "early") -> list[str]:
+    """The plan's run names (before seeds) in a regime."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; valid: {', '.join(REGIMES)}")
+    return list(PAPER_NAMES) if regime == "paper" else [s.name for s in PLAN]
+
+
+def fig4(regime: str = "early") -> dict:
+    return PAPER_FIG4 if regime == "paper" else FIG4
+
+
+def detect_regime(run_names) -> str:
+    """'paper' when the store holds a run of the paper regime's tau sweep that the early plan has not."""
+    marker = PAPER_FIG4["without regularisation"][0]
+    return "paper" if any(name == marker or name.startswith(marker + "-seed") for name in run_names) else "early"
 
 
 def world_runs(world: str = "toy") -> list[RunSpec]:

@@ -395,13 +395,15 @@ def test_plot_errors_are_one_line(synthetic_store, tmp_path, monkeypatch, capsys
 
 def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     """The flow world's report keeps the claims of its plan (Table 1, Fig. 1(b), 2, 4) that it
-    measured; the UNet world's README gets both worlds' verdicts between markers, which the UNet
-    report keeps when it is rewritten, and which a second flow report replaces rather than repeats."""
+    measured; the UNet world's early-regime README (whose settings the flow world shares) gets both
+    worlds' verdicts between markers, which the UNet report keeps when it is rewritten, and which a
+    second flow report replaces rather than repeats."""
     from analysis import flow_report
 
     results = tmp_path / "results"
-    write_report(synthetic_store, results)
-    assert flow_report.BEGIN not in (results / "README.md").read_text()  # no flow world yet
+    unet = results / "early-regime"
+    write_report(synthetic_store, unet)
+    assert flow_report.BEGIN not in (unet / "README.md").read_text()  # no flow world yet
     write_report(synthetic_store, results / "toy-flow", world="toy-flow")
     flow_claims = pd.read_csv(results / "toy-flow" / "claims.csv")
     assert set(flow_claims["where"]) == {"Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4"}
@@ -410,11 +412,11 @@ def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     assert "table3" not in " ".join(p.name for p in (results / "toy-flow").iterdir())
     assert "s 0." not in flow_readme  # the synthetic store's runs are DDPM: intervals stay in t
     assert "lambda(t) = 1 + norm(1/sqrt(SNR)) has a mean of" in flow_readme  # next to every refdpo claim
-    readme = (results / "README.md").read_text()
+    readme = (unet / "README.md").read_text()
     assert readme.count(flow_report.BEGIN) == 1 and flow_report.QUESTION in readme
     section = readme.split(flow_report.BEGIN)[1]
     assert section.count("| Fig. 4 |") == 2 and "**holds**" in section  # both Fig. 4 claims, both worlds' verdicts
     write_report(synthetic_store, results / "toy-flow", world="toy-flow")
-    write_report(synthetic_store, results)
-    assert (results / "README.md").read_text().count(flow_report.BEGIN) == 1
+    write_report(synthetic_store, unet)
+    assert (unet / "README.md").read_text().count(flow_report.BEGIN) == 1
 

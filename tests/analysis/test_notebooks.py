@@ -61,7 +61,7 @@ def test_notebook_runs(kernel, path):
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
     assert not any(cell.outputs or cell.execution_count for cell in code), "commit notebooks without outputs"
-    assert "store = load_results()" in code[0].source
+    assert "store = load_results(" in code[0].source
     notebook.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
     kernel.nb = notebook
     kernel.execute(cleanup_kc=False)  # raises CellExecutionError on a cell error

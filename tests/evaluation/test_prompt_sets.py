@@ -16,7 +16,7 @@ from refbench.errors import RefbenchError
 from refbench.evaluation.prompt_sets import HPD_STYLES, PromptSetError, load_prompt_set, prompt_set_names
 from refbench.toy.prompts import prompt_set
 
-NAMES = ["toy-train", "toy-test", "pickapic-test", "hpdv2", "partiprompts"]
+NAMES = ["toy-train", "toy-test", "toy-val", "pickapic-test", "hpdv2", "partiprompts"]
 
 
 def test_names() -> None:

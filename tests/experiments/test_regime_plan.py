@@ -60,3 +60,34 @@ def test_tuning_grids_put_the_published_default_first():
     assert [o["method"] for _, o in grids["refdpo-tau"]] == [{"tau": 4, "delta": 0.004}, {"tau": 2, "delta": 0.004},
                                                               {"tau": 8, "delta": 0.004}]
     assert [o["method"]["delta"] for _, o in grids["refdpo-delta"]] == pytest.approx([0.004, 0.002, 0.008])
+
+
+def test_the_plan_names_are_the_paper_specs_names():
+    from refbench.experiments.reproduce_plan import plan_names
+
+    tuned = {"diff-dpo": {"method": {"beta": 5000.0}}, "refdpo": {"method": {"tau": 4, "delta": 0.002}},
+             **{m: {"method": {"beta": 1.0}} for m in ("dspo", "diff-kto", "mapo")}, "sft": {"training": {"learning_rate": 1e-5}}}
+    assert [s.name for s in rule.paper_specs(1e-5, 256, tuned)] == plan_names("paper")
+
+
+def test_the_calibration_is_what_the_committed_curve_gives():
+    """regime_plan.CALIBRATION is results/regime/decision.json, and that decision follows from the
+    committed curve (results/regime/curve.csv) by the rule, recomputed here."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    folder = Path(__file__).resolve().parents[2] / "results" / "regime"
+    decision = json.loads((folder / "decision.json").read_text())
+    assert rule.CALIBRATION == {k: decision[k] for k in ("learning_rate", "steps", "dpo_divergence", "over_optimisation_shown")}
+    curve = pd.read_csv(folder / "curve.csv")
+    runs = curve[curve["steps"] > 0]
+    scores = {(lr, steps): list(g.sort_values("seed")["human"]) for (lr, steps), g in runs.groupby(["lr", "steps"])}
+    assert all(len(v) == len(rule.CURVE_SEEDS) for v in scores.values())
+    assert len(scores) == len(rule.CURVE_LRS) * (len(rule.CURVE_SNAPSHOTS) + 1)
+    assert rule.choose_curve_point(scores) == (decision["learning_rate"], decision["steps"])
+    assert rule.over_optimisation(scores, (decision["learning_rate"], decision["steps"]))["shown"] == \
+        decision["over_optimisation_shown"]
+    at = runs[(runs["lr"] == decision["learning_rate"]) & (runs["steps"] == decision["steps"])]
+    assert at["div_policy"].mean() == pytest.approx(decision["dpo_divergence"])

@@ -78,7 +78,7 @@ def test_reproduce_end_to_end_and_rerun(tmp_path):
     trained with training.seed K, every run sampled on the same prompts and evaluation seed; results/ gets
     tables, figures, the parquet export and the README; a rerun trains nothing and adds no rows."""
     results, db, out = tmp_path / "results", tmp_path / "r.duckdb", tmp_path / "runs"
-    command = [sys.executable, "-m", "refbench", "reproduce", "--results", str(results), "--db", str(db), "--out", str(out),
+    command = [sys.executable, "-m", "refbench", "reproduce", "--regime", "early", "--results", str(results), "--db", str(db), "--out", str(out),
                "--only", "refdpo", "--max-steps", "3", "--seeds", "2", "--eval-seeds", "1", "--num-prompts", "2",
                "--timestep-pairs", "4", "--no-progress"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=900)

@@ -44,12 +44,12 @@ def test_splits_disjoint_and_cover() -> None:
     assert {p.count for p in train} == set(range(1, len(COUNTS) + 1))
     assert {p.background for p in train} == set(BACKGROUNDS)
     assert prompt_set("toy-test") == test  # deterministic
-    assert set(PROMPT_SETS) == {"toy-train", "toy-test"}
+    assert set(PROMPT_SETS) == {"toy-train", "toy-test", "toy-val"}
 
 
 def test_unknown_set_lists_valid_names() -> None:
     with pytest.raises(ValueError) as err:
-        prompt_set("toy-val")
+        prompt_set("toy-dev")
     msg = str(err.value)
     assert "\n" not in msg and "toy-train" in msg and "toy-test" in msg
 

@@ -372,13 +372,13 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
                "beta": float("inf"), "desirable_weight": 0.0, "undesirable_weight": -1.0, "mapo_snr": float("inf")},
     "model": {"kind": "sd4", "pretrained": "", "resolution": 12, "lora_rank": -1, "gradient_checkpointing": "yes",
               "mixed_precision": "fp8", "vae": "", "vae_fp32": "yes", "t5": False},
-    "data": {"source": "", "split": "", "max_pairs": 0, "latent_cache": "", "latent_dtype": "float8",
+    "data": {"source": "", "split": "", "max_pairs": 0, "exclude_prompts": "", "latent_cache": "", "latent_dtype": "float8",
              "num_workers": -1, "caption_dropout": 1.0, "random_flip": "yes"},
     "training": {"max_steps": 0, "batch_size": 0, "gradient_accumulation_steps": 0, "learning_rate": float("nan"),
                  "scale_lr": "yes", "lr_scheduler": "linear", "lr_warmup_steps": -1, "weight_decay": -0.1,
                  "max_grad_norm": 0.0, "seed": -1, "log_every": 0, "monitor_every": 0, "monitor_size": 0,
                  "checkpoint_every": 0, "max_nonfinite_steps": 0, "effective_batch": -1, "optimizer": "sgd",
-                 "report_to": "mlflow"},
+                 "report_to": "mlflow", "snapshot_steps": [0]},
 }
 ALTERNATIVE = {  # a second invalid value where the first tests the type, or a range has two ends
     ("method", "gamma"): 1.5, ("method", "delta"): float("nan"), ("method", "tau"): "8", ("training", "seed"): 2**63,
