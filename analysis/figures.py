@@ -6,8 +6,9 @@ Names follow `refbench plot KIND`: kl (Fig. 1b), divergence-vs-score (Fig. 1c), 
 Runs are given as families (``analysis.seeds``): ``refdpo`` means refdpo-seed0, -seed1, ... when
 the store has them, else the run named ``refdpo``. Curves and points are means over a family's
 training seeds, with the spread shown: Fig. 1(b) a band from the lowest to the highest seed,
-Fig. 4 the 95% interval over seeds and samples, Fig. 2 the binomial (Wilson) interval of each
-interval's accuracy over the pairs of every seed pooled.
+Fig. 4 the 95% interval of ``seeds.score_estimate`` (seeds crossed with the shared prompts), Fig. 2
+the binomial (Wilson) interval of each interval's mean accuracy over its pairs, each pair counted
+once (every seed analyses the same pairs).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None)
     _require(stats, f"timestep_stats (analysis {analysis!r}); run `refbench timestep-analysis RUN` first")
     figure, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     panels = [("loss", "(a) model loss"), ("reward_scale", "(b) implicit reward scale |r_t|"),
-              ("accuracy", "(c) preference accuracy, 95% Wilson interval"), ("lambda_t", "(d) lambda(t)")]
+              ("accuracy", "(c) preference accuracy, 95% Wilson (pairs once)"), ("lambda_t", "(d) lambda(t)")]
     for family, members in index.items():
         group = _pooled_intervals(stats[stats["run"].isin(members)])
         if group.empty:
@@ -147,18 +148,22 @@ def interval_labels(frame) -> list[str]:
 
 
 def _pooled_intervals(stats):
-    """Per interval of t: means over seeds, and the accuracy's Wilson interval over every seed's pairs."""
+    """Per interval of t: means over seeds, and the accuracy's Wilson interval with each pair counted
+    once: every seed analyses the same validation pairs with the same noise and timesteps, so
+    pooling S seeds' pairs would count each pair S times. The interval is over the interval's
+    pairs (one seed's n), at the seeds' mean accuracy; the n column is that one seed's n."""
     import pandas as pd
 
     rows = []
     for (bin_, t_low, t_high), group in stats.groupby(["bin", "t_low", "t_high"], sort=True):
-        trials = int(group["n"].sum())
-        correct = float((group["accuracy"] * group["n"]).sum())
+        trials = max(1, int(round(group["n"].mean())))
+        accuracy = float(group["accuracy"].mean())
+        correct = accuracy * trials
         low, high = binomial_interval(min(correct, trials), trials)
         sigmas = {c: group[c].iloc[0] for c in ("sigma_low", "sigma_high") if c in group}
         rows.append({"bin": bin_, "t_low": t_low, "t_high": t_high, "n": trials, **sigmas,
                      **{c: float(group[c].mean()) for c in ("loss", "reward_scale", "lambda_t", "divergence")},
-                     "accuracy": correct / trials, "accuracy_low": low, "accuracy_high": high})
+                     "accuracy": accuracy, "accuracy_low": low, "accuracy_high": high})
     return pd.DataFrame(rows)
 
 
@@ -199,7 +204,7 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
         except LookupError:
             pass
     axis.set(xlabel="reference update period tau (steps)", ylabel=f"mean {metric} score on {prompt_set}",
-             title="sensitivity to tau (95% interval over seeds and samples)")
+             title="sensitivity to tau (95% interval: seeds crossed with prompts)")
     axis.set_xscale("log", base=2)
     axis.set_xticks(sorted(all_taus), [str(t) for t in sorted(all_taus)])
     axis.minorticks_off()

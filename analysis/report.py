@@ -102,6 +102,9 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     claims = claims_table(db, untestable=untestable)
     if flow:  # the claims whose runs the flow plan trains
         claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(drop=True)
+    paper = not flow and store_regime(db) == "paper"
+    if paper:  # each claim's verdict in the early regime beside this one's
+        claims = claims.merge(_early_verdicts(results / "early-regime" / "claims.csv"), on=["where", "paper"], how="left")
     claims.drop(columns=["cost"]).to_csv(results / "claims.csv", index=False)  # read by flow_report's comparison
     written.append(results / "claims.csv")
     shown = claims.assign(seeds=[f"{s} x {n}" if s else "" for s, n in zip(claims["seeds"], claims["samples"])])
@@ -116,6 +119,9 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     span = _span(db, settings["run"].tolist())
     command = ("refbench report" if reanalysed else "refbench reproduce") + (" --world toy-flow" if flow else "")
     fields = readme_fields(claims, drawn, settings, seconds, failed or {}, command)
+    fields["setup"] = (PAPER_SETUP if paper else EARLY_SETUP).format(seeds=fields["training_seeds"])
+    if paper:
+        fields["regimes"] = regime_comparison(claims)
     if reanalysed:
         fields["timing"] = "tables, figures and verdicts recomputed from the stored runs of `refbench reproduce`"
     if flow:
@@ -129,6 +135,48 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     (results / "README.md").write_text(readme)
     written.append(results / "README.md")
     return written
+
+
+EARLY_SETUP = """the runs are the early regime's: the toy preset (300 steps of fresh pairs, batch 8, beta 5000, lr
+1e-5, tau 8, delta 2e-3, gamma 0.9 over 50 bins), each trained under {seeds} training seeds (run
+`NAME-seedK`), and every run is evaluated on the same 42 toy-test prompts x 2 evaluation seeds.
+tau is scaled from the paper's {{16, 32, 64}} to {{4, 8, 16}}."""
+PAPER_SETUP = """the runs are in the paper's regime (the project's `docs/regime.md`): Diffusion-DPO's learning rate
+and length chosen on validation prompts (`regime/curve.md`), every method's main knob tuned alike
+(`tuning.md`), 426 pairs reused for several epochs, each run trained under up to {seeds} training
+seeds (run `NAME-seedK`; Fig. 4's sweep-only runs under 3) and evaluated on the same 42 toy-test
+prompts x 1 evaluation seed. Claims that need over-optimisation are "untestable in this world"
+when Diffusion-DPO's curve did not show it."""
+
+
+def _early_verdicts(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        return pd.DataFrame(columns=["where", "paper", "verdict_early_regime"])
+    early = pd.read_csv(path)
+    return early[["where", "paper", "verdict"]].rename(columns={"verdict": "verdict_early_regime"})
+
+
+def regime_comparison(claims) -> str:
+    """A section with each claim's verdict in this (paper) regime and in the early one (the claims'
+    ``verdict_early_regime``), when the early regime's claims are known."""
+    if "verdict_early_regime" not in claims or claims["verdict_early_regime"].isna().all():
+        return ""
+    both = claims[["where", "paper", "verdict", "verdict_early_regime"]].fillna({"verdict_early_regime": "not run"})
+    changed = int((both["verdict"] != both["verdict_early_regime"]).sum())
+    table = both.rename(columns={"paper": "the paper says", "verdict": "paper regime (Holm)",
+                                 "verdict_early_regime": "early regime (Holm)"})
+    return f"""
+## Verdicts in both regimes
+
+The same claims, judged by the same code, in this regime and in the early one
+(`early-regime/README.md`: 300 steps of fresh pairs at the toy preset's settings, 3 seeds).
+{changed} of {len(both)} verdicts differ between the regimes: a verdict that depends on the regime
+is itself a finding.
+
+{tables.to_markdown(table)}
+"""
 
 
 def _mde_text(mde, measured: str, scale: float = 1.0) -> str:
@@ -207,10 +255,7 @@ Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{spa
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (README of the project);
-the runs use the toy preset (300 steps, batch 8, beta 5000, lr 1e-5, tau 8, delta 2e-3,
-gamma 0.9 over 50 bins), each trained under {training_seeds} training seeds (run `NAME-seedK`),
-and every run is evaluated on the same 42 toy-test prompts x 2 evaluation seeds.
-tau is scaled from the paper's {{16, 32, 64}} to {{4, 8, 16}}.
+{fields["setup"]}
 
 ## The paper's claims, one by one
 
@@ -232,7 +277,7 @@ inconclusive claim whose effect is far below it had no power, not no effect. Sco
 the hidden `human` oracle (the toy's PickScore) (`analysis.claims`, `refbench/method/inference.py`).
 
 {claims_md}
-
+{fields.get("regimes", "")}
 ## What each method costs (means over training seeds)
 
 Image-passes per optimizer step (one image through one model; batch 8 pairs = 16 images),
@@ -241,19 +286,19 @@ of training. Seconds were measured with two runs sharing the 2 cores; passes are
 
 {markdown["costs.md"]}
 
-## Table 1: win rates of refdpo (%, 95% interval over training seeds and paired samples, ties count half)
+## Table 1: win rates of refdpo (%, 95% interval, training seeds crossed with the shared prompts (Student t), ties count half)
 
 {markdown["table1.md"]}
 
-## Table 3: alternative exploration strategies (mean oracle scores over seeds [95% interval]; best mean in bold)
+## Table 3: alternative exploration strategies (mean oracle scores over seeds [95% interval, seeds crossed with prompts]; best mean in bold)
 
 {markdown["table3.md"]}
 
-## Table 4: timestep-aware training (mean oracle scores over seeds [95% interval]; best mean in bold)
+## Table 4: timestep-aware training (mean oracle scores over seeds [95% interval, seeds crossed with prompts]; best mean in bold)
 
 {markdown["table4.md"]}
 
-## Fig. 2: timestep analysis (against each run's reference; means over seeds, accuracy with its 95% Wilson interval over the pooled pairs; interval 0-99 is the clean end)
+## Fig. 2: timestep analysis (against each run's reference; means over seeds, accuracy with its 95% Wilson interval over the interval's pairs, each counted once; interval 0-99 is the clean end)
 
 {markdown["timestep"]}
 

@@ -27,26 +27,28 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 @reads.holding
 def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[str] | None = None,
-                  prompt_set: str = "toy-test", resamples: int = 2000) -> pd.DataFrame:
+                  prompt_set: str = "toy-test") -> pd.DataFrame:
     """Table 1: one row per baseline, cells 'rate [CI low, high]' in % (ties half), the average over
-    metrics, the seeds x paired samples behind each cell, and the baseline's cost."""
+    the sub-scores (every metric but ``human``, which is their weighted sum: averaging it with them
+    would count them twice), the seeds x paired samples behind each cell, and the baseline's cost."""
     metrics = metrics or TOY_METRICS
     costs = family_costs(db, [run, *[b for _, b in rows]]).set_index("family")
     out = []
     for label, baseline in rows:
-        cells, rates, shape = {}, [], ""
+        cells, rates, shape = {}, [], ""  # rates: the sub-scores' win rates
         for metric in metrics:
             try:
-                estimate = seeds.compare(db, run, baseline, kind="win", metric=metric, prompt_set=prompt_set,
-                                         resamples=resamples)
+                estimate = seeds.crossed(db, run, baseline, kind="win", metric=metric, prompt_set=prompt_set)
             except LookupError:
                 continue
             cells[metric] = seeds.fmt(estimate, percent=True).replace("%", "")
-            rates.append(estimate.effect)
+            if metric != "human":
+                rates.append(estimate.effect)
             shape = f"{estimate.seeds} x {estimate.samples}"
-        if not rates:
+        if not cells:
             continue
-        row = {"": f"{run} {label}", **{m: cells.get(m, "") for m in metrics}, "avg": f"{100 * sum(rates) / len(rates):.1f}",
+        average = f"{100 * sum(rates) / len(rates):.1f}" if rates else ""
+        row = {"": f"{run} {label}", **{m: cells.get(m, "") for m in metrics}, "avg of sub-scores": average,
                "seeds x n": shape}
         row["cost (fwd+bwd passes/step)"] = (f"{costs.loc[baseline, 'forward_per_step']:.0f}+"
                                              f"{costs.loc[baseline, 'backward_per_step']:.0f}" if baseline in costs.index else "")
@@ -56,17 +58,16 @@ def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[st
 
 @reads.holding
 def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test",
-                    digits: int = 3, resamples: int = 2000) -> pd.DataFrame:
+                    digits: int = 3) -> pd.DataFrame:
     """Tables 3 and 4: mean score per (row, metric) over seeds, 'mean [low, high]'; the best mean in bold."""
     from refbench.evaluation.metrics import get_metric
 
     metrics = metrics or TOY_METRICS
-    estimates: dict[tuple[str, str], seeds.HierarchicalEstimate] = {}
+    estimates: dict[tuple[str, str], seeds.Interval] = {}
     for _, run in rows:
         for metric in metrics:
             try:
-                estimates[run, metric] = seeds.score_estimate(db, run, metric=metric, prompt_set=prompt_set,
-                                                              resamples=resamples)
+                estimates[run, metric] = seeds.score_estimate(db, run, metric=metric, prompt_set=prompt_set)
             except LookupError:
                 pass
     present = [(label, run) for label, run in rows if any((run, m) in estimates for m in metrics)]

@@ -1,6 +1,6 @@
 """Coverage of the claims' 95% intervals on simulated data shaped like the committed results (issue 25).
 
-1. Variance components, from ``results/data/`` (the reproduction's 60 runs: NAME-seedK, 42 toy-test
+1. Variance components, from ``results/early-regime/data/`` (the early-regime reproduction's 60 runs: NAME-seedK, 42 toy-test
    prompts x 2 evaluation seeds each): for every score comparison the claims make, the paired
    ``human`` differences d[s, p, e] (training seed, prompt, evaluation seed) are split by a
    balanced random-effects ANOVA into
@@ -48,7 +48,7 @@ from refbench.method.hierarchical import hierarchical_bootstrap
 from refbench.method.inference import crossed_interval, t_interval, t_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "results" / "data"
+DATA = ROOT / "results" / "early-regime" / "data"  # the early regime: 3 seeds x 42 prompts x 2 evaluation seeds
 PROMPTS, EVALS = 42, 2
 SEED_COUNTS = (3, 5)
 # The score comparisons of analysis/claims.py (Tables 1, 3, 4, Fig. 4), A - B on mean human score.

@@ -95,7 +95,10 @@ def winrate_frames(run: str, baseline: str, results: list[WinRate]):
     import pandas as pd
 
     cells = {r.metric: f"{100 * r.rate:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]" for r in results}
-    cells["avg"] = f"{100 * np.mean([r.rate for r in results]):.1f}"
+    # The toy's human is the weighted sum of its other oracles: an average with them would count
+    # them twice, so it averages the others (real reward models are separate models: all of them).
+    averaged = [r.rate for r in results if r.metric != "human"] or [r.rate for r in results]
+    cells["avg"] = f"{100 * np.mean(averaged):.1f}"
     table = pd.DataFrame([{"": f"{run} vs. {baseline}", **cells}])
     means = pd.DataFrame([{"metric": r.metric, "n": r.n, f"mean {run}": r.mean_run, f"mean {baseline}": r.mean_baseline}
                           for r in results])

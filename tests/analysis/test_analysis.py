@@ -146,21 +146,23 @@ def test_winrate_table_cells(synthetic_store):
     metric, except diff-dpo's shape (bumped +0.2: 0.750 against refdpo's 0.650): 100% on 4 of 4 pairs,
     and 0% there; a rate that is the same on every pair has the point interval [r, r]. Costs per step
     (image-passes, forward + backward): diff-dpo 16 + 16 policy and 16 reference forwards = 32+16;
-    sft 8 winners = 8+8; mapo no reference = 16+16; base is not trained."""
+    sft 8 winners = 8+8; mapo no reference = 16+16; base is not trained. The average leaves out human
+    (the weighted sum of the others): diff-dpo (100 + 100 + 0 + 100) / 4 = 75.0."""
     frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, plan.TABLE1)
-    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg", "seeds x n", "cost (fwd+bwd passes/step)"]
+    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg of sub-scores", "seeds x n", "cost (fwd+bwd passes/step)"]
     assert list(frame[""]) == [f"refdpo {label}" for label, _ in plan.TABLE1]
     rows = frame.set_index("")
     diff_dpo = rows.loc["refdpo vs. Diff-DPO"]
     assert [diff_dpo[m] for m in tables.TOY_METRICS] == [
         "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "0.0 [0.0, 0.0]", "100.0 [100.0, 100.0]"]
-    assert diff_dpo["avg"] == "80.0" and diff_dpo["seeds x n"] == "1 x 4"
-    assert rows.loc["refdpo vs. MaPO", "avg"] == "100.0"
+    assert diff_dpo["avg of sub-scores"] == "75.0" and diff_dpo["seeds x n"] == "1 x 4"
+    assert rows.loc["refdpo vs. MaPO", "avg of sub-scores"] == "100.0"
     assert rows.loc["refdpo vs. base model", "human"] == "100.0 [100.0, 100.0]"
     assert [rows.loc[f"refdpo vs. {b}", "cost (fwd+bwd passes/step)"] for b in ("Diff-DPO", "SFT", "MaPO", "base model")] \
         == ["32+16", "8+8", "16+16", ""]
     markdown = tables.to_markdown(frame).splitlines()
-    assert markdown[0] == "|  | human | colour | count | shape | aesthetic | avg | seeds x n | cost (fwd+bwd passes/step) |"
+    assert markdown[0] == ("|  | human | colour | count | shape | aesthetic | avg of sub-scores | seeds x n | "
+                           "cost (fwd+bwd passes/step) |")
     assert markdown[1] == "|---|---|---|---|---|---|---|---|---|"
     assert len(markdown) == 2 + len(plan.TABLE1)
 
@@ -168,8 +170,8 @@ def test_winrate_table_cells(synthetic_store):
 def test_winrate_table_skips_baselines_without_rows(synthetic_store):
     frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, [("vs. SFT", "sft"), ("vs. nobody", "nobody")],
                                  metrics=["human"])
-    assert list(frame.columns) == ["", "human", "avg", "seeds x n", "cost (fwd+bwd passes/step)"]
-    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg"] == "100.0"
+    assert list(frame.columns) == ["", "human", "avg of sub-scores", "seeds x n", "cost (fwd+bwd passes/step)"]
+    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg of sub-scores"] == ""  # human alone: no sub-scores
 
 
 # -- claims ------------------------------------------------------------------------------------------
@@ -420,3 +422,29 @@ def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     write_report(synthetic_store, unet)
     assert (unet / "README.md").read_text().count(flow_report.BEGIN) == 1
 
+
+
+def test_a_paper_regime_report_shows_both_regimes_verdicts(store_copy, tmp_path):
+    """A store whose runs include the paper regime's tau sweep (refdpo-noreg-tau2) is read as the
+    paper regime: its README describes that regime and lists each claim's verdict beside the early
+    regime's from early-regime/claims.csv; claims.csv carries verdict_early_regime. The early file
+    says 'contradicted' for the first claim (which holds here) and 'holds' for the second, which is
+    passed as untestable here: both differ, and so does every claim the early file lacks ('not
+    run'), so all n of n differ."""
+    from analysis.claims import store_regime
+
+    with store_copy.connect() as con:
+        con.execute("UPDATE runs SET name = 'refdpo-noreg-tau2' WHERE name = 'refdpo-noreg-tau4'")
+    assert store_regime(store_copy) == "paper"
+    papers = [(c.where, c.paper) for c in check_claims(store_copy)[:2]]
+    results = tmp_path / "results"
+    (results / "early-regime").mkdir(parents=True)
+    pd.DataFrame([{"where": w, "paper": p, "verdict": v} for (w, p), v in zip(papers, ("contradicted", "holds"))]).to_csv(
+        results / "early-regime" / "claims.csv", index=False)
+    write_report(store_copy, results, untestable=[(papers[1][0], papers[1][1][:20])])
+    readme = (results / "README.md").read_text()
+    assert "the paper's regime" in readme and "## Verdicts in both regimes" in readme
+    claims = pd.read_csv(results / "claims.csv")
+    assert claims.loc[0, "verdict"] == "holds" and claims.loc[0, "verdict_early_regime"] == "contradicted"
+    assert claims.loc[1, "verdict"] == "untestable in this world" and claims.loc[1, "verdict_early_regime"] == "holds"
+    assert f"{len(claims)} of {len(claims)} verdicts differ" in readme
