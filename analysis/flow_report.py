@@ -62,7 +62,7 @@ project README, "Rectified flow".
 
 ## The paper's claims on rectified flow
 
-**{summary}** (of {len(claims)} claims), judged as in the UNet world's report (`../README.md`).
+**{summary}** (of {len(claims)} claims), judged as in the UNet world's early-regime report (`../early-regime/README.md`), whose settings this world shares.
 {fields.get("lambda_note", "")}
 
 {claims_md}
