@@ -78,7 +78,9 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     if not flow:
         sections.update({"table3.md": tables.raw_score_table(db, plan.TABLE3),
                          "table4.md": tables.raw_score_table(db, plan.TABLE4)})
-    sections["costs.md"] = tables.cost_table(db, names)
+    # The paper regime's tuning runs (tune-*) are part of its cost: listed after the plan's runs.
+    tuning = reads.open_store(db).query("SELECT name FROM runs WHERE name LIKE 'tune-%' ORDER BY name")["name"].tolist()
+    sections["costs.md"] = tables.cost_table(db, names + ([] if flow else tuning))
     markdown = {}
     for name, frame in sections.items():
         markdown[name] = tables.to_markdown(frame) if not frame.empty else "(no data)"

@@ -88,7 +88,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
     if paper:
         _stage("tuning every method's main knob on the validation prompts (rule 3)", started)
         specs, untestable = _paper_specs(results=results, db=db, out_root=out_root, jobs=jobs, threads=threads,
-                                         progress=progress, seeds=seeds, max_steps=max_steps, only=only, timings=timings,
+                                         progress=progress, seeds=seeds, max_steps=max_steps, only=only,
                                          num_prompts=num_prompts)
     else:
         specs = plan.plan_specs(max_steps=max_steps, only=only, seeds=seeds, world=world)
@@ -137,7 +137,7 @@ def reproduce(*, results: Path, db: Path, out_root: Path, jobs: int = 2, seeds: 
 
 
 def _paper_specs(*, results: Path, db: Path, out_root: Path, jobs: int, threads: int, progress: bool, seeds: int,
-                 max_steps: int | None, only: list[str] | None, timings: dict, num_prompts: int | None):
+                 max_steps: int | None, only: list[str] | None, num_prompts: int | None):
     """The paper regime's tuning (written to RESULTS/tuning.md) and then its plan's specs under
     training seeds 0..seeds-1 (the Fig. 4-only runs under at most ``SWEEP_ONLY_SEEDS``), and the
     claims the world cannot test."""
@@ -154,7 +154,7 @@ def _paper_specs(*, results: Path, db: Path, out_root: Path, jobs: int, threads:
                             "and commit its decision in regime_plan.CALIBRATION, or use --regime early")
     steps = calibration["steps"] if max_steps is None else max_steps
     chosen, rows = tune(lr=calibration["learning_rate"], steps=steps, dpo_divergence=calibration["dpo_divergence"],
-                        db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, timings=timings,
+                        db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress, timings={},
                         num_prompts=num_prompts)
     table = pd.DataFrame(rows)
     table.to_csv(results / "tuning.csv", index=False)
@@ -162,7 +162,9 @@ def _paper_specs(*, results: Path, db: Path, out_root: Path, jobs: int, threads:
 
     (results / "tuning.md").write_text(
         f"# Tuning (rule 3 of the regime): validation `human` score, training seed {rule.TUNING_SEED}, "
-        f"lr* {calibration['learning_rate']:g}, {steps} steps\n\n" + to_markdown(table) + "\n")
+        f"lr* {calibration['learning_rate']:g}, {steps} steps; the chosen value of each knob is marked\n\n"
+        + to_markdown(table.assign(validation_human=table["validation_human"].map(lambda v: f"{v:.4f}"),
+                                   chosen=table["chosen"].map(lambda c: "**chosen**" if c else ""))) + "\n")
     specs = []
     entries = [e for e in rule.paper_specs(calibration["learning_rate"], steps, chosen) if only is None or e.name in only]
     for seed in range(seeds):

@@ -52,7 +52,25 @@ def test_paper_regime_tunes_then_trains_with_the_choice(tmp_path, monkeypatch):
     validation = store.query("SELECT DISTINCT prompt_set FROM samples WHERE run LIKE 'tune-%'")["prompt_set"].tolist()
     assert validation == ["toy-val"]
 
+    keys = store.query("select run, list(prompt || seed order by prompt) as keys from samples "
+                       "where prompt_set = 'toy-test' group by run")
+    assert len(keys) == 4 and len(set(map(tuple, keys["keys"]))) == 1  # 3 runs and base on the same samples
+    assert store.query("select count(distinct run) as n from timestep_stats")["n"][0] == 2  # refdpo, diff-dpo
+
     claims = pd.read_csv(results / "claims.csv")
     lr5x = claims[claims["paper"] == "A 5x learning rate degrades Diffusion-DPO"].iloc[0]
     assert lr5x["verdict"] == "untestable in this world" and isinstance(lr5x["measured"], str)
     assert "untestable in this world" not in set(claims.loc[claims["paper"] != lr5x["paper"], "verdict"])
+    for name in ("README.md", "table1.md", "table3.md", "table4.md", "costs.md", "tuning.md", "fig2_timestep.png",
+                 "data/train_metrics.parquet"):
+        assert (results / name).is_file(), name
+
+    # Run again: every run, tuning included, is found finished; nothing is trained or added.
+    tables = ("train_metrics", "samples", "scores", "timestep_stats", "runs")
+    before = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in tables}
+    again = reproduce(results=results, db=db, out_root=tmp_path / "runs", jobs=2, seeds=1, num_prompts=2,
+                      only=["refdpo", "diff-dpo", "diff-dpo-lr5x"], timestep_pairs=4, progress=False)
+    assert not again["failed"] and set(again["outcomes"].values()) <= {"skipped", "done"}
+    assert {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in tables} == before
+    log = (tmp_path / "runs" / "_sweep" / "tune-diff-dpo-beta2500.log").read_text()
+    assert log.count("$ refbench train") == 1

@@ -72,40 +72,6 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
     assert store.get_run("refdpo")["status"] == "finished"
 
 
-@pytest.mark.slow
-def test_reproduce_end_to_end_and_rerun(tmp_path):
-    """One run of the plan under 2 training seeds with a 3-step budget on 2 prompts: runs refdpo-seedK
-    trained with training.seed K, every run sampled on the same prompts and evaluation seed; results/ gets
-    tables, figures, the parquet export and the README; a rerun trains nothing and adds no rows."""
-    results, db, out = tmp_path / "results", tmp_path / "r.duckdb", tmp_path / "runs"
-    command = [sys.executable, "-m", "refbench", "reproduce", "--regime", "early", "--results", str(results), "--db", str(db), "--out", str(out),
-               "--only", "refdpo", "--max-steps", "3", "--seeds", "2", "--eval-seeds", "1", "--num-prompts", "2",
-               "--timestep-pairs", "4", "--no-progress"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    for name in ("README.md", "table1.md", "table3.md", "table4.md", "costs.md", "fig1b_kl.png", "fig2_timestep.png",
-                 "data/train_metrics.parquet", "data/scores.parquet"):
-        assert (results / name).is_file(), name
-    store = Store(db)
-    before = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in ("train_metrics", "samples", "scores", "timestep_stats")}
-    assert before["samples"] == 3 * 2  # refdpo x 2 training seeds, and base, on 2 prompts x 1 evaluation seed
-    assert before["timestep_stats"] == 2 * 10
-    assert {run: store.get_run(run)["seed"] for run in ("refdpo-seed0", "refdpo-seed1")} == {"refdpo-seed0": 0, "refdpo-seed1": 1}
-    keys = store.query("select run, list(prompt || seed order by prompt) as keys from samples group by run")
-    assert len(set(map(tuple, keys["keys"]))) == 1  # every run on the same (prompt, evaluation seed)
-    assert store.query("select count(distinct run) as n from run_costs")["n"][0] == 2
-    readme = (results / "README.md").read_text()
-    assert "| Table 1 | Ours beats Diffusion-DPO" in readme and "(of 18 claims, after Holm's adjustment)" in readme
-    # Table 1 against the base model: both training seeds, each paired on 2 samples with base's
-    assert "| refdpo vs. base model |" in readme and "| 2 x 2 |" in (results / "table1.md").read_text()
-    second = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-2000:]
-    after = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in before}
-    assert after == before
-    log = (out / "_sweep" / "refdpo-seed1.log").read_text()
-    assert log.count("$ refbench train") == 1  # trained once, then only the evaluation steps re-checked
-
-
 def test_plan_specs_cross_every_run_with_the_training_seeds_seed_major():
     """3 seeds x the plan's 20 runs = 60 specs, seed 0's whole plan first (a partial reproduction has whole
     seeds); each spec keeps its overrides and sets training.seed; names are NAME-seedK."""
