@@ -9,7 +9,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates", "coerce"]
+__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates", "coerce",
+           "assignments"]
 
 _REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
 
@@ -74,3 +75,27 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return tuple(value)
         raise ConfigError(f"{where}: must be a list of integers; got {value!r}")
     raise ConfigError(f"{where}: must be {getattr(target, '__name__', target)}; got {value!r}")
+
+
+SECTIONS = ("method", "model", "data", "training")
+
+
+def assignments(items: list[str] | None) -> dict:
+    """``--set section.field=value`` items as nested overrides. The value is read as a TOML value
+    (``4``, ``1e-5``, ``true``, ``"text"``, ``[64, 128]``), else taken as a string (``dpo``,
+    ``toy-val``); the field's type is then checked like a config file's, in one line."""
+    import tomllib
+
+    overrides: dict = {}
+    for item in items or []:
+        key, equals, text = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not equals or not dot or not name.strip() or section not in SECTIONS:
+            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
+                              f"{', '.join(SECTIONS)} (e.g. --set method.tau=4)")
+        try:
+            value = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        overrides.setdefault(section, {})[name.strip()] = value
+    return overrides

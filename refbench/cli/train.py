@@ -53,6 +53,7 @@ def train(
     accumulation: Optional[int] = typer.Option(None, "--accumulation", help="Gradient accumulation steps (instead of --effective-batch)."),
     effective_batch: Optional[int] = typer.Option(None, "--effective-batch", help="Pairs per optimizer step over all processes (the paper: 2048); sets the accumulation."),
     report_to: Optional[str] = typer.Option(None, "--report-to", help="Live curves: tensorboard (in RUN/logs), wandb or none."),
+    assign: Optional[list[str]] = typer.Option(None, "--set", help="Any config field: --set SECTION.FIELD=VALUE (repeatable; e.g. --set method.tau=4 --set data.exclude_prompts=toy-val); applied after the other flags."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run of this name (in --db) from its last checkpoint, with its stored config and folder; refused when the store has no such run."),
     start_or_resume: bool = typer.Option(False, "--start-or-resume", help="Continue the run when the store holds it, else start it (for scripts that may run twice)."),
     db: Path = DB_OPTION,
@@ -61,6 +62,7 @@ def train(
 ) -> None:
     """Train a method (default: the paper's refdpo on the embedded toy world)."""
     from ..config import load_config
+    from ..config_layers import assignments
     from ..errors import RefbenchError
     from ..training.run import run_training
 
@@ -74,6 +76,8 @@ def train(
         "model": {"pretrained": model, "vae": vae, "lora_rank": lora_rank, "resolution": resolution, "t5": t5},
         "data": {"source": data},
     }
+    for section, values in assignments(assign).items():
+        overrides[section].update(values)
     resolved = load_config(method=method, preset=preset, config_file=config_file, overrides=overrides, name=name)
     if resume or start_or_resume:  # the stored config wins; flags given explicitly must agree with it
         overrides["method"]["name"] = method
