@@ -15,9 +15,9 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 
-# The regime whose committed results the notebooks show: "early" until the paper regime's reproduction
-# is committed in results/ (issue 25).
-REGIME = "early"
+# The regime whose committed results the notebooks show (the paper regime's reproduction is in results/;
+# "early" shows results/early-regime/).
+REGIME = "paper"
 STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else the regime's `reproduce.duckdb`, "
          "else its committed parquet export (`results/data/`, or `results/early-regime/data/` for the early "
          "regime; run `refbench reproduce` to regenerate them).")
