@@ -214,7 +214,8 @@ def paper_specs(lr: float, steps: int, tuned: dict[str, dict]):
     return [
         spec("refdpo", "refdpo", method=ours),
         spec("diff-dpo", "diff-dpo", method=family),
-        *[spec(name, name, **tuned[name]) for name in ("sft", "dspo", "diff-kto", "mapo")],
+        # A baseline missing from ``tuned`` (a tuning restricted to some methods) keeps its preset's values.
+        *[spec(name, name, **tuned.get(name, {})) for name in ("sft", "dspo", "diff-kto", "mapo")],
         spec("diff-dpo-lr5x", "diff-dpo", method=family, training={"learning_rate": 5 * lr}),
         spec("diff-dpo-beta1000", "diff-dpo", method={"beta": 1000.0}),
         spec("ref-reinit", "ref-reinit", method=ours),

@@ -50,9 +50,17 @@ def tuning_specs(lr: float, steps: int, dpo_divergence: float, *, beta: float | 
 
 def _run_round(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int, threads: int, progress: bool,
                timings: dict, num_prompts: int | None = None) -> None:
-    from .regime import validation_steps
-    from .sweep import run_specs
+    from analysis.reads import mean_scores
 
+    from ..store import Store
+    from .regime import validation_steps
+    from .sweep import run_specs, spec_status
+
+    store = Store(db)
+    scored = set(mean_scores(store, [s.name for s in specs], prompt_set=rule.VALIDATION, metrics=["human"])["run"])
+    if all(s.name in scored and spec_status(s, store) == "finished" for s in specs):
+        return  # trained and scored already (a rerun, or a round whose runs an earlier round made): no workers to start
+    del store
     outcomes = run_specs(specs, db=db, out_root=out_root, jobs=jobs, threads=threads, progress=progress,
                          then=lambda spec: validation_steps([spec.name], db=db, out_root=out_root, num_prompts=num_prompts),
                          timings=timings)

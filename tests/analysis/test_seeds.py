@@ -76,9 +76,12 @@ def test_a_single_run_is_paired_with_every_seed(two_seeds):
 
 def test_score_estimate_uses_the_samples_every_seed_has(two_seeds):
     """a-seed0's extra sample (0.99, evaluation seed 1) is not in a-seed1: left out, so the seed means are
-    0.6 and 0.4 and the effect 0.5 (with it, seed 0 would weigh 3 samples against 2)."""
+    0.6 and 0.4 and the effect 0.5 (with it, seed 0 would weigh 3 samples against 2). The interval
+    crosses seeds with the 2 prompts, as in the test below: cells [[0.6, 0.6], [0.4, 0.4]], MS_S = 2 x
+    (0.1^2 + 0.1^2) / 1 = 0.04, MS_P = MS_SP = 0, se = sqrt(0.04 / 4) = 0.1, so 0.5 +- 12.706205 x 0.1."""
     estimate = seeds.score_estimate(two_seeds, "a")
-    assert estimate.seed_means == pytest.approx((0.6, 0.4)) and estimate.samples == 2
+    assert estimate.effect == pytest.approx(0.5) and (estimate.seeds, estimate.samples) == (2, 2)
+    assert (estimate.ci_low, estimate.ci_high) == pytest.approx((0.5 - 1.270620, 0.5 + 1.270620), abs=1e-6)
     with pytest.raises(LookupError):
         seeds.score_estimate(two_seeds, "nobody")
 
