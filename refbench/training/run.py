@@ -97,8 +97,22 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
         (failure,) = from_main_process(failure)
         if failure:
             raise RefbenchError(failure)
-        return _run_training(config, accelerator, store, run_dir, db=db, existing=existing, resume=resume,
-                             progress=progress, overrides=overrides)
+        finished = _run_training(config, accelerator, store, run_dir, db=db, existing=existing, resume=resume,
+                                 progress=progress, overrides=overrides)
+    _end_process_group()
+    return finished
+
+
+def _end_process_group() -> None:
+    """After a finished multi-process run, every process leaves the process group together: a gloo
+    group left for interpreter exit to tear down sometimes aborted a process there ("terminate
+    called without an active exception", seen once in the test suite under load)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
 
 
 def from_main_process(*values) -> tuple:
