@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-# pip on this project's machines is capped at torch 2.14.1 (see ENVIRONMENT.md); plain pip only.
+# pip on this project's machines is capped at torch 2.14.1 (the machines' pip configuration); plain pip only.
 PIP = $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: install demo test test-fast clean

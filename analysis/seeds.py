@@ -117,22 +117,11 @@ def crossed(db, a: str, b: str, *, metric: str = "human", kind: str = "differenc
     interval over the prompts' means: a claim about that seed's model only."""
     groups = _paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win)
     null = (0.5 if kind == "win" else 0.0) if null is None else null
-    shared = set.intersection(*(set(g.index) for g in groups))
-    if not shared:
-        raise LookupError("(prompt, seed) samples shared by every training seed")
-    keys = sorted(shared)
-    cells = np.stack([g.loc[keys].groupby(level=0).mean().to_numpy() for g in groups]) - null
-    if cells.shape[0] >= 2 and cells.shape[1] >= 2:
-        estimate = crossed_interval(cells)
-    elif cells.size >= 2:
-        estimate = replace(t_interval(cells.ravel()), method="t over prompts (one training seed)")
-    else:
-        estimate = _point(float(cells.mean()))
+    estimate = _seeds_by_prompts([g - null for g in groups])
     low, high = estimate.ci_low + null, estimate.ci_high + null
     if kind == "win":  # a rate's interval stays in [0, 1] (clipping changes no coverage)
         low, high = max(low, 0.0), min(high, 1.0)
-    return replace(estimate, effect=estimate.effect + null, ci_low=low, ci_high=high, seeds=len(groups),
-                   samples=len(keys))
+    return replace(estimate, effect=estimate.effect + null, ci_low=low, ci_high=high)
 
 
 def score_estimate(db, family: str, *, metric: str = "human", prompt_set: str = "toy-test") -> Interval:
@@ -149,6 +138,12 @@ def score_estimate(db, family: str, *, metric: str = "human", prompt_set: str = 
         if frame.empty:
             raise LookupError(f"{metric} scores of {run}")
         groups.append(frame.set_index(["prompt", "seed"])["value"])
+    return _seeds_by_prompts(groups)
+
+
+def _seeds_by_prompts(groups: list[pd.Series]) -> Interval:
+    """The mean of per-seed values keyed (prompt, evaluation seed), on the keys every seed has, with
+    ``crossed_interval`` over the (training seed x prompt) means; one seed: t over its prompts."""
     shared = sorted(set.intersection(*(set(g.index) for g in groups)))
     if not shared:
         raise LookupError("(prompt, seed) samples shared by every training seed")

@@ -5,7 +5,7 @@ import pytest
 from refbench.config import load_config, method_names, preset_names
 from refbench.errors import ConfigError
 
-# DESIGN.md section 1, the table of named methods, written out.
+# The README's table of named methods, written out.
 METHOD_TABLE = {
     "sft": ("sft", "none", None, "uniform", "constant"),
     "diff-dpo": ("dpo", "fixed", None, "uniform", "constant"),
