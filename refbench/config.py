@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from .config_layers import accumulation_or_effective_batch, coerce, refuse_reference_updates, vae_goes_with_its_model
 from .errors import ConfigError
+from .extensions import check_params, resolve_objective
 from .method.reference_update import ReferenceUpdateRule
 from .method.timesteps import reward_scale_names
 
@@ -38,11 +39,6 @@ __all__ = [
     "load_config",
     "config_from_dict",
 ]
-
-
-# Objectives without a reference model (the trainer skips the reference pass for them), and
-# the fields that only steer a reference's updates, refused with them.
-REFERENCE_FREE_OBJECTIVES = ("sft", "mapo")
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -69,8 +65,10 @@ class MethodConfig:
     """What makes a method: its objective, reference handling and timestep treatment."""
 
     name: str = "refdpo"
-    # dpo: Diffusion-DPO; sft: winners only; dspo, kto, mapo: the baselines (see baseline_losses)
-    objective: Literal["dpo", "sft", "dspo", "kto", "mapo"] = "dpo"
+    # a built-in of method/objectives.py (dpo: Diffusion-DPO; sft: winners only; dspo, kto, mapo:
+    # the baselines), or "module:function" of your own, with its keyword arguments in params
+    objective: str = "dpo"
+    params: dict[str, Any] = field(default_factory=dict)
     reference: Literal["none", "fixed", "sync"] = "sync"  # none: no reference (sft, mapo)
     tau: int = 32  # sync period in optimizer steps
     delta: float = 0.005  # threshold on D(ref, init)
@@ -99,11 +97,17 @@ class MethodConfig:
         for name in ("desirable_weight", "undesirable_weight", "mapo_snr"):
             value = getattr(self, name)
             _require(value > 0, f"method.{name}", f"must be > 0; got {value}")
-        if self.objective in REFERENCE_FREE_OBJECTIVES:
+        objective = self.resolved_objective()
+        check_params(objective, self.params)
+        if not objective.needs_reference:
             _require(self.reference == "none", "method.reference",
                      f"must be 'none': the {self.objective} objective is reference-free; got {self.reference!r}")
         else:
             _require(self.reference != "none", "method.reference", f"the {self.objective} objective needs a 'fixed' or 'sync' reference")
+
+    def resolved_objective(self):
+        """The ``refbench.method.objectives.Objective`` that ``objective`` names."""
+        return resolve_objective(self.objective)
 
     def reference_rule(self) -> ReferenceUpdateRule:
         return ReferenceUpdateRule(
@@ -327,7 +331,12 @@ def _merge(base: dict, update: dict) -> dict:
     merged = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
     for key, value in update.items():
         if isinstance(value, dict):  # None means "not given" and leaves the lower layer's value
-            merged.setdefault(key, {}).update({k: v for k, v in value.items() if v is not None})
+            section = merged.setdefault(key, {})
+            for field_name, field_value in value.items():
+                if isinstance(field_value, dict) and isinstance(section.get(field_name), dict):
+                    section[field_name] = {**section[field_name], **field_value}  # method.params: key by key
+                elif field_value is not None:
+                    section[field_name] = field_value
         elif value is not None:
             merged[key] = value
     return merged
@@ -384,5 +393,6 @@ def load_config(
     accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
     vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
     config = config_from_dict(raw)
-    refuse_reference_updates(config.method.objective, REFERENCE_FREE_OBJECTIVES, method_preset, from_file, overrides or {})
+    refuse_reference_updates(config.method.objective, config.method.resolved_objective().needs_reference,
+                             method_preset, from_file, overrides or {})
     return config

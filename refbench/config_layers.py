@@ -36,10 +36,10 @@ def vae_goes_with_its_model(raw: dict, *layers: dict) -> None:
         raw.setdefault("model", {})["vae"] = None
 
 
-def refuse_reference_updates(objective: str, reference_free: tuple[str, ...], *layers: dict) -> None:
+def refuse_reference_updates(objective: str, needs_reference: bool, *layers: dict) -> None:
     """tau, delta, on_exceed or mixup_alpha given for a reference-free method (above the model
     preset, whose numbers serve every method) would do nothing: refuse them, naming the field."""
-    if objective not in reference_free:
+    if needs_reference:
         return
     for layer in layers:
         section = layer.get("method")
@@ -70,6 +70,10 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if target is str and isinstance(value, str):
         return value
+    if (target is dict or get_origin(target) is dict) and isinstance(value, dict):  # method.params
+        if all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise ConfigError(f"{where}: must be a table with text keys; got {value!r}")
     if get_origin(target) is tuple and isinstance(value, (list, tuple)):  # tuple[int, ...]: a list of ints
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
@@ -83,7 +87,8 @@ SECTIONS = ("method", "model", "data", "training")
 def assignments(items: list[str] | None) -> dict:
     """``--set section.field=value`` items as nested overrides. The value is read as a TOML value
     (``4``, ``1e-5``, ``true``, ``"text"``, ``[64, 128]``), else taken as a string (``dpo``,
-    ``toy-val``); the field's type is then checked like a config file's, in one line."""
+    ``toy-val``); the field's type is then checked like a config file's, in one line.
+    ``method.params.KEY=VALUE`` sets one keyword argument of an external objective."""
     import tomllib
 
     overrides: dict = {}
@@ -97,5 +102,9 @@ def assignments(items: list[str] | None) -> dict:
             value = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
-        overrides.setdefault(section, {})[name.strip()] = value
+        *table, name = name.strip().split(".")  # method.params.KEY: a key of the params table
+        target = overrides.setdefault(section, {})
+        for part in table:
+            target = target.setdefault(part, {})
+        target[name] = value
     return overrides

@@ -205,7 +205,7 @@ class BarePasses:
         backend = trainer.backend
         batch = trainer.batches.micro_batch(0)
         generator = torch.Generator().manual_seed(0)
-        pairs = batch.pairs
+        pairs = batch.num_pairs
         noise = torch.randn(batch.x0[:pairs].shape, generator=generator).to(batch.x0.device)
         timesteps = torch.randint(0, backend.num_train_timesteps, (pairs,), generator=generator).to(batch.x0.device)
         self.timesteps = timesteps.repeat(2)

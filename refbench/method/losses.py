@@ -13,7 +13,7 @@ The implicit reward of Eq. 6 is ``r_t(x) = -(err_theta(x) - err_ref(x))``, so th
 ``r_t(w) - r_t(l) = -(model_diff - ref_diff)`` and ``inside = 0.5 * beta * lambda * margin``.
 
 The baselines (DSPO, Diffusion-KTO, MaPO) live in ``baseline_losses``, which builds on this module;
-``objectives`` picks from both.
+``objectives`` registers both.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class PreferenceLoss:
     """What a preference loss returns.
 
     loss:        scalar, mean over the batch (the thing to backpropagate).
+    The rest is None for an objective without pairs (SFT), and then not logged.
     margin:      per pair, r_t(w) - r_t(l) (detached).
     accuracy:    share of pairs with margin > 0, in [0, 1] (ties count as wrong); a 0-dim tensor on the
                  batch's device, so that computing it does not wait for a GPU (``float()`` reads it).
@@ -40,11 +41,11 @@ class PreferenceLoss:
     """
 
     loss: torch.Tensor
-    margin: torch.Tensor
-    accuracy: torch.Tensor
-    reward_w: torch.Tensor
-    reward_l: torch.Tensor
-    logits: torch.Tensor
+    margin: torch.Tensor | None = None
+    accuracy: torch.Tensor | None = None
+    reward_w: torch.Tensor | None = None
+    reward_l: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ class PairOrder:
 class StepBatch:
     x0: torch.Tensor  # (2B, ...) winners then losers (winners only for SFT)
     cond: Conditioning  # (B, ...)
-    pairs: int
+    num_pairs: int
 
 
 class _DecodedPairs(torch.utils.data.Dataset):

@@ -49,8 +49,8 @@ class DivergenceMonitor:
         for start in range(0, len(candidates), size):
             batch = self.batches.encoded_pairs(candidates[start:start + size - found])
             if batch is not None:
-                parts.append((batch.x0[:batch.pairs], batch.cond))
-                found += batch.pairs
+                parts.append((batch.x0[:batch.num_pairs], batch.cond))
+                found += batch.num_pairs
             if found >= size:
                 break
         if not parts:

@@ -2,10 +2,11 @@
 
 Per optimizer step, for each micro-batch of B pairs (from the ``BatchSource``):
   1. winners and losers share noise eps and timestep t ~ timestep_sampler;
-  2. the policy runs on the concatenated 2B batch with gradients, the reference without
-     (reference-free objectives, sft and mapo, skip the reference pass);
-  3. loss = the objective's loss (method.objectives.OBJECTIVES: dpo, dspo, kto, mapo) with
-     weight = lambda(t), or the SFT loss on winners.
+  2. the policy runs on the concatenated 2B batch with gradients (B winners alone for a
+     winners-only objective such as sft), the reference without (objectives that need no
+     reference, sft and mapo, skip the reference pass);
+  3. loss = the objective's loss (``method.objectives``: a built-in, or a function named by
+     import path) with weight = lambda(t).
 Then the optimizer steps, and the reference-update rule decides: at multiples of tau the
 reference becomes (a mix with) the policy, D(ref, init) is measured by the
 ``DivergenceMonitor`` and averaged over processes, and past delta the reference freezes or
@@ -26,9 +27,9 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..errors import CheckpointError
-from ..method.losses import per_sample_error, sft_loss
-from ..method.objectives import OBJECTIVES, PairForward
+from ..errors import CheckpointError, ConfigError
+from ..method.losses import PreferenceLoss
+from ..method.objectives import PairForward
 from ..method.reference_update import Action, ReferenceUpdater
 from ..method.timesteps import make_timestep_sampler, reward_scale
 from .backends import Backend, Conditioning, load_backend
@@ -60,6 +61,7 @@ class Trainer:
                                                             cpu=not torch.cuda.is_available())
         self.log = run_log if acc.is_main_process else None
         method, training = config.method, config.training
+        self.objective = method.resolved_objective()
         # With the latent cache the VAE and text encoders are never loaded: batches come encoded.
         self.backend: Backend = load_backend(config.model, device=str(acc.device), encoders=latent_cache is None)
         if config.model.gradient_checkpointing:
@@ -78,7 +80,7 @@ class Trainer:
         # Only the policy is wrapped (DDP across processes); the frozen models run locally.
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
         self.batches = BatchSource(pairs, self.backend, batch_size=training.batch_size, seed=training.seed,
-                                   winners_only=method.objective == "sft", latent_cache=latent_cache,
+                                   winners_only=self.objective.winners_only, latent_cache=latent_cache,
                                    random_flip=config.data.random_flip,
                                    num_workers=config.data.resolved_num_workers(acc.num_processes),
                                    process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
@@ -91,10 +93,10 @@ class Trainer:
     # -- one micro-batch ----------------------------------------------------------------
     def _micro_step(self, batch: StepBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         method, backend, device = self.config.method, self.backend, self.accelerator.device
-        pairs = batch.pairs
-        noise = torch.randn(batch.x0[:pairs].shape, generator=generator).to(device)
-        timesteps = self.sampler.sample(pairs, generator=generator).to(device)
-        copies = batch.x0.shape[0] // pairs  # 2 for preference pairs, 1 for SFT
+        num_pairs = batch.num_pairs
+        noise = torch.randn(batch.x0[:num_pairs].shape, generator=generator).to(device)
+        timesteps = self.sampler.sample(num_pairs, generator=generator).to(device)
+        copies = batch.x0.shape[0] // num_pairs  # 2 for preference pairs, 1 for winners only
         noise, timesteps_all = noise.repeat(copies, 1, 1, 1), timesteps.repeat(copies)
         x_t = backend.add_noise(batch.x0, noise, timesteps_all)
         target = backend.target(batch.x0, noise, timesteps_all)
@@ -102,23 +104,32 @@ class Trainer:
         with self.accelerator.autocast(), self.models.use(POLICY, self.policy_forward) as policy:
             model_pred = backend.predict(policy, x_t, timesteps_all, cond)
         self.passes.add("policy", x_t.shape[0], backward=True)
-        if method.objective == "sft":
-            model_err = per_sample_error(model_pred, target)
-            return {"loss": sft_loss(model_err), "model_err_w": model_err.detach().mean()}
         ref_pred = None
-        if method.reference != "none":  # reference-free objectives (mapo) never run a reference
+        if self.objective.needs_reference:
             with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
                 ref_pred = backend.predict(reference, x_t, timesteps_all, cond)
             self.passes.add("reference", x_t.shape[0])
-        forward = PairForward(pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
-        out = OBJECTIVES[method.objective](method, forward)
+        forward = PairForward(num_pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
+        out = self._checked(self.objective(forward, method, **method.params))
+        values = {"loss": out.loss}
+        if out.accuracy is not None:  # objectives on pairs; a winners-only one has no margin
+            values.update(accuracy=out.accuracy, margin=out.margin.mean())
         model_w, model_l = forward.halves(forward.model_err.detach())
-        values = {"loss": out.loss, "accuracy": out.accuracy, "margin": out.margin.mean(),
-                  "model_err_w": model_w.mean(), "model_err_l": model_l.mean()}
+        values["model_err_w"] = model_w.mean()
+        if len(model_l):
+            values["model_err_l"] = model_l.mean()
         if ref_pred is not None:
             ref_w, ref_l = forward.halves(forward.ref_err)
             values.update(ref_err_w=ref_w.mean(), ref_err_l=ref_l.mean())
         return values
+
+    def _checked(self, out) -> PreferenceLoss:
+        """An objective of the user's own must return a PreferenceLoss with a scalar loss: one line if not."""
+        if not isinstance(out, PreferenceLoss) or not torch.is_tensor(out.loss) or out.loss.dim() != 0:
+            got = type(out).__name__ if not isinstance(out, PreferenceLoss) else f"a loss of shape {tuple(torch.as_tensor(out.loss).shape)}"
+            raise ConfigError(f"method.objective: {self.objective.name} returned {got}; it must return a "
+                              "refbench.method.losses.PreferenceLoss whose loss is a scalar tensor")
+        return out
 
     def _drop_captions(self, batch: StepBatch, step: int, micro: int) -> StepBatch:
         """Caption dropout (official --proportion_empty_prompts): each pair trains on the empty
@@ -128,15 +139,15 @@ class Trainer:
         if not share:
             return batch
         generator = step_generator(self.config.training.seed, "caption-dropout", step, micro, self.accelerator.process_index)
-        dropped = torch.rand(batch.pairs, generator=generator) < share
+        dropped = torch.rand(batch.num_pairs, generator=generator) < share
         if not dropped.any():  # decided on the CPU, where the coins are: no wait for the device
             return batch
         dropped = dropped.to(batch.cond.hidden.device)
-        empty = self.batches.empty_conditioning(batch.pairs)
+        empty = self.batches.empty_conditioning(batch.num_pairs)
         keep = lambda mine, other: torch.where(dropped.view(-1, *[1] * (mine.dim() - 1)), other.to(mine.dtype), mine)
         cond = Conditioning(keep(batch.cond.hidden, empty.hidden),
                             {k: keep(v, empty.added[k]) for k, v in batch.cond.added.items()})
-        return StepBatch(batch.x0, cond, batch.pairs)
+        return StepBatch(batch.x0, cond, batch.num_pairs)
 
     # -- one optimizer step ---------------------------------------------------------------
     def _optimizer_step(self, step: int) -> dict[str, torch.Tensor]:

@@ -83,11 +83,11 @@ def test_caption_dropout_gives_dropped_pairs_the_empty_prompt(toy_world, tmp_pat
     config = dataclasses.replace(base, data=dataclasses.replace(base.data, caption_dropout=0.5))
     trainer = Trainer(config, load_preference_pairs(config), tmp_path / "run", None, progress=False)
     batch = trainer.batches.micro_batch(0)
-    dropped = torch.rand(batch.pairs, generator=step_generator(0, "caption-dropout", 1, 0, 0)) < 0.5
-    assert 0 < int(dropped.sum()) < batch.pairs  # 4 pairs: both kinds present for this seed
+    dropped = torch.rand(batch.num_pairs, generator=step_generator(0, "caption-dropout", 1, 0, 0)) < 0.5
+    assert 0 < int(dropped.sum()) < batch.num_pairs  # 4 pairs: both kinds present for this seed
     out = trainer._drop_captions(batch, 1, 0)
     empty = trainer.backend.encode_text([""]).hidden[0]
-    for row in range(batch.pairs):
+    for row in range(batch.num_pairs):
         expected = empty if dropped[row] else batch.cond.hidden[row]
         assert torch.equal(out.cond.hidden[row], expected)
     assert out.x0 is batch.x0
