@@ -58,7 +58,7 @@ the UNet's epsilon errors, measured), each under {training_seeds} training seeds
 evaluated on the same 42 toy-test prompts x 2 evaluation seeds. The plan trains the runs of
 Table 1's refdpo-vs-Diff-DPO row, Fig. 1(b), Fig. 2 and Fig. 4; the claims of Tables 3 and 4, Fig.
 1(c) and Fig. 5 were not run here. How the method is translated (timesteps, lambda(t), D) is in the
-project README, "Rectified flow".
+project's `docs/flow.md`.
 
 ## The paper's claims on rectified flow
 
@@ -152,7 +152,7 @@ def comparison_section(unet_folder: Path, flow_folder: Path | None = None) -> st
 
 The same claims, judged by the same code, in the flow-matching toy world (`../toy-flow/README.md`:
 a 16 px SD3 transformer trained with rectified flow on the same prompts, pairs and oracles, the
-paper's method translated as the project README's "Rectified flow" states). Of the {len(both)}
+paper's method translated as the project's `docs/flow.md` states). Of the {len(both)}
 claims its plan measures, {holds} hold on rectified flow, and {agree} have the verdict they have
 in the UNet world.
 

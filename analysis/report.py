@@ -256,7 +256,7 @@ def _readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str
 Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{span}
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
-The toy world is a 16 px text-to-image world with oracle rewards (README of the project);
+The toy world is a 16 px text-to-image world with oracle rewards (the project's `docs/toy-world.md`);
 {fields["setup"]}
 
 ## The paper's claims, one by one

@@ -169,8 +169,8 @@ What to look for: which claims survive a new training seed, and which are inconc
 
 The flow-matching toy world (`refbench reproduce --world toy-flow`, results in `results/toy-flow/`):
 the same prompts, pairs and oracles as the UNet world, with a 16 px SD3 transformer trained by
-rectified flow as the base model, and the paper's method translated as the README's "Rectified
-flow" section states. Its plan trains the runs of Table 1 (refdpo against Diff-DPO), Fig. 1(b),
+rectified flow as the base model, and the paper's method translated as the project's
+docs/flow.md states. Its plan trains the runs of Table 1 (refdpo against Diff-DPO), Fig. 1(b),
 Fig. 2 and Fig. 4, under the same training seeds as the UNet world.
 
 What to look for: whether the reference moves and freezes as in the UNet world (Fig. 1(b)),

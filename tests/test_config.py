@@ -5,7 +5,7 @@ import pytest
 from refbench.config import load_config, method_names, preset_names
 from refbench.errors import ConfigError
 
-# The README's table of named methods, written out.
+# The table of named methods in docs/methods.md, written out.
 METHOD_TABLE = {
     "sft": ("sft", "none", None, "uniform", "constant"),
     "diff-dpo": ("dpo", "fixed", None, "uniform", "constant"),

@@ -1,4 +1,4 @@
-"""The package's layout (README, "Layout"): imports point down and never in a circle.
+"""The package's layout (docs/architecture.md): imports point down and never in a circle.
 
 The imports of every module of ``refbench/`` and ``analysis/`` are read with ``ast`` (those
 inside functions too: a deferred import is still a dependency), so nothing is imported here.

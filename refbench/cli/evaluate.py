@@ -13,7 +13,7 @@ from .common import DB_OPTION, OUT_OPTION, parse_format
 
 def generate(
     run: str = typer.Argument(..., help="A run name, or 'base' for the initial model."),
-    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set: toy-train, toy-test."),
+    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set: toy-test, toy-train, toy-val, pickapic-test, hpdv2, partiprompts, or NAME=FILE."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt (0 .. N-1)."),
     num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
     guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),

@@ -57,7 +57,7 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (each in its own long-lived worker process)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads of each run (a run's numbers depend on it, so it is fixed, not derived from --jobs)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status, train nothing."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of settings every run shares (e.g. [data] latent_cache)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file of settings every run shares (e.g. data.latent_cache)."),
     db: Path = DB_OPTION,
     out: Path = OUT_OPTION,
     progress: bool = typer.Option(True, "--progress/--no-progress"),

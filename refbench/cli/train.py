@@ -14,7 +14,7 @@ from .common import DB_OPTION
 def config(
     method: Optional[str] = typer.Option(None, "--method", help="Named method (see `refbench config --list`)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with [method] [model] [data] [training]."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with the sections method, model, data, training."),
     list_all: bool = typer.Option(False, "--list", help="List the named methods and presets."),
 ) -> None:
     """Print the fully resolved configuration of a method on a preset (as JSON)."""

@@ -24,8 +24,8 @@ is searched for the set's hub file names (e.g. the four HPDv2 style files, or
 ``test_unique-*.parquet``), else every supported file in it is read, sorted by name.
 Hub downloads are cached by huggingface_hub; with ``HF_HUB_OFFLINE=1`` only the cache is used.
 
-Not run here: the hub loaders (no dataset hub on this machine); the tests read local files
-in every accepted format, laid out like the hub files.
+Tested offline: local files in every accepted format, laid out like the hub files. Not tested:
+the hub loaders themselves (no dataset hub in development).
 """
 
 from __future__ import annotations

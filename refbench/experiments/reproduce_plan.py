@@ -59,7 +59,7 @@ PLAN: list[RunSpec] = [
 # Equivalence margins of the claims of no effect (issue 25): (run a, run b) -> the margin on the
 # mean human score of a - b within which "no effect" holds (two one-sided tests at 5%). The rule:
 # an effect smaller than 2.5% of the gap between the base model and clean renders on toy-test
-# (mean human 0.526 and 0.931, measured when the toy world was built: README, the toy grid) is of
+# (mean human 0.526 and 0.931, measured when the toy world was built: docs/toy-world.md) is of
 # no practical interest: 0.025 x 0.405 = 0.010. Written down after the early regime's results
 # were seen (for those, an equivalence verdict is post hoc) and before any run of the regime
 # issue 25 asks for, which it governs.

@@ -20,9 +20,9 @@ Sources (``laion-aesthetic=SOURCE``):
   transformers ``CLIPModel`` (+ image processor) to use as the backbone;
 - a hub repo ``owner/name[/file.pth]`` holding the weights file.
 
-Not run here: the real weights were never loaded (no hub, no GitHub downloads on this
-machine); the tests load a tiny random-weight CLIP and an MLP state dict with the real
-layer names through this code and check the formula by hand.
+Tested offline: a tiny random-weight CLIP built from a config and an MLP state dict with the
+real layer names, loaded through this code, the formula checked by hand. Not tested: the real
+MLP and CLIP ViT-L/14 weights, never loaded (no model hub or GitHub downloads in development).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ default version, also what Diffusion-DPO's ``utils/hps_utils.py`` loads). Other 
 folder holding one of the two files. The ``hpsv2`` package is not used (it pins pytest and
 its wheel lacks its vocabulary file); see ``_openclip.py`` for the loading rules.
 
-Not run here: the real checkpoint was never loaded (no model hub on this machine); the
-tests load a tiny random-weight open_clip model saved as ``HPS_v2_compressed.pt`` through
-this code and check the formula against embeddings computed by hand.
+Tested offline: a tiny random-weight open_clip model built from a config and saved as
+``HPS_v2_compressed.pt``, loaded through this code, the formula checked against embeddings
+computed by hand. Not tested: the real HPSv2 checkpoint, never loaded (no model hub in development).
 """
 
 from __future__ import annotations

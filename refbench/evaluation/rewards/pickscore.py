@@ -12,9 +12,9 @@ the ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` ``CLIPProcessor`` (resize the shor
 centre crop, CLIP mean/std; text padded and truncated at 77 tokens), or the processor saved
 in the local folder if it holds a ``(pre)processor_config.json``.
 
-Not run here: the real weights were never loaded (no model hub on this machine). The tests
-load a tiny random-weight ``CLIPModel`` saved to a temporary folder through this very code
-and check the formula against embeddings computed by hand.
+Tested offline: a tiny random-weight ``CLIPModel`` built from a config, saved to a temporary
+folder and loaded through this code, the formula checked against embeddings computed by hand.
+Not tested: the real PickScore_v1 weights, never loaded (no model hub in development).
 """
 
 from __future__ import annotations
