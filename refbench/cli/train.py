@@ -15,14 +15,21 @@ def config(
     method: Optional[str] = typer.Option(None, "--method", help="Named method (see `refbench config --list`)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with [method] [model] [data] [training]."),
-    list_all: bool = typer.Option(False, "--list", help="List the named methods and presets."),
+    list_all: bool = typer.Option(False, "--list", help="List the named methods, presets and model kinds."),
 ) -> None:
     """Print the fully resolved configuration of a method on a preset (as JSON)."""
     from ..config import load_config, method_names, preset_names
 
     if list_all:
+        from ..training.backends import model_kinds
+
         typer.echo("methods: " + ", ".join(method_names()))
         typer.echo("presets: " + ", ".join(preset_names()))
+        kinds = model_kinds()
+        typer.echo("model kinds (model.kind):")
+        width = max(map(len, kinds))
+        for kind, summary in kinds.items():
+            typer.echo(f"  {kind:<{width}}  {summary}")
         return
     import json
 
