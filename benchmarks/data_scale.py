@@ -154,7 +154,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     model = root / "sd15-tiny"
     if not (model / "unet").is_dir():
-        build_tiny_pipeline(model, "sd15")
+        build_tiny_pipeline(model)
     folders = {rows: write_folder(root / f"rows-{rows}", rows) for rows in (10_000, 80_000)}
     result: dict = {"folders": {rows: {"rows": rows, "mb_on_disk": round(sum(f.stat().st_size for f in folder.glob("*.parquet")) / 2**20, 1)}
                                 for rows, folder in folders.items()}}

@@ -190,7 +190,7 @@ class Setup:
         from refbench.training.run import open_latent_cache
 
         self.root = root
-        self.folder = build_tiny_pipeline(root / "sd15-tiny", "sd15")
+        self.folder = build_tiny_pipeline(root / "sd15-tiny")
         self.table = build_pairs(DATA_PAIRS, "train", seed=1)
         source = write_pairs(self.table, root / "pairs.parquet")
         self.accelerator = Accelerator(mixed_precision="no", cpu=True)

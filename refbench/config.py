@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .extensions import check_params, resolve_objective
 from .method.reference_update import ReferenceUpdateRule
 from .method.timesteps import reward_scale_names
+from .model_kinds import MODEL_KINDS
 
 __all__ = [
     "MethodConfig",
@@ -115,14 +116,11 @@ class MethodConfig:
         )
 
 
-FLOW_KINDS = ("toy-flow", "sd3")  # rectified-flow transformers (training/backends/flow.py), not DDPM UNets
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Which diffusion model, and how it is fine-tuned."""
 
-    kind: Literal["toy", "toy-flow", "sd15", "sdxl", "sd3"] = "toy"  # sd3: SD3 and SD3.5 (rectified flow)
+    kind: str = "toy"  # one of model_kinds.MODEL_KINDS (`refbench config --list` says what each is)
     pretrained: str = "toy:base"  # "toy:base", a hub id, or a local diffusers folder
     resolution: int = 16
     lora_rank: int = 0  # 0 = full fine-tuning
@@ -136,11 +134,14 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")
+        _require(self.kind in MODEL_KINDS, "model.kind", f"must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}")
         _require(bool(self.pretrained), "model.pretrained", "must not be empty")
         _require(self.resolution >= 8 and self.resolution % 8 == 0, "model.resolution", f"must be a multiple of 8, >= 8; got {self.resolution}")
         _require(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0; got {self.lora_rank}")
         _require(self.vae is None or bool(self.vae), "model.vae", f"must be a hub id or folder, or unset; got {self.vae!r}")
-        _require(self.t5 or self.kind == "sd3", "model.t5", f"must be true unless model.kind is sd3 (only SD3 has T5); got false for {self.kind}")
+        with_t5 = [name for name, kind in MODEL_KINDS.items() if kind.t5]
+        _require(self.t5 or MODEL_KINDS[self.kind].t5, "model.t5",
+                 f"must be true unless model.kind is {' or '.join(with_t5)} (the kinds with a T5 encoder); got false for {self.kind}")
 
 
 @dataclass(frozen=True)
@@ -291,12 +292,12 @@ class RunConfig:
 _SECTIONS = {"method": MethodConfig, "model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
 
 
-def _preset_dir(kind: str) -> Path:
-    return Path(str(resources.files("refbench") / "presets" / kind))
+def _preset_dir(folder: str) -> Path:
+    return Path(str(resources.files("refbench") / "presets" / folder))
 
 
-def _names(kind: str) -> list[str]:
-    return sorted(p.stem for p in _preset_dir(kind).glob("*.toml"))
+def _names(folder: str) -> list[str]:
+    return sorted(p.stem for p in _preset_dir(folder).glob("*.toml"))
 
 
 def method_names() -> list[str]:
@@ -307,12 +308,12 @@ def preset_names() -> list[str]:
     return _names("models")
 
 
-def _read_preset(kind: str, name: str) -> dict:
-    valid = _names(kind)
+def _read_preset(folder: str, name: str) -> dict:
+    valid = _names(folder)
     if name not in valid:
-        label = "method" if kind == "methods" else "preset"
+        label = "method" if folder == "methods" else "preset"
         raise ConfigError(f"unknown {label} {name!r}; valid: {', '.join(valid)}")
-    return tomllib.loads((_preset_dir(kind) / f"{name}.toml").read_text())
+    return tomllib.loads((_preset_dir(folder) / f"{name}.toml").read_text())
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -3,7 +3,8 @@
 Same classes as the real models (UNet2DConditionModel or SD3Transformer2DModel, AutoencoderKL,
 CLIP text encoders, optionally T5, CLIPTokenizer, DDPMScheduler or
 FlowMatchEulerDiscreteScheduler), saved as a diffusers pipeline folder and loaded back through
-the very code that loads Stable Diffusion. Nothing is downloaded.
+the very code that loads Stable Diffusion. Nothing is downloaded. A kind's backend class builds
+its tiny model with these (``Backend.build_tiny``).
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ def _text_config(vocab_size: int, tokenizer, projection: bool):
                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
-def build_tiny_pipeline(folder: str | Path, kind: str = "sd15", seed: int = 0) -> Path:
-    """Write a tiny ``kind`` ('sd15' or 'sdxl') pipeline into ``folder``; images 16 px -> latents 8 x 8."""
+def build_tiny_pipeline(folder: str | Path, *, sdxl: bool = False, seed: int = 0) -> Path:
+    """Write a tiny SD1.5-style pipeline (``sdxl``: SDXL-style) into ``folder``; images 16 px -> latents 8 x 8."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from .toy.model import write_tokenizer_files
 
-    if kind not in ("sd15", "sdxl"):
-        raise ValueError(f"kind must be sd15 or sdxl, got {kind!r}")
     folder = Path(folder)
-    sdxl = kind == "sdxl"
     tokenizer_names = ["tokenizer", "tokenizer_2"] if sdxl else ["tokenizer"]
     for name in tokenizer_names:
         write_tokenizer_files(folder / name, words=[])  # byte-level CLIP BPE, offline

@@ -75,7 +75,7 @@ def sd_world(root: Path, quick: bool) -> World:
     from ..tiny import build_tiny_pipeline
     from ..toy.pairs import build_pairs, write_pairs
 
-    folder = build_tiny_pipeline(root / "sd15-tiny", "sd15")
+    folder = build_tiny_pipeline(root / "sd15-tiny")
     pairs = write_pairs(build_pairs(32, "train", seed=1), root / "sd-pairs.parquet")
     world = World("sd15-tiny", "sd15", {
         "model": {"pretrained": str(folder), "resolution": 16, "gradient_checkpointing": False, "mixed_precision": "no"},

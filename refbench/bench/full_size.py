@@ -1,11 +1,12 @@
 """`refbench bench --full-size`: SD1.5 and SDXL at their real sizes, from configs shipped here.
 
 The UNet, VAE and text encoders are built from the architectures' published configurations
-(random weights; nothing is fetched), saved as a pipeline folder with an offline byte-level
-tokenizer, and trained through the real trainer at 512 / 1024 px, batch 1 pair, with the
-presets' precision and gradient checkpointing. Per (model, method, fine-tuning): the seconds
-per optimizer step of one micro-batch and the peak memory (on a GPU the allocator's peak, on a
-CPU the process's peak RSS, which includes every earlier case of the same run).
+(each backend's ``full_size``; random weights, nothing is fetched), saved as a pipeline folder
+with an offline byte-level tokenizer, and trained through the real trainer at 512 / 1024 px,
+batch 1 pair, with the presets' precision and gradient checkpointing. Per (model, method,
+fine-tuning): the seconds per optimizer step of one micro-batch and the peak memory (on a GPU
+the allocator's peak, on a CPU the process's peak RSS, which includes every earlier case of the
+same run).
 """
 
 from __future__ import annotations
@@ -16,49 +17,29 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FULL_SIZE", "build_full_size_pipeline", "full_size_bench", "parameter_counts"]
+__all__ = ["build_full_size_pipeline", "full_size_bench", "parameter_counts"]
 
-# The published configurations (diffusers' and transformers' config.json of the released models).
-FULL_SIZE = {
-    "sd15": {
-        "unet": dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                     block_out_channels=(320, 640, 1280, 1280),
-                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                     cross_attention_dim=768, attention_head_dim=8),
-        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-                    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4),
-        "text": [dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                      projection_dim=768, hidden_act="quick_gelu")],
-        "resolution": 512,
-    },
-    "sdxl": {
-        "unet": dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-                     block_out_channels=(320, 640, 1280),
-                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                     transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                     cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                     addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816),
-        "vae": dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=1024,
-                    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.13025),
-        "text": [dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                      projection_dim=768, hidden_act="quick_gelu"),
-                 dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                      projection_dim=1280, hidden_act="gelu")],
-        "resolution": 1024,
-    },
-}
 TEXT_COMMON = dict(vocab_size=49408, max_position_embeddings=77)
+
+
+def _full_size(kind: str) -> dict:
+    """The released model's configurations, from the kind's backend."""
+    from ..errors import ConfigError
+    from ..model_kinds import MODEL_KINDS
+    from ..training.backends import backend_class
+
+    spec = backend_class(kind).full_size
+    if spec is None:
+        having = [name for name in MODEL_KINDS if backend_class(name).full_size is not None]
+        raise ConfigError(f"no full-size configuration for {kind}; valid: {', '.join(having)}")
+    return spec
 
 
 def _modules(kind: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    spec = FULL_SIZE[kind]
+    spec = _full_size(kind)
     texts = [CLIPTextModel(CLIPTextConfig(**TEXT_COMMON, **spec["text"][0]))]
     if len(spec["text"]) > 1:
         texts.append(CLIPTextModelWithProjection(CLIPTextConfig(**TEXT_COMMON, **spec["text"][1])))
@@ -81,8 +62,8 @@ def build_full_size_pipeline(folder: Path, kind: str) -> Path:
     """Random-weight ``kind`` at full size as a pipeline folder (SD1.5 ~4 GB, SDXL ~14 GB on disk)."""
     from diffusers import DDPMScheduler
 
-    from ..tiny import write_pipeline_index
     from ..toy.model import write_tokenizer_files
+    from ..training.backends import backend_class
 
     folder = Path(folder)
     if (folder / "model_index.json").is_file():
@@ -96,7 +77,7 @@ def build_full_size_pipeline(folder: Path, kind: str) -> Path:
     vae.save_pretrained(str(folder / "vae"))
     DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   clip_sample=False).save_pretrained(str(folder / "scheduler"))
-    write_pipeline_index(folder, kind == "sdxl")
+    backend_class(kind).write_pipeline_index(folder)
     return folder
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 # The profiler's C++ logging (kineto) is chatty on a machine without a GPU.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
+from ..method.reference_update import Action
 from .common import (BarePasses, TimedRunLog, World, _log, advance, cycle_length, interleave, logging_cost, make_trainer,
                      paired_ratio)
 
@@ -169,7 +170,7 @@ def time_world(world: World, accelerator, repetitions: int, *, uncached: bool) -
         "tau": ref.config.method.tau,
         "monitor_every": ref.config.training.monitor_every,
         "monitor_size": ref.config.training.monitor_size,
-        "syncs_during_bench": sum(1 for e in ref.updater.events if e.kind == "sync"),
+        "syncs_during_bench": [e.kind for e in ref.updater.events].count(Action.SYNC.value),
         "log_rows_written": logged["steps"],
         "notes": world.notes,
     }
@@ -184,7 +185,7 @@ def time_world(world: World, accelerator, repetitions: int, *, uncached: bool) -
 # HOOK for the lead: ``analysis_workload`` returns ``(run, None)``, where ``run()`` performs the
 # timestep analysis's evaluation once on the trainer's models, or ``(None, reason)`` to skip (the
 # bench prints the reason and reports ``analysis_over_bare_forward`` as null). The bare side
-# needs nothing more: the UNet calls of one run are recorded and replayed as they were. Wire it to
+# needs nothing more: the denoiser calls of one run are recorded and replayed as they were. Wire it to
 # refbench.experiments.timestep_analysis's entry point (name still to be announced); the tentative wiring
 # below calls ``evaluate_errors``.
 ANALYSIS_PAIRS = {True: 3, False: 24}  # validation pairs per analysis run (--quick, full)
@@ -216,7 +217,7 @@ def analysis_workload(world: World, trainer, quick: bool):
 
 
 def analysis_throughput(world: World, trainer, accelerator, repetitions: int) -> dict | None:
-    """The analysis against its own UNet forward passes replayed bare: the same modules, inputs
+    """The analysis against its own denoiser forward passes replayed bare: the same modules, inputs
     and batches (real images noised as the analysis does: input values change a CPU's speed by
     several percent, so random inputs would not do), without data loading, encoding or bookkeeping.
     Full fine-tuning keeps one module per model, so a recorded call replays on the right weights."""
@@ -230,21 +231,21 @@ def analysis_throughput(world: World, trainer, accelerator, repetitions: int) ->
     calls = []
     predict = backend.predict
 
-    def recording(unet, x_t, timesteps, cond):
-        calls.append((unet, x_t, timesteps, cond))
-        return predict(unet, x_t, timesteps, cond)
+    def recording(denoiser, x_t, timesteps, cond):
+        calls.append((denoiser, x_t, timesteps, cond))
+        return predict(denoiser, x_t, timesteps, cond)
 
     backend.predict = recording
     try:
-        run()  # warm-up, recording the UNet calls
+        run()  # warm-up, recording the denoiser calls
     finally:
         del backend.predict  # back to the class's method
 
     def bare() -> float:
         start = time.perf_counter()
         with torch.no_grad():
-            for unet, x_t, timesteps, cond in calls:
-                backend.predict(unet, x_t, timesteps, cond)
+            for denoiser, x_t, timesteps, cond in calls:
+                backend.predict(denoiser, x_t, timesteps, cond)
         return time.perf_counter() - start
 
     def analysis() -> float:

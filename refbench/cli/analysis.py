@@ -16,7 +16,7 @@ PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "samples", "tau", "diverg
 
 
 def plot(
-    kind: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, "
+    figure: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, "
                                          "table1, table3, table4."),
     runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs or families (refdpo = refdpo-seed0, "
                                        "-seed1, ... when those exist; default: the reproduction's). table1: the run "
@@ -26,7 +26,7 @@ def plot(
     num: int = typer.Option(6, "--num", help="samples: rows, one per (prompt, seed)."),
     training_seed: int = typer.Option(0, "--training-seed", help="samples: which training seed's run of each family."),
     metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: figures/KIND.png beside the store; "
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: figures/FIGURE.png beside the store; "
                                        "runs/figures/ for the reproduction's)."),
     db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + f" Default: {DEFAULT_DB} with --runs; "
                                       "without, the reproduction's (results/reproduce.duckdb or results/data/)."),
@@ -38,10 +38,10 @@ def plot(
     from ..experiments import reproduce_plan as plan
     from ..store import Store
 
-    if kind not in PLOT_KINDS:
-        raise RefbenchError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    if figure not in PLOT_KINDS:
+        raise RefbenchError(f"unknown plot {figure!r}; valid: {', '.join(PLOT_KINDS)}")
     chosen = parse_list(runs)
-    if kind == "table1" and len(chosen) == 1:
+    if figure == "table1" and len(chosen) == 1:
         raise RefbenchError("plot table1 --runs takes the run first, then at least one baseline: e.g. refdpo,diff-dpo")
     if db is None and not chosen:  # the plan's runs live in the reproduction's store
         try:
@@ -52,28 +52,28 @@ def plot(
     else:
         db = Store(db or DEFAULT_DB, create=False)  # a mistyped --db is one line, not a new empty store
         figures_at = figure_folder(db.path)
-    if kind.startswith("table"):
-        rows = {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[kind]
+    if figure.startswith("table"):
+        rows = {"table1": plan.TABLE1, "table3": plan.TABLE3, "table4": plan.TABLE4}[figure]
         if chosen:
-            rows = [(f"vs. {r}", r) for r in chosen[1:]] if kind == "table1" else [(r, r) for r in chosen]
-        run = chosen[0] if chosen and kind == "table1" else plan.TABLE1_RUN
-        frame = tables.winrate_table(db, run, rows) if kind == "table1" else tables.raw_score_table(db, rows)
+            rows = [(f"vs. {r}", r) for r in chosen[1:]] if figure == "table1" else [(r, r) for r in chosen]
+        run = chosen[0] if chosen and figure == "table1" else plan.TABLE1_RUN
+        frame = tables.winrate_table(db, run, rows) if figure == "table1" else tables.raw_score_table(db, rows)
         if frame.empty:
-            raise RefbenchError(f"no data for {kind} in {db}; run `refbench reproduce` or train and score the runs")
+            raise RefbenchError(f"no data for {figure} in {db}; run `refbench reproduce` or train and score the runs")
         typer.echo(tables.to_markdown(frame))
         return
-    out = out or figures_at / f"{kind}.png"
+    out = out or figures_at / f"{figure}.png"
     try:
-        if kind == "kl":
+        if figure == "kl":
             figures.plot_kl(db, chosen or plan.FIG1B, out=out)
-        elif kind == "divergence-vs-score":
+        elif figure == "divergence-vs-score":
             figures.plot_divergence_vs_score(db, chosen or [s.name for s in plan.PLAN], metric=metric, out=out)
-        elif kind == "samples":
+        elif figure == "samples":
             figures.plot_samples(db, chosen or plan.FIG3, prompt_set=prompts, num=num, training_seed=training_seed,
                                  out=out)
-        elif kind == "timestep":
+        elif figure == "timestep":
             figures.plot_timestep(db, chosen or plan.TIMESTEP_RUNS, out=out)
-        elif kind == "tau":
+        elif figure == "tau":
             groups = {"runs": chosen} if chosen else {k: v for k, v in plan.FIG4.items() if k != "baseline"}
             figures.plot_tau(db, groups, baseline=plan.FIG4["baseline"], metric=metric, out=out)
         else:

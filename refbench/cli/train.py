@@ -15,14 +15,28 @@ def config(
     method: Optional[str] = typer.Option(None, "--method", help="Named method (see `refbench config --list`)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with the sections method, model, data, training."),
-    list_all: bool = typer.Option(False, "--list", help="List the named methods and presets."),
+    list_all: bool = typer.Option(False, "--list", help="List the named methods, presets, objectives and model kinds."),
 ) -> None:
     """Print the fully resolved configuration of a method on a preset (as JSON)."""
     from ..config import load_config, method_names, preset_names
 
     if list_all:
+        from ..training.backends import model_kinds
+
         typer.echo("methods: " + ", ".join(method_names()))
         typer.echo("presets: " + ", ".join(preset_names()))
+        from ..method.objectives import OBJECTIVES
+
+        def table(title: str, rows: dict[str, str]) -> None:
+            typer.echo(title)
+            width = max(map(len, rows))
+            for key, text in rows.items():
+                typer.echo(f"  {key:<{width}}  {text}")
+
+        table("objectives (method.objective; or 'module:function' of your own, docs/extending.md):",
+              {name: objective.summary + ("" if objective.needs_reference else " [no reference]")
+               + (" [winners only]" if objective.winners_only else "") for name, objective in sorted(OBJECTIVES.items())})
+        table("model kinds (model.kind):", model_kinds())
         return
     import json
 
@@ -31,7 +45,7 @@ def config(
 
 
 def train(
-    method: Optional[str] = typer.Option(None, "--method", help="Named method: refdpo (default), diff-dpo, sft, timestep-only, ref-noreg, ref-reinit, ref-explore, dspo, diff-kto, mapo."),
+    method: Optional[str] = typer.Option(None, "--method", help="Named method (default refdpo; `refbench config --list` names them all)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Model/data preset: toy (default), toy-flow, sd15, sdxl, sd3, sd35."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the method's name); runs are addressed by name."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON config file."),

@@ -57,7 +57,7 @@ def run_config(run: str, store: Store, *, preset: str = "toy", model: str | None
 
 def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
     """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
-    from .samplers import PipelineSampler, ToyFlowSampler, ToySampler
+    from ..training.backends import backend_class
 
     config, record = run_config(run, store, preset=preset, model=model)
     final = None
@@ -70,27 +70,9 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
 
             raise RefbenchError(f"run {run!r} has no final model yet (status {record['status']}); finish it with "
                                 f"`{resume_command(run, store.path, Path(record['run_dir']))}`")
-    from ..training.backends import check_model_source
-
-    check_model_source(config.model)
-    if config.model.kind == "toy":
-        from ..training.backends.toy import toy_model_folder
-
-        return config.model.kind, ToySampler(toy_model_folder(config.model.pretrained), final / "unet" if final else None)
-    if config.model.kind == "toy-flow":
-        from ..training.backends.toy_flow import toy_flow_folder
-
-        return config.model.kind, ToyFlowSampler(toy_flow_folder(config.model.pretrained),
-                                                 final / "transformer" if final else None)
-    pipeline_kwargs, call_kwargs = {}, {}
-    if config.model.kind == "sd3":  # T5 as in training: present or not, the same prompt length
-        from ..training.backends.flow import T5_MAX_LENGTH, text_pipeline_kwargs
-
-        pipeline_kwargs, call_kwargs = text_pipeline_kwargs(config.model), {"max_sequence_length": T5_MAX_LENGTH}
-    sampler = PipelineSampler(config.model.kind, config.model.pretrained, config.model.resolution,
-                              final_folder=final, lora_rank=config.model.lora_rank,
-                              pipeline_kwargs=pipeline_kwargs, call_kwargs=call_kwargs)
-    return config.model.kind, sampler
+    backend = backend_class(config.model.kind)
+    backend.check_source(config.model)
+    return backend.sampler(config.model, final)
 
 
 def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int = 1, num_prompts: int | None = None,
@@ -103,7 +85,8 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from .samplers import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from ..training.backends import backend_class
+    from ..training.backends.samplers import DEFAULT_STEPS
 
     if seeds < 1 or (num_prompts is not None and num_prompts < 1):
         raise RefbenchError("--seeds and --num-prompts must be >= 1")
@@ -116,7 +99,7 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     prompts = every_prompt[:num_prompts]
     wanted = [(p, s) for p in prompts for s in range(seeds)]
     if guidance_scale is None:
-        guidance_scale = DEFAULT_GUIDANCE[run_config(run, store, preset=preset, model=model)[0].model.kind]
+        guidance_scale = backend_class(run_config(run, store, preset=preset, model=model)[0].model.kind).default_guidance
     state = PartialState(cpu=not _has_gpu())
     if regenerate:
         if state.is_main_process:
@@ -134,7 +117,7 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     todo_here = todo[state.process_index::state.num_processes]
     folder = Path(out_root) / run / "samples" / prompt_set
     if todo_here:
-        _, sampler = sampler_for(run, store, preset=preset, model=model)
+        sampler = sampler_for(run, store, preset=preset, model=model)
         folder.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process))
         for start in range(0, len(todo_here), batch_size):

@@ -19,9 +19,8 @@ import torch
 from ..errors import RefbenchError
 from ..store import Store
 
-__all__ = ["analyse_run", "evaluate_errors", "pair_draws", "DEFAULT_PAIRS", "DEFAULT_INTERVALS"]
+__all__ = ["analyse_run", "evaluate_errors", "pair_draws", "DEFAULT_INTERVALS"]
 
-DEFAULT_PAIRS = {"toy": 256, "toy-flow": 256, "sd15": 5000, "sdxl": 5000, "sd3": 5000}  # the paper used 5,000
 DEFAULT_INTERVALS = 10  # the paper's 10 intervals
 
 
@@ -46,7 +45,7 @@ def _build_models(config, checkpoint: Path, device: str):
 
     backend = load_backend(config.model, device=device)
     reference_mode = "sync" if config.method.reference == "sync" else "fixed"
-    models = build_model_set(backend.unet, reference_mode=reference_mode, lora_rank=config.model.lora_rank,
+    models = build_model_set(backend.denoiser, reference_mode=reference_mode, lora_rank=config.model.lora_rank,
                              lora_targets=backend.lora_targets)
     models.load_policy_state(load_file(str(checkpoint / "policy.safetensors")))
     if reference_mode == "sync" and (checkpoint / "reference.safetensors").is_file():
@@ -135,6 +134,7 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
     import pandas as pd
 
     from ..method.interval_stats import interval_statistics
+    from ..training.backends import backend_class
     from ..training.modelset import POLICY, REFERENCE
     from ..method.timesteps import reward_scale
     from ..training.data import load_preference_pairs
@@ -145,7 +145,7 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
         raise RefbenchError("--intervals, --pairs and --batch must be >= 1")
     store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
     config, checkpoint = _load_run(store, run)
-    num_pairs = num_pairs or DEFAULT_PAIRS.get(config.model.kind, 5000)
+    num_pairs = num_pairs or backend_class(config.model.kind).analysis_pairs
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backend, models, reference_mode = _build_models(config, checkpoint, device)
     if intervals > backend.num_train_timesteps:

@@ -118,7 +118,7 @@ def _sft(forward: PairForward, method) -> PreferenceLoss:
 
 @register_objective("dspo", reads=("beta",))
 def _dspo(forward: PairForward, method) -> PreferenceLoss:
-    """DSPO: score matching toward the preference-shifted reference score."""
+    """DSPO: a denoising loss on the winners whose target moves along the policy-minus-reference score."""
     f = forward
     return dspo_loss(*f.halves(f.model_pred), *f.halves(f.ref_pred), *f.halves(f.target), beta=method.beta, weight=f.weight)
 
@@ -133,7 +133,7 @@ def _kto(forward: PairForward, method) -> PreferenceLoss:
 
 @register_objective("mapo", needs_reference=False, reads=("beta", "mapo_snr"))
 def _mapo(forward: PairForward, method) -> PreferenceLoss:
-    """MaPO: reference-free margin between winners and losers, plus the winners' likelihood."""
+    """MaPO: the winners' denoising loss plus a margin on the odds f(e) of winner against loser."""
     f = forward
     return mapo_loss(*f.halves(f.model_err), beta=method.beta, snr=method.mapo_snr,
                      num_timesteps=f.num_train_timesteps, weight=f.weight)

@@ -14,7 +14,7 @@ def toy_grid(path: Path, *, prompt_set: str = "toy-test", prompts: int = 8, samp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..evaluation.samplers import ToySampler
+    from ..training.backends.samplers import ToySampler
     from .model import BASE_CHECKPOINT
     from .prompts import prompt_set as toy_prompt_set
     from .render import render_clean, render_web
@@ -22,9 +22,9 @@ def toy_grid(path: Path, *, prompt_set: str = "toy-test", prompts: int = 8, samp
     chosen = toy_prompt_set(prompt_set)[:: max(1, len(toy_prompt_set(prompt_set)) // prompts)][:prompts]
     sampler = ToySampler(BASE_CHECKPOINT, unet_folder)
     texts = [p.text for p in chosen for _ in range(samples)]
-    from ..evaluation.samplers import DEFAULT_GUIDANCE, DEFAULT_STEPS
+    from .sampling import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 
-    images = sampler(texts, [s for _ in chosen for s in range(samples)], guidance_scale=DEFAULT_GUIDANCE["toy"],
+    images = sampler(texts, [s for _ in chosen for s in range(samples)], guidance_scale=DEFAULT_GUIDANCE_SCALE,
                      steps=DEFAULT_STEPS)
     rng = np.random.default_rng(0)
     columns = 2 + samples

@@ -8,7 +8,6 @@ written after its arrays, so a killed build resumes with the chunks it had not f
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,58 +16,19 @@ import torch
 
 from ..config import RunConfig
 from ..errors import RefbenchError
+from .backends import backend_class, load_backend
 from .latent_cache import TEXT_PREFIX, CacheMismatch, describe_difference
 
-__all__ = ["cache_fingerprint", "build_latent_cache", "weights_digest"]
+__all__ = ["cache_fingerprint", "build_latent_cache"]
 
 CHUNK_PAIRS = 64
 CHUNK_CAPTIONS = 256
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def weights_digest(source: str, subfolders: tuple[str, ...]) -> str:
-    """sha256 (16 hex digits) of the weight files of ``subfolders`` of a local model folder, or of
-    the hub id's snapshot already in the local hub cache; nothing is loaded or downloaded. A hub id
-    that is not cached locally is named as such (its weights cannot be checked)."""
-    folder = Path(source)
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(source, local_files_only=True))
-        except Exception:  # not in the local cache (or not a hub id): the name is all we can record
-            return f"hub:{source}"
-    digest = hashlib.sha256()
-    for sub in subfolders:
-        files = sorted(f for f in (folder / sub).glob("*") if f.name.endswith(WEIGHT_SUFFIXES))
-        for file in files:
-            digest.update(f"{sub}/{file.name}".encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def cache_fingerprint(config: RunConfig, data_fingerprint: str) -> dict:
     """Everything the cache's contents depend on, as strings (compared key by key)."""
     model = config.model
-    if model.kind in ("toy", "toy-flow"):
-        from .backends.toy import toy_model_folder
-        from .backends.toy_flow import toy_flow_folder
-
-        source = str((toy_model_folder if model.kind == "toy" else toy_flow_folder)(model.pretrained))
-        image_encoder, text_encoders = "pixels", weights_digest(source, ("text_encoder",))
-    else:
-        source = model.pretrained
-        image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(source, ("vae",))
-        parts = {"sdxl": ("text_encoder", "text_encoder_2"), "sd3": ("text_encoder", "text_encoder_2", "text_encoder_3")}
-        parts = parts.get(model.kind, ("text_encoder",))
-        if model.kind == "sd3":
-            from .backends.flow import without_t5
-
-            parts = parts[:2] if without_t5(model) else parts  # T5 left out: its zeros depend on no weights
-        text_encoders = weights_digest(source, parts)
-    return {"model": model.kind, "image_encoder": image_encoder, "text_encoders": text_encoders,
+    return {"model": model.kind, **backend_class(model.kind).encoder_fingerprint(model),
             "vae_dtype": "fp32" if model.vae_fp32 else model.mixed_precision,
             "resolution": str(model.resolution), "crop": "center", "flip": "off",
             "dtype": config.data.latent_dtype, "data": data_fingerprint}
@@ -78,7 +38,6 @@ def build_latent_cache(config: RunConfig, folder: Path, *, accelerator=None, pro
     """Build (or finish) the cache of ``config``'s data and model in ``folder``; returns it."""
     from accelerate import Accelerator
 
-    from .backends import load_backend
     from .data import load_preference_pairs
 
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
@@ -93,7 +52,7 @@ def build_latent_cache(config: RunConfig, folder: Path, *, accelerator=None, pro
                                 f"{describe_difference(meta.get('fingerprint', {}), fingerprint)}; pick another --out")
         if meta.get("complete"):
             return folder
-    backend = load_backend(config.model, device=str(acc.device), unet=False)
+    backend = load_backend(config.model, device=str(acc.device), denoiser=False)
     if acc.is_main_process and not meta_file.is_file():
         _allocate(folder, pairs, backend, fingerprint, config.data.latent_dtype)
     acc.wait_for_everyone()

@@ -8,8 +8,8 @@ the rows of its batches):
     status.npy           (N,) uint8        0 not yet encoded, 1 encoded, 2 an image is unreadable
     caption_index.npy    (N,) int32        row of the pair's caption in the text arrays
     captions.json        unique captions; index 0 is the empty prompt (for caption dropout)
-    text_hidden.npy      (U, L, D)         the UNet's encoder_hidden_states per unique caption
-    text_<key>.npy       (U, ...)          SDXL's added conditioning (text_embeds, time_ids)
+    text_hidden.npy      (U, L, D)         the denoiser's encoder_hidden_states per unique caption
+    text_<key>.npy       (U, ...)          added conditioning (SDXL: text_embeds, time_ids; SD3: pooled_projections)
     text_status.npy      (U,) uint8        0 not yet encoded, 1 encoded
 
 Captions are stored once each (Pick-a-Pic repeats prompts across pairs). Images are centre

@@ -2,10 +2,10 @@
 
 Two layouts, one interface:
 
-- full fine-tuning: three UNets. With a fixed reference, the reference *is* the initial
-  model (one frozen copy), so a reference-updating method costs exactly one more copy
-  of the weights than Diffusion-DPO.
-- LoRA (peft): one UNet with two adapters, ``policy`` and ``reference`` (the latter only
+- full fine-tuning: three copies of the denoiser (a UNet, or an SD3 transformer). With a
+  fixed reference, the reference *is* the initial model (one frozen copy), so a
+  reference-updating method costs exactly one more copy of the weights than Diffusion-DPO.
+- LoRA (peft): one denoiser with two adapters, ``policy`` and ``reference`` (the latter only
   when the reference syncs); the initial model is the base with adapters off. Three models
   for about the price of one.
 
@@ -42,17 +42,17 @@ def _frozen(module: torch.nn.Module) -> torch.nn.Module:
 
 
 class FullModelSet:
-    """Policy, reference and initial model as separate UNets."""
+    """Policy, reference and initial model as separate copies of the denoiser."""
 
     lora = False
     reference_version = 0  # bumped whenever the reference's weights change (cached outputs of it expire)
 
-    def __init__(self, unet: torch.nn.Module, *, reference_mode: str):
-        self.policy_module = unet.train().requires_grad_(True)
+    def __init__(self, denoiser: torch.nn.Module, *, reference_mode: str):
+        self.policy_module = denoiser.train().requires_grad_(True)
         self.reference_mode = reference_mode
-        self.initial_module = _frozen(copy.deepcopy(unet))
+        self.initial_module = _frozen(copy.deepcopy(denoiser))
         # A fixed reference is the initial model; only a syncing reference needs its own copy.
-        self.reference_module = _frozen(copy.deepcopy(unet)) if reference_mode == "sync" else self.initial_module
+        self.reference_module = _frozen(copy.deepcopy(denoiser)) if reference_mode == "sync" else self.initial_module
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy_module.parameters() if p.requires_grad]
@@ -91,34 +91,34 @@ class FullModelSet:
 
 
 class LoraModelSet:
-    """One UNet, adapters ``policy`` (trained) and ``reference``; adapters off = initial model."""
+    """One denoiser, adapters ``policy`` (trained) and ``reference``; adapters off = initial model."""
 
     lora = True
     reference_version = 0  # bumped whenever the reference adapter changes (cached outputs of it expire)
 
-    def __init__(self, unet: torch.nn.Module, *, reference_mode: str, rank: int,
+    def __init__(self, denoiser: torch.nn.Module, *, reference_mode: str, rank: int,
                  target_modules: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
         from peft import LoraConfig
 
-        unet.requires_grad_(False)
+        denoiser.requires_grad_(False)
         config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                             target_modules=list(target_modules))
         # The adapters' random A matrices come from ``seed`` (the run's training seed), not from
         # whatever state the global generator is in: two runs of one seed start from the same LoRA.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            unet.add_adapter(config, adapter_name=POLICY)
+            denoiser.add_adapter(config, adapter_name=POLICY)
             # A syncing reference starts equal to the initial model: zero LoRA update (B = 0 at init).
             # (peft warns about a second adapter on one model: that is the point here.) A fixed
             # reference is the initial model (adapters off) and needs no adapter of its own.
             if reference_mode == "sync":
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                    unet.add_adapter(config, adapter_name=REFERENCE)
-        self.policy_module = unet.train()
+                    denoiser.add_adapter(config, adapter_name=REFERENCE)
+        self.policy_module = denoiser.train()
         self.reference_mode = reference_mode
-        self._policy_params = {n: p for n, p in unet.named_parameters() if f".{POLICY}." in n}
-        self._reference_params = {n: p for n, p in unet.named_parameters() if f".{REFERENCE}." in n}
+        self._policy_params = {n: p for n, p in denoiser.named_parameters() if f".{POLICY}." in n}
+        self._reference_params = {n: p for n, p in denoiser.named_parameters() if f".{REFERENCE}." in n}
         self._activate(POLICY)
 
     def _activate(self, adapter: str) -> None:
@@ -182,8 +182,8 @@ class LoraModelSet:
                 self._policy_params[name].copy_(value)
 
 
-def build_model_set(unet: torch.nn.Module, *, reference_mode: str, lora_rank: int,
+def build_model_set(denoiser: torch.nn.Module, *, reference_mode: str, lora_rank: int,
                     lora_targets: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
     if lora_rank > 0:
-        return LoraModelSet(unet, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed)
-    return FullModelSet(unet, reference_mode=reference_mode)
+        return LoraModelSet(denoiser, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed)
+    return FullModelSet(denoiser, reference_mode=reference_mode)

@@ -77,7 +77,7 @@ class DivergenceMonitor:
         x_t, target = backend.add_noise(x0, noise, timesteps), backend.target(x0, noise, timesteps)
         with self.accelerator.autocast(), self.models.use(name) as module:
             # The initial model runs in its module's own mode, as it always has (with LoRA that is the
-            # shared UNet's train mode; switching it changes D in the last bits); the others in eval.
+            # shared denoiser's train mode; switching it changes D in the last bits); the others in eval.
             was_training = module.training
             if name != "initial":
                 module.eval()

@@ -1,7 +1,7 @@
 """A training run end to end: its row in the store, its folder, resume, interruption.
 
 ``RUN_ROOT/NAME/`` holds ``config.json``, ``checkpoint/`` (for ``--resume``), ``.lock`` (held
-while a process trains the run) and, when the run finishes, ``final/`` (the policy UNet as a
+while a process trains the run) and, when the run finishes, ``final/`` (the policy's denoiser as a
 diffusers folder, or diffusers-format LoRA weights). A run's status in the store: running, finished,
 interrupted (Ctrl-C / SIGTERM), diverged (too many non-finite steps) or failed; a run killed
 outright is still "running" in the store, and ``runs_table`` (``refbench runs``, in
@@ -15,7 +15,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..config import FLOW_KINDS, RunConfig, config_from_dict
+from ..config import RunConfig, config_from_dict
 from ..errors import CheckpointError, ConfigError, RefbenchError, RunInterrupted
 from ..store import Store
 from .run_folder import locate_run, refuse_overwrite, resume_command, run_lock
@@ -313,28 +313,21 @@ def _save_snapshot(trainer, store: Store, run_dir: Path, step: int) -> None:
 def _save_final(trainer, folder: Path) -> None:
     """The finished policy in the formats diffusers loads without refbench: full fine-tuning as a
     ``UNet2DConditionModel`` folder (``final/unet``) or, for SD3 / flow models, an
-    ``SD3Transformer2DModel`` folder (``final/transformer``); LoRA as diffusers-format LoRA weights
-    (``final/pytorch_lora_weights.safetensors``, for ``pipe.load_lora_weights(final)``)."""
+    ``SD3Transformer2DModel`` folder (``final/transformer``): the backend's ``denoiser_folder``;
+    LoRA as diffusers-format LoRA weights (``final/pytorch_lora_weights.safetensors``, for
+    ``pipe.load_lora_weights(final)``), in the format of the backend's pipeline."""
     folder.mkdir(parents=True, exist_ok=True)
-    models, kind = trainer.models, trainer.config.model.kind
+    models, backend = trainer.models, trainer.backend
     denoiser = trainer.accelerator.unwrap_model(models.policy_module)
-    flow = kind in FLOW_KINDS
     if not models.lora:
-        denoiser.save_pretrained(str(folder / ("transformer" if flow else "unet")))
+        denoiser.save_pretrained(str(folder / backend.denoiser_folder))
         return
-    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     from .modelset import POLICY
 
     layers = get_peft_model_state_dict(denoiser, adapter_name=POLICY)
-    layers = {k: v.detach().contiguous().cpu() for k, v in layers.items()}
-    if flow:  # as diffusers' SD3 LoRA script saves: PEFT keys, under "transformer."
-        StableDiffusion3Pipeline.save_lora_weights(str(folder), transformer_lora_layers=layers, safe_serialization=True)
-        return
-    pipeline = StableDiffusionXLPipeline if kind == "sdxl" else StableDiffusionPipeline
-    pipeline.save_lora_weights(str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True)
+    backend.save_lora({k: v.detach().contiguous().cpu() for k, v in layers.items()}, folder)
 
 
 __all__ = ["run_training", "resolve_resumed_config"]

@@ -65,8 +65,8 @@ class Trainer:
         # With the latent cache the VAE and text encoders are never loaded: batches come encoded.
         self.backend: Backend = load_backend(config.model, device=str(acc.device), encoders=latent_cache is None)
         if config.model.gradient_checkpointing:
-            self.backend.unet.enable_gradient_checkpointing()
-        self.models = build_model_set(self.backend.unet, reference_mode=method.reference, lora_rank=config.model.lora_rank,
+            self.backend.denoiser.enable_gradient_checkpointing()
+        self.models = build_model_set(self.backend.denoiser, reference_mode=method.reference, lora_rank=config.model.lora_rank,
                                       lora_targets=self.backend.lora_targets, seed=training.seed)
         self.sampler = make_timestep_sampler(method.timestep_sampler, self.backend.num_train_timesteps,
                                              gamma=method.gamma, bins=method.bins)

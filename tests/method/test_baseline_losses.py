@@ -242,7 +242,7 @@ def worlds(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("baselines")
     save_components(build_components(seed=0), root / "toy")
-    build_tiny_pipeline(root / "sd15", "sd15")
+    build_tiny_pipeline(root / "sd15")
     write_pairs(build_pairs(16, "train", seed=0), root / "pairs.parquet")
     return root
 

@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
     from refbench.toy.pairs import build_pairs, write_pairs
 
     root = tmp_path_factory.mktemp("cache")
-    build_tiny_pipeline(root / "sd15", "sd15")
+    build_tiny_pipeline(root / "sd15")
     write_pairs(build_pairs(12, "train", seed=5), root / "built.parquet")
     # Rewritten without compression, dictionaries or statistics, so that a copy whose image bytes
     # are replaced by garbage of the same length has the same size (the cache's data fingerprint).

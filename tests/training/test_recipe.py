@@ -132,7 +132,7 @@ def test_another_vae_is_loaded_from_model_vae(tmp_path):
     from refbench.tiny import build_tiny_pipeline
     from refbench.training.backends import load_backend
 
-    folder = build_tiny_pipeline(tmp_path / "sd15", "sd15")
+    folder = build_tiny_pipeline(tmp_path / "sd15")
     other = AutoencoderKL.from_pretrained(str(folder / "vae"))
     with torch.no_grad():
         for parameter in other.parameters():

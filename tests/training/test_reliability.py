@@ -80,7 +80,7 @@ import sys, time
 from pathlib import Path
 which, db, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if which == "generate":
-    from refbench.evaluation import samplers
+    from refbench.training.backends import samplers
     from refbench.evaluation.generate import generate
     original = samplers.ToySampler.__call__
     def slow(self, *args, **kwargs):

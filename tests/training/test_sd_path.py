@@ -18,12 +18,12 @@ from refbench.store import Store
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from refbench.tiny import build_tiny_pipeline
     from refbench.toy.pairs import build_pairs, write_pairs
+    from refbench.training.backends import backend_class
 
     root = tmp_path_factory.mktemp("tiny")
     for kind in ("sd15", "sdxl"):
-        build_tiny_pipeline(root / kind, kind)
+        backend_class(kind).build_tiny(root / kind)
     write_pairs(build_pairs(16, "train", seed=3), root / "pairs.parquet")
     return root
 

@@ -24,7 +24,7 @@ import torch
 from ...config import ModelConfig
 from ...errors import ConfigError
 from ...method.flow import equivalent_alphas_cumprod, flow_noisy, flow_velocity, model_timesteps, shifted_sigmas
-from .base import Backend, Conditioning, check_weights
+from .base import Backend, Conditioning, check_weights, diffusers_pipeline, weights_digest
 
 # LoRA on every attention projection of both streams (diffusers' train_dreambooth_lora_sd3.py
 # default target modules): the joint blocks' text stream has its own q/k/v/out.
@@ -33,9 +33,18 @@ SD3_LORA_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
 
 
 class FlowBackend(Backend):
-    """Subclasses set ``unet`` (the transformer), ``noise_scheduler`` and the encoders."""
+    """Subclasses set ``denoiser`` (the transformer), ``noise_scheduler`` and the encoders."""
 
+    flow = True
+    denoiser_folder = "transformer"
+    pipeline_name = "StableDiffusion3Pipeline"
     lora_targets = SD3_LORA_TARGETS
+
+    @classmethod
+    def save_lora(cls, layers: dict[str, torch.Tensor], folder: Path) -> None:
+        """As diffusers' SD3 LoRA script saves: PEFT keys, under "transformer."."""
+        diffusers_pipeline(cls.pipeline_name).save_lora_weights(str(folder), transformer_lora_layers=layers,
+                                                                 safe_serialization=True)
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -114,25 +123,55 @@ class SD3Backend(FlowBackend):
     (zeros when ``text_encoder_3`` is absent, as diffusers does), and the pooled projections."""
 
     kind = "sd3"
+    summary = "Stable Diffusion 3 / 3.5: an MMDiT transformer (rectified flow), 16-channel VAE, two CLIPs and optional T5"
+    default_guidance = 7.0  # the pipeline's default
 
-    def __init__(self, model: ModelConfig, device: str = "cpu", *, unet: bool = True, encoders: bool = True):
+    @classmethod
+    def check_source(cls, model: ModelConfig) -> None:
+        check_sd3_source(model.pretrained)
+
+    @classmethod
+    def encoder_fingerprint(cls, model: ModelConfig) -> dict[str, str]:
+        image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(model.pretrained, ("vae",))
+        # T5 left out: its zeros depend on no weights
+        parts = ("text_encoder", "text_encoder_2") + (() if without_t5(model) else ("text_encoder_3",))
+        return {"image_encoder": image_encoder, "text_encoders": weights_digest(model.pretrained, parts)}
+
+    @classmethod
+    def sampler(cls, model: ModelConfig, final: Path | None):
+        """With T5 as in training: present or not, the same prompt length."""
+        from .samplers import PipelineSampler
+
+        return PipelineSampler(diffusers_pipeline(cls.pipeline_name), model.pretrained, model.resolution,
+                               denoiser=cls.denoiser_folder, ddim=not cls.flow, final_folder=final,
+                               lora_rank=model.lora_rank, pipeline_kwargs=text_pipeline_kwargs(model),
+                               call_kwargs={"max_sequence_length": T5_MAX_LENGTH})
+
+    @classmethod
+    def build_tiny(cls, folder: str | Path, *, seed: int = 0, **options) -> Path:
+        """``options``: ``build_tiny_sd3_pipeline``'s (sd35, t5, shift)."""
+        from ...tiny import build_tiny_sd3_pipeline
+
+        return build_tiny_sd3_pipeline(folder, seed=seed, **options)
+
+    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
         self.source, self.device, self.resolution = model.pretrained, torch.device(device), model.resolution
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(model.mixed_precision)
         self.dtype = half if (half is not None and self.device.type == "cuda") else torch.float32
         check_sd3_source(self.source)
-        self.unet, self.vae, self.text_pipeline = None, None, None
+        self.denoiser, self.vae, self.text_pipeline = None, None, None
         try:
-            if unet:
-                self.unet = SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(self.device)
+            if denoiser:
+                self.denoiser = SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(self.device)
             self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(self.source, subfolder="scheduler")
             if encoders:
                 self.vae = AutoencoderKL.from_pretrained(model.vae or self.source, **({} if model.vae else {"subfolder": "vae"}))
                 # Only the pipeline's prompt encoding is used. It reads the transformer's config (the
                 # joint width of T5's zeros when T5 is left out): without the trained transformer at
                 # hand (building a latent cache), a weightless one on the meta device stands in.
-                transformer = self.unet
+                transformer = self.denoiser
                 if transformer is None:
                     from accelerate import init_empty_weights
 
@@ -168,7 +207,7 @@ class SD3Backend(FlowBackend):
             do_classifier_free_guidance=False, max_sequence_length=T5_MAX_LENGTH)
         return Conditioning(hidden.float(), {"pooled_projections": pooled.float()})
 
-    def fresh_unet(self) -> torch.nn.Module:
+    def fresh_denoiser(self) -> torch.nn.Module:
         from diffusers import SD3Transformer2DModel
 
         return SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(self.device)

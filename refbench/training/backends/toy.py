@@ -1,4 +1,4 @@
-"""The embedded toy world's backend: a 16 px pixel-space UNet with a small CLIP text encoder.
+"""The embedded toy world's backend (kind ``toy``): a 16 px pixel-space UNet with a small CLIP text encoder.
 
 During preference training only the UNet learns; the text encoder is frozen, as in SD.
 ``ToyWorld`` holds what it shares with the flow toy world's backend (``toy_flow.py``): the model
@@ -15,7 +15,8 @@ import torch
 
 from ...config import ModelConfig
 from ...errors import ConfigError
-from .base import Backend, Conditioning, check_weights
+from ...toy.sampling import DEFAULT_GUIDANCE_SCALE
+from .base import Backend, Conditioning, check_weights, weights_digest
 
 
 def resolve_toy_folder(pretrained: str, *, aliases: tuple[str, ...], default: Path, parts: tuple[str, ...],
@@ -39,9 +40,22 @@ def toy_model_folder(pretrained: str) -> Path:
 
 
 class ToyWorld:
-    """Mixin of both toy backends: ``_load`` the components, pixels in [-1, 1], cached prompts."""
+    """Mixin of both toy backends: the model folder (``model_folder``, from ``model.pretrained``),
+    ``_load`` the components, pixels in [-1, 1], cached prompts."""
 
     device: torch.device
+    default_guidance = DEFAULT_GUIDANCE_SCALE
+    analysis_pairs = 256
+    model_folder: Callable[[str], Path]
+
+    @classmethod
+    def check_source(cls, model: ModelConfig) -> None:
+        cls.model_folder(model.pretrained)
+
+    @classmethod
+    def encoder_fingerprint(cls, model: ModelConfig) -> dict[str, str]:
+        source = str(cls.model_folder(model.pretrained))
+        return {"image_encoder": "pixels", "text_encoders": weights_digest(source, ("text_encoder",))}
 
     def _load(self, load: Callable, folder: Path, model: ModelConfig, what: str):
         try:
@@ -72,16 +86,25 @@ class ToyWorld:
 
 class ToyBackend(ToyWorld, Backend):
     kind = "toy"
+    summary = "the built-in toy world: a 16 px pixel-space UNet (DDPM) with a small CLIP text encoder"
+    model_folder = staticmethod(toy_model_folder)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu"):
+    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+        """The parts are small: all load, whatever ``denoiser`` and ``encoders`` say."""
         from ...toy.model import load_components
 
         self.folder = toy_model_folder(model.pretrained)
         self.device = torch.device(device)
         self.components = self._load(load_components, self.folder, model, "toy model")
         self.components.text_encoder.requires_grad_(False).to(self.device)
-        self.unet = self.components.unet.to(self.device)
+        self.denoiser = self.components.unet.to(self.device)
         self.noise_scheduler = self.components.noise_scheduler
+
+    @classmethod
+    def sampler(cls, model: ModelConfig, final: Path | None):
+        from .samplers import ToySampler
+
+        return ToySampler(toy_model_folder(model.pretrained), final / cls.denoiser_folder if final else None)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Conditioning:
@@ -90,7 +113,7 @@ class ToyBackend(ToyWorld, Backend):
         hidden, = self._cached_text(captions, lambda texts: (encode_prompts(self.components, texts),))
         return Conditioning(hidden)
 
-    def fresh_unet(self) -> torch.nn.Module:
+    def fresh_denoiser(self) -> torch.nn.Module:
         from diffusers import UNet2DConditionModel
 
         return UNet2DConditionModel.from_pretrained(str(self.folder / "unet")).to(self.device)

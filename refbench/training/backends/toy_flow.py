@@ -23,16 +23,25 @@ def toy_flow_folder(pretrained: str) -> Path:
 
 class ToyFlowBackend(ToyWorld, FlowBackend):
     kind = "toy-flow"
+    summary = "the flow-matching toy world: a 16 px pixel-space SD3 transformer (rectified flow), the toy's text encoder"
+    model_folder = staticmethod(toy_flow_folder)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu"):
+    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+        """The parts are small: all load, whatever ``denoiser`` and ``encoders`` say."""
         from ...toy.flow_model import load_flow_components
 
         self.folder = toy_flow_folder(model.pretrained)
         self.device = torch.device(device)
         self.components = self._load(load_flow_components, self.folder, model, "flow toy model")
         self.components.text_encoder.to(self.device)
-        self.unet = self.components.transformer.to(self.device)
+        self.denoiser = self.components.transformer.to(self.device)
         self.noise_scheduler = self.components.noise_scheduler
+
+    @classmethod
+    def sampler(cls, model: ModelConfig, final: Path | None):
+        from .samplers import ToyFlowSampler
+
+        return ToyFlowSampler(toy_flow_folder(model.pretrained), final / cls.denoiser_folder if final else None)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Conditioning:
@@ -41,7 +50,7 @@ class ToyFlowBackend(ToyWorld, FlowBackend):
         hidden, pooled = self._cached_text(captions, lambda texts: encode_flow_prompts(self.components, texts))
         return Conditioning(hidden, {"pooled_projections": pooled})
 
-    def fresh_unet(self) -> torch.nn.Module:
+    def fresh_denoiser(self) -> torch.nn.Module:
         from diffusers import SD3Transformer2DModel
 
         return SD3Transformer2DModel.from_pretrained(str(self.folder / "transformer")).to(self.device)
