@@ -83,6 +83,12 @@ def test_config_list_prints_every_kind_with_what_it_is(monkeypatch, capsys):
     assert lines[0].startswith("methods: ") and lines[1].startswith("presets: ")
     for kind, summary in model_kinds().items():
         assert any(line.split() and line.split()[0] == kind and line.endswith(summary) for line in lines), kind
+    # and the objectives, with what the trainer runs for each (written out: sft and mapo need no reference)
+    objectives = {line.split()[0]: line for line in lines[lines.index(next(l for l in lines if l.startswith("objectives"))) + 1:]
+                  if line.startswith("  ") and not line.startswith("   ")}
+    assert {"dpo", "dspo", "kto", "mapo", "sft"} <= set(objectives)
+    assert [name for name, line in objectives.items() if "[no reference]" in line] == ["mapo", "sft"]
+    assert [name for name, line in objectives.items() if "[winners only]" in line] == ["sft"]
 
 
 def test_no_code_outside_the_registry_asks_which_kind_it_has():
