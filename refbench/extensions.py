@@ -53,12 +53,12 @@ def resolve_objective(name: str) -> Objective:
     """The objective ``method.objective`` names: a built-in or ``module:function``."""
     if ":" not in name:
         if name not in OBJECTIVES:
-            raise ConfigError(f"method.objective: unknown objective {name!r}; built-in: {', '.join(objective_names())}, "
-                              "or name a function of your own as 'module:function'")
+            raise ConfigError(f"method.objective: must be a built-in objective ({', '.join(objective_names())}) "
+                              f"or a function of your own as 'module:function'; got {name!r}")
         return OBJECTIVES[name]
     module_name, _, function_name = name.rpartition(":")
     if not module_name or not function_name:
-        raise ConfigError(f"method.objective: {name!r} must read 'module:function' (e.g. 'my_losses:my_dpo')")
+        raise ConfigError(f"method.objective: must read 'module:function' (e.g. 'my_losses:my_dpo'); got {name!r}")
     try:
         module = _import(module_name)
     except ConfigError:
@@ -77,8 +77,8 @@ def check_params(objective: Objective, params: dict) -> None:
     if objective.builtin:
         if params:
             knobs = ", ".join(f"method.{f}" for f in objective.reads) or "none"
-            raise ConfigError(f"method.params: the built-in {objective.name} objective takes no params "
-                              f"(its knobs: {knobs}); params are for an objective named 'module:function'")
+            raise ConfigError(f"method.params: must be empty for the built-in {objective.name} objective (its knobs: "
+                              f"{knobs}; params are for an objective named 'module:function'); got {params!r}")
         return
     try:
         inspect.signature(objective.fn).bind(None, None, **params)

@@ -119,9 +119,9 @@ def test_a_wrong_return_type_is_one_line(toy_world, tmp_path, monkeypatch, capsy
     ("ext_errors:missing", "", "", "method.objective: module 'ext_errors' has no function 'missing'"),
     ("ext_errors:dpo_sft", "weight = 2", "", "method.params: ext_errors:dpo_sft cannot take them"),
     ("ext_errors:huber_sft", "", "", "method.reference: must be 'none': the ext_errors:huber_sft objective is reference-free"),
-    ("dpo", "beta = 3", "", "method.params: the built-in dpo objective takes no params (its knobs: method.beta)"),
-    ("nodpo", "", "", "method.objective: unknown objective 'nodpo'; built-in: dpo, dspo, kto, mapo, sft"),
-    (":fn", "", "", "method.objective: ':fn' must read 'module:function'"),
+    ("dpo", "beta = 3", "", "method.params: must be empty for the built-in dpo objective (its knobs: method.beta;"),
+    ("nodpo", "", "", "method.objective: must be a built-in objective (dpo, dspo, kto, mapo, sft) or a function of your own as 'module:function'; got 'nodpo'"),
+    (":fn", "", "", "method.objective: must read 'module:function' (e.g. 'my_losses:my_dpo'); got ':fn'"),
     ("missing_file.py:fn", "", "", "method.objective: no file missing_file.py"),
 ])
 def test_a_bad_objective_is_one_line(tmp_path, monkeypatch, objective, params, extra, message):

@@ -143,7 +143,7 @@ def test_cached_batches_equal_encoded_batches(tiny, tmp_path):
     cached = BatchSource(pairs, backend, batch_size=4, seed=0, winners_only=False, latent_cache=cache)
     for micro_step in (0, 1, 5):
         a, b = plain.micro_batch(micro_step), cached.micro_batch(micro_step)
-        assert a.pairs == b.pairs == 4 and a.x0.shape == b.x0.shape == (8, 4, 8, 8)
+        assert a.num_pairs == b.num_pairs == 4 and a.x0.shape == b.x0.shape == (8, 4, 8, 8)
         np.testing.assert_allclose(b.x0.numpy(), a.x0.numpy(), atol=1e-5)
         np.testing.assert_allclose(b.cond.hidden.numpy(), a.cond.hidden.numpy(), atol=1e-5)
 

@@ -367,7 +367,7 @@ def test_a_diverging_run_is_recorded_as_diverged_not_a_crash(toy_world, tmp_path
 # -- 5. bad configuration and environment --------------------------------------------------------
 INVALID = {  # one invalid value per config field; a new field without an entry fails the walk
     "name": "two words", "preset": "sd4",
-    "method": {"name": "", "objective": "bogus", "reference": "bogus", "tau": 0, "delta": 0.0, "on_exceed": "bogus",
+    "method": {"name": "", "objective": "bogus", "params": "text", "reference": "bogus", "tau": 0, "delta": 0.0, "on_exceed": "bogus",
                "mixup_alpha": 1.5, "timestep_sampler": "bogus", "gamma": 0.0, "bins": 0, "reward_scale": "bogus",
                "beta": float("inf"), "desirable_weight": 0.0, "undesirable_weight": -1.0, "mapo_snr": float("inf")},
     "model": {"kind": "sd4", "pretrained": "", "resolution": 12, "lora_rank": -1, "gradient_checkpointing": "yes",
@@ -381,7 +381,7 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
                  "report_to": "mlflow", "snapshot_steps": [0]},
 }
 ALTERNATIVE = {  # a second invalid value where the first tests the type, or a range has two ends
-    ("method", "gamma"): 1.5, ("method", "delta"): float("nan"), ("method", "tau"): "8", ("training", "seed"): 2**63,
+    ("method", "gamma"): 1.5, ("method", "params"): {1: 2}, ("method", "delta"): float("nan"), ("method", "tau"): "8", ("training", "seed"): 2**63,
     ("training", "learning_rate"): -1.0, ("model", "resolution"): 0, ("method", "mixup_alpha"): 0.0, ("name", None): "..",
 }
 
