@@ -11,8 +11,9 @@ outputs are computed here as in a fresh clone: each notebook runs in a kernel of
 notebooks/, on this checkout's code, with $REFBENCH_DB unset and $REFBENCH_RESULTS pointing at a
 view of results/ without its git-ignored stores (*.duckdb), so the committed parquet export is what
 they read. Rebuilding gives identical files (on the same library versions): no timings are
-recorded, execution counts run 1, 2, ... per notebook, the notebook metadata is this script's, and
-figures are PNGs at a fixed dpi without matplotlib's version in them.
+recorded, execution counts run 1, 2, ... per notebook, the notebook metadata is this script's,
+figures are PNGs at a fixed dpi without matplotlib's version in them, and `analysis.reads` returns
+rows in a fixed order with means summed in a fixed order (DuckDB's parallel GROUP BY does not).
 Edit this script, not the .ipynb files.
 """
 
@@ -258,10 +259,14 @@ def committed_results(view: Path, results: Path = ROOT / "results") -> Path:
     return view
 
 
-def kernel_env(results: Path) -> dict[str, str]:
+def kernel_env(results: Path, temporary: Path | None = None) -> dict[str, str]:
     """The notebooks' kernel environment: this checkout's code first on the path, the view of
-    the committed results, no $REFBENCH_DB, no matplotlib backend, no downloads."""
+    the committed results, no $REFBENCH_DB, no matplotlib backend, no downloads; ``temporary``:
+    the kernels' temporary folder (`load_results` copies the export into a DuckDB file there)."""
     env = {key: value for key, value in os.environ.items() if key not in ("REFBENCH_DB", "MPLBACKEND")}
+    if temporary is not None:
+        temporary.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(temporary)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["REFBENCH_RESULTS"] = str(results)
     env["HF_HUB_OFFLINE"] = "1"
@@ -298,7 +303,7 @@ def execute(path: Path, env: dict[str, str], timeout: int = TIMEOUT) -> nbformat
     client.execute(env=env)
     notebook.cells.pop(0)
     text = nbformat.writes(notebook)
-    for local in (str(ROOT), env["REFBENCH_RESULTS"], tempfile.gettempdir()):
+    for local in filter(None, (str(ROOT), env["REFBENCH_RESULTS"], env.get("TMPDIR"), tempfile.gettempdir())):
         if local in text:  # a path of this machine in an output (a warning, a file name): not for the repository
             raise RuntimeError(f"{path.name}: an output shows {local}; make the cell print something else")
     nbformat.write(tidy(notebook, source), path)
@@ -312,7 +317,7 @@ def main(folder: Path = HERE, run: bool = True) -> list[Path]:
     if (folder / "runs").exists():
         raise SystemExit(f"{folder / 'runs'} exists: the notebooks would read samples from it (move it away)")
     with tempfile.TemporaryDirectory(prefix="refbench-notebooks-") as temporary:
-        env = kernel_env(committed_results(Path(temporary) / "results"))
+        env = kernel_env(committed_results(Path(temporary) / "results"), Path(temporary) / "tmp")
         for path in written:
             print(f"executing {path.name}", flush=True)
             execute(path, env)
