@@ -26,7 +26,7 @@ from refbench.method.interval_stats import binomial_interval  # noqa: E402
 from . import reads, seeds  # noqa: E402
 
 __all__ = ["plot_kl", "plot_divergence_vs_score", "plot_timestep", "plot_tau", "plot_divergence_by_timestep",
-           "plot_samples"]
+           "plot_samples", "divergence_by_timestep"]
 
 
 def _save(figure, out: str | Path | None):
@@ -230,8 +230,10 @@ def relative_divergence(db, runs: dict[str, str], relative_to: str, analysis: st
 
 
 @reads.holding
-def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analysis: str = "reference", out=None):
-    """Fig. 5: divergence from init per interval, as % of the reference-update-only run's."""
+def divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analysis: str = "reference"):
+    """Fig. 5's numbers, over training seeds: per label and interval, the divergence as a percentage
+    of ``relative_to``'s, each seed's run against the same seed's ``relative_to`` run (``runs`` and
+    ``relative_to`` are families), then the mean over seeds (``seeds``: how many)."""
     parts = []
     base_runs = seeds.family_runs(db, relative_to)
     for k, base_run in base_runs.items():
@@ -246,7 +248,14 @@ def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, a
 
     table = pd.concat(parts) if parts else pd.DataFrame()
     _require(table, f"intervals shared with {relative_to}")
-    table = table.groupby(["label", "bin", "t_low", "t_high"], as_index=False, sort=False)["percent"].mean()
+    return table.groupby(["label", "bin", "t_low", "t_high"], as_index=False, sort=False).agg(
+        percent=("percent", "mean"), seeds=("run", "nunique"))
+
+
+@reads.holding
+def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analysis: str = "reference", out=None):
+    """Fig. 5: divergence from init per interval, as % of the reference-update-only run's (mean over seeds)."""
+    table = divergence_by_timestep(db, runs, relative_to=relative_to, analysis=analysis)
     figure, axis = plt.subplots(figsize=(7, 4))
     labels = list(dict.fromkeys(table["label"]))
     width = 0.8 / max(1, len(labels))

@@ -55,20 +55,22 @@ def timestep_stats(db, runs: list[str], analysis: str = "reference") -> pd.DataF
 
 
 def mean_scores(db, runs: list[str], *, prompt_set: str = "toy-test", metrics: list[str] | None = None) -> pd.DataFrame:
-    """Mean score per (run, metric) over the run's samples on the prompt set; columns run, metric, mean, n."""
+    """Mean score per (run, metric) over the run's samples on the prompt set; columns run, metric, mean, n.
+    Summed in sample order: DuckDB's parallel sum changes its last bits from one call to the next."""
     marks, params = _in(runs)
     frame = open_store(db).query(
-        f"SELECT run, metric, avg(value) AS mean, count(*) AS n FROM scores JOIN samples USING (sample_id) "
+        f"SELECT run, metric, avg(value ORDER BY sample_id) AS mean, count(*) AS n "
+        f"FROM scores JOIN samples USING (sample_id) "
         f"WHERE prompt_set = ? AND run IN {marks} GROUP BY run, metric ORDER BY run, metric", [prompt_set, *params])
     return frame if metrics is None else frame[frame["metric"].isin(metrics)]
 
 
 def final_divergence(db, runs: list[str]) -> pd.DataFrame:
-    """Last measured D(policy, init) and D(ref, init) per run."""
+    """Last measured D(policy, init) and D(ref, init) per run (in run order: a GROUP BY's order varies)."""
     marks, params = _in(runs)
     return open_store(db).query(
         f"""SELECT run, arg_max(div_policy, step) AS div_policy, arg_max(div_ref, step) AS div_ref
-            FROM train_metrics WHERE run IN {marks} AND div_policy IS NOT NULL GROUP BY run""", params)
+            FROM train_metrics WHERE run IN {marks} AND div_policy IS NOT NULL GROUP BY run ORDER BY run""", params)
 
 
 SETTING_COLUMNS = ["run", "method", "objective", "reference", "tau", "on_exceed", "timestep_sampler", "gamma",
@@ -95,7 +97,7 @@ def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -
     marks, params = _in(baselines)
     return open_store(db).query(
         f"SELECT baseline, metric, n, rate, ci_low, ci_high, mean_run, mean_baseline FROM winrates "
-        f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks}", [run, prompt_set, *params])
+        f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks} ORDER BY baseline, metric", [run, prompt_set, *params])
 
 
 def results_folder(world: str = "toy", regime: str = "paper") -> Path:

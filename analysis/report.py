@@ -11,7 +11,7 @@ from refbench.experiments import reproduce_plan as plan
 from . import figures, reads, seeds, tables
 from .claims import UNTESTABLE, VERDICTS, claims_table, store_regime, verdict_counts
 
-__all__ = ["write_report", "FIGURES"]
+__all__ = ["write_report", "FIGURES", "timestep_markdown"]
 
 # file name -> (description, drawing function taking (db, out))
 FIGURES = {
@@ -36,7 +36,9 @@ def _plot_tau(db, sweep: dict, out):
     return figures.plot_tau(db, {k: v for k, v in sweep.items() if k != "baseline"}, baseline=sweep["baseline"], out=out)
 
 
-def _timestep_markdown(db, runs: list[str] | None = None) -> str:
+def timestep_markdown(db, runs: list[str] | None = None) -> str:
+    """Fig. 2's numbers (results/timestep_analysis.md): per family and interval, means over training
+    seeds, the accuracy with its 95% Wilson interval (each pair once)."""
     index = seeds.families(db, runs or plan.TIMESTEP_RUNS)
     stats = reads.timestep_stats(db, [run for members in index.values() for run in members])
     if stats.empty:
@@ -86,7 +88,7 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
         markdown[name] = tables.to_markdown(frame) if not frame.empty else "(no data)"
         (results / name).write_text(markdown[name] + "\n")
         written.append(results / name)
-    markdown["timestep"] = _timestep_markdown(db, [r for r in plan.TIMESTEP_RUNS if r in names])
+    markdown["timestep"] = timestep_markdown(db, [r for r in plan.TIMESTEP_RUNS if r in names])
     (results / "timestep_analysis.md").write_text(markdown["timestep"] + "\n")
     written.append(results / "timestep_analysis.md")
     fig3 = [r for r in plan.FIG3 if r == "base" or r in names]

@@ -1,26 +1,41 @@
-"""Write the notebooks of this folder, one per figure or table of the paper (run: python notebooks/build_notebooks.py).
+"""Write the notebooks of this folder, one per figure or table of the paper, and execute them
+(run: python notebooks/build_notebooks.py; --sources-only writes them without running them).
 
 Every notebook only calls `analysis` functions and names from `refbench.experiments.reproduce_plan`,
 on the store `analysis.load_results(regime=REGIME)` finds: $REFBENCH_DB, else the regime's
 reproduce.duckdb, else its parquet export data/ (what `refbench reproduce` writes and commits):
 results/ for the paper regime, results/early-regime/ for the early one.
-The notebooks are committed without outputs; edit this script, not the .ipynb files.
+
+The notebooks are committed executed, so that a code host shows their figures and tables. The
+outputs are computed here as in a fresh clone: each notebook runs in a kernel of its own, in
+notebooks/, on this checkout's code, with $REFBENCH_DB unset and $REFBENCH_RESULTS pointing at a
+view of results/ without its git-ignored stores (*.duckdb), so the committed parquet export is what
+they read. Rebuilding gives identical files (on the same library versions): no timings are
+recorded, execution counts run 1, 2, ... per notebook, the notebook metadata is this script's,
+figures are PNGs at a fixed dpi without matplotlib's version in them, and `analysis.reads` returns
+rows in a fixed order with means summed in a fixed order (DuckDB's parallel GROUP BY does not).
+Edit this script, not the .ipynb files.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 # The regime whose committed results the notebooks show (the paper regime's reproduction is in results/;
 # "early" shows results/early-regime/).
 REGIME = "paper"
 STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else the regime's `reproduce.duckdb`, "
          "else its committed parquet export (`results/data/`, or `results/early-regime/data/` for the early "
-         "regime; run `refbench reproduce` to regenerate them).")
+         "regime; run `refbench reproduce` to regenerate them). The outputs saved in this notebook were "
+         "computed from the committed export by `python notebooks/build_notebooks.py`.")
 
 SETUP = """%matplotlib inline
 # analysis.figures selects matplotlib's Agg backend (files only); the line above shows figures here.
@@ -33,6 +48,21 @@ from refbench.experiments import reproduce_plan as plan
 
 store = load_results(regime=REGIME)
 regime = store_regime(store)  # the plan's names differ in Fig. 4's tau sweep""".replace("REGIME", repr(REGIME))
+
+DPI = 100  # the figures' resolution in the saved notebooks (matplotlib's default, whatever matplotlibrc says)
+TIMEOUT = 600  # seconds a cell may run when the notebooks are executed
+# Run before a notebook's first cell when it is executed, then dropped from it: the same figures on
+# every machine (matplotlib's defaults, a fixed dpi), and PNGs without the "Software: Matplotlib
+# version ..." text chunk, so rebuilding gives identical bytes.
+PRELUDE = f"""import matplotlib
+from matplotlib_inline.backend_inline import InlineBackend
+
+matplotlib.rcdefaults()
+matplotlib.rcParams["figure.dpi"] = {DPI}
+inline = InlineBackend.instance(parent=get_ipython())  # what `%matplotlib inline` will use
+inline.figure_formats = {{"png"}}
+inline.print_figure_kwargs = {{"bbox_inches": "tight", "metadata": {{"Software": None}}}}
+del matplotlib, InlineBackend, inline"""
 
 
 def figure(call: str) -> str:
@@ -76,8 +106,8 @@ What to look for: at the noisy end the implicit reward is smaller and its accura
 (a weaker training signal), which lambda(t) compensates for. Curves are means over training
 seeds; the accuracy's band is its 95% Wilson interval over the pairs of every seed.""",
         [figure("figures.plot_timestep(store, plan.TIMESTEP_RUNS)"),
-         "from analysis import reads, seeds\n\nruns = [run for members in seeds.families(store, plan.TIMESTEP_RUNS).values() "
-         "for run in members]\nreads.timestep_stats(store, runs)"],
+         "from analysis import report\n\n# the figure's numbers (results/timestep_analysis.md), means over seeds\n"
+         "Markdown(report.timestep_markdown(store, plan.TIMESTEP_RUNS))"],
     ),
     "fig3_samples.ipynb": (
         """# Fig. 3: the same prompt and seed under every method
@@ -114,7 +144,8 @@ scale lambda(t).
 What to look for: with the reward scale the model spends less divergence at the noisy,
 early timesteps (left) than without it.""",
         [figure("figures.plot_divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to'])"),
-         "figures.relative_divergence(store, plan.FIG5['runs'], plan.FIG5['relative_to'])"],
+         "# the figure's numbers: % of relative_to's divergence per interval, mean over training seeds\n"
+         "figures.divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to']).round(1)"],
     ),
     "table1_winrates.ipynb": (
         """# Table 1: win rates against the baselines
@@ -155,13 +186,17 @@ two together help most, and lambda(t) improves both gamma settings.""",
 
 Every claim of the paper that the toy world can test: one effect, signed so that the paper's
 claim is positive, its 95% interval over training seeds (and paired samples where there are
-any), and a verdict: "holds" (the interval excludes no effect, in the paper's direction),
-"contradicted" (it excludes no effect, in the other direction), "inconclusive", or "not
-measured" when a run it needs is missing; computed by `analysis.claims` from the same store as
-the figures and tables, with what the methods compared cost.
+any), and a verdict after Holm's adjustment over every test: "holds" (the interval excludes no
+effect, in the paper's direction), "contradicted" (it excludes no effect, in the other
+direction), "inconclusive", "untestable in this world" (a claim about over-optimisation, in a
+world whose Diffusion-DPO curve did not show it: measured, judged by no test; `docs/regime.md`),
+or "not measured" when a run it needs is missing; computed by `analysis.claims` from the same
+store as the figures and tables, with what the methods compared cost, as in `results/claims.csv`.
 
 What to look for: which claims survive a new training seed, and which are inconclusive.""",
-        ["from analysis import claims\n\ntable = claims.claims_table(store)\nprint(claims.verdict_counts(table))\n"
+        ["from analysis import claims\nfrom refbench.experiments.regime_plan import untestable_claims\n\n"
+         "table = claims.claims_table(store, untestable=untestable_claims() if regime == 'paper' else ())\n"
+         "print(claims.verdict_counts(table))\n"
          "Markdown(tables.to_markdown(table[['where', 'paper', 'measured', 'seeds', 'samples', 'verdict', 'cost']]))"],
     ),
     "rectified_flow.ipynb": (
@@ -199,7 +234,8 @@ def build(name: str) -> nbformat.NotebookNode:
     return notebook
 
 
-def main(folder: Path = HERE) -> list[Path]:
+def write(folder: Path = HERE) -> list[Path]:
+    """The notebooks' sources, without outputs."""
     written = []
     for name in NOTEBOOKS:
         path = folder / name
@@ -208,6 +244,86 @@ def main(folder: Path = HERE) -> list[Path]:
     return written
 
 
+def committed_results(view: Path, results: Path = ROOT / "results") -> Path:
+    """``view``: results/ as a clone has it, links to everything but the stores git ignores
+    (reproduce.duckdb and its .wal, whichever subfolder), so that `load_results` reads the
+    committed parquet export and not a store this machine made."""
+    view.mkdir(parents=True)
+    for entry in sorted(results.iterdir()):
+        if ".duckdb" in entry.name:
+            continue
+        if entry.is_dir() and any(".duckdb" in found.name for found in entry.rglob("*")):
+            committed_results(view / entry.name, entry)
+        else:
+            (view / entry.name).symlink_to(entry)
+    return view
+
+
+def kernel_env(results: Path, temporary: Path | None = None) -> dict[str, str]:
+    """The notebooks' kernel environment: this checkout's code first on the path, the view of
+    the committed results, no $REFBENCH_DB, no matplotlib backend, no downloads; ``temporary``:
+    the kernels' temporary folder (`load_results` copies the export into a DuckDB file there)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("REFBENCH_DB", "MPLBACKEND")}
+    if temporary is not None:
+        temporary.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(temporary)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["REFBENCH_RESULTS"] = str(results)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def tidy(executed: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """What makes a rebuild byte-identical: the source's metadata (not the kernel's version
+    details), no timings, execution counts 1, 2, ... in cell order."""
+    executed.metadata = source.metadata
+    count = 0
+    for cell in executed.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            for output in cell.outputs:
+                if "execution_count" in output:
+                    output.execution_count = count
+    return executed
+
+
+def execute(path: Path, env: dict[str, str], timeout: int = TIMEOUT) -> nbformat.NotebookNode:
+    """Run the notebook at ``path`` in a fresh python3 kernel whose working directory is its folder
+    and write it back with its outputs; a cell error raises (nbclient's CellExecutionError)."""
+    import nbclient
+
+    source = nbformat.read(path, as_version=4)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(PRELUDE, id="prelude"))
+    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=timeout, record_timing=False,
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env=env)
+    notebook.cells.pop(0)
+    text = nbformat.writes(notebook)
+    for local in filter(None, (str(ROOT), env["REFBENCH_RESULTS"], env.get("TMPDIR"), tempfile.gettempdir())):
+        if local in text:  # a path of this machine in an output (a warning, a file name): not for the repository
+            raise RuntimeError(f"{path.name}: an output shows {local}; make the cell print something else")
+    nbformat.write(tidy(notebook, source), path)
+    return notebook
+
+
+def main(folder: Path = HERE, run: bool = True) -> list[Path]:
+    written = write(folder)
+    if not run:
+        return written
+    if (folder / "runs").exists():
+        raise SystemExit(f"{folder / 'runs'} exists: the notebooks would read samples from it (move it away)")
+    with tempfile.TemporaryDirectory(prefix="refbench-notebooks-") as temporary:
+        env = kernel_env(committed_results(Path(temporary) / "results"), Path(temporary) / "tmp")
+        for path in written:
+            print(f"executing {path.name}", flush=True)
+            execute(path, env)
+    return written
+
+
 if __name__ == "__main__":
-    for path in main():
+    for path in main(run="--sources-only" not in sys.argv[1:]):
         print(path)

@@ -74,6 +74,10 @@ def test_relative_divergence_percentages(synthetic_store):
     assert all(percent[("refdpo", b)] == pytest.approx(125.0) for b in range(1, 10))
     noisiest = table[table["bin"] == 0].iloc[0]
     assert (noisiest["t_low"], noisiest["t_high"]) == (900, 1000)
+    # over training seeds (Fig. 5 and its notebook): one seed per family here, so the same numbers
+    pooled = figures.divergence_by_timestep(synthetic_store, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"])
+    assert len(pooled) == 2 * 10 and (pooled["seeds"] == 1).all()
+    assert pooled.set_index(["label", "bin"])["percent"][("gamma 0.9 + scale", 0)] == pytest.approx(25.0)
 
 
 # -- tables ------------------------------------------------------------------------------------------
