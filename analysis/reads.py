@@ -121,7 +121,9 @@ def load_results(db: str | Path | None = None, world: str = "toy", regime: str =
     temporary DuckDB file. ``world``: "toy" (results/; ``regime="early"``: results/early-regime/) or
     "toy-flow" (results/toy-flow/)."""
     import os
+    import shutil
     import tempfile
+    import weakref
 
     if db is not None:  # asked for by name: no silent fallback
         if not Path(db).is_file():
@@ -134,7 +136,9 @@ def load_results(db: str | Path | None = None, world: str = "toy", regime: str =
         return Store(folder / "reproduce.duckdb")
     if not (folder / "data" / "runs.parquet").is_file():
         raise FileNotFoundError(f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` (looked in {folder})")
-    store = Store(Path(tempfile.mkdtemp(prefix="refbench-results-")) / "results.duckdb")
+    temporary = Path(tempfile.mkdtemp(prefix="refbench-results-"))
+    store = Store(temporary / "results.duckdb")
+    weakref.finalize(store, shutil.rmtree, temporary, True)  # gone with the store, or at exit at the latest
     store.import_parquet(folder / "data")
     return store
 
