@@ -117,15 +117,20 @@ def _part_verdict(estimate: Interval, null, p: float | None = None, alpha: float
     equivalence is shown and is contradicted when the 95% interval lies wholly outside the margin."""
     if isinstance(null, _Equivalent):
         outside = estimate.ci_low >= null.margin or estimate.ci_high <= -null.margin
-        shown = tost(estimate.effect, estimate.se, estimate.df, null.margin, alpha=alpha).equivalent if p is None else p <= alpha
+        shown = (
+            tost(estimate.effect, estimate.se, estimate.df, null.margin, alpha=alpha).equivalent
+            if p is None
+            else p <= alpha
+        )
         return "holds" if shown else "contradicted" if outside else "inconclusive"
     if p is None:
         return verdict(estimate.ci_low, estimate.ci_high, null=null)
     return "inconclusive" if p > alpha else "holds" if estimate.effect > null else "contradicted"
 
 
-def _result(measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False,
-            scale: float = 1.0) -> _Result:
+def _result(
+    measured: str, shown: Interval, parts: list, cost: str = "", capped: bool = False, scale: float = 1.0
+) -> _Result:
     plain = _combine([_part_verdict(e, null) for e, null in parts])
     return _Result(measured, shown, _cap(plain) if capped else plain, cost, parts, capped, scale)
 
@@ -156,8 +161,9 @@ class _Checks:
 
     def win(self, a: str, b: str, metrics: list[str] | None = None) -> Interval:
         try:
-            return seeds.crossed(self.db, a, b, kind="win", metric=PRIMARY, metrics_for_win=metrics,
-                                 prompt_set=self.prompt_set)
+            return seeds.crossed(
+                self.db, a, b, kind="win", metric=PRIMARY, metrics_for_win=metrics, prompt_set=self.prompt_set
+            )
         except LookupError as missing:
             raise _Missing(str(missing)) from None
 
@@ -197,8 +203,12 @@ class _Checks:
         """'A and B do not differ' on mean human score: |A - B| below the plan's margin (TOST)."""
         margin = plan.EQUIVALENCE_MARGINS[(a, b)]
         estimate = self.diff(a, b)
-        return _result(f"{a} - {b}: {seeds.fmt(estimate)}, equivalence margin +-{margin:g}", estimate,
-                       [(estimate, _Equivalent(margin))], self.cost(a, b))
+        return _result(
+            f"{a} - {b}: {seeds.fmt(estimate)}, equivalence margin +-{margin:g}",
+            estimate,
+            [(estimate, _Equivalent(margin))],
+            self.cost(a, b),
+        )
 
     def all_better(self, comparisons: list[tuple[str, str]]):
         parts = [self.diff(a, b) for a, b in comparisons]
@@ -211,26 +221,38 @@ class _Checks:
 def _claims(c: _Checks):
     def beats_diffdpo():
         estimate = c.win(plan.TABLE1_RUN, "diff-dpo")
-        return _result(f"refdpo vs diff-dpo, {PRIMARY} win rate {seeds.fmt(estimate, percent=True)}", estimate,
-                       [(estimate, 0.5)], c.cost(plan.TABLE1_RUN, "diff-dpo"))
+        return _result(
+            f"refdpo vs diff-dpo, {PRIMARY} win rate {seeds.fmt(estimate, percent=True)}",
+            estimate,
+            [(estimate, 0.5)],
+            c.cost(plan.TABLE1_RUN, "diff-dpo"),
+        )
+
     yield "Table 1", "Ours beats Diffusion-DPO under the reward models", beats_diffdpo
 
     def beats_baselines():
         # human only: it is the weighted sum of the other oracles, so averaging it with them would
         # count them twice (Table 1 shows them as diagnostics).
         parts = {b: c.win(plan.TABLE1_RUN, b) for _, b in plan.TABLE1 if b not in ("diff-dpo", "base")}
-        text = f"{PRIMARY} win rate: " + ", ".join(f"{b} {seeds.fmt(e, percent=True)}"
-                                                                         for b, e in parts.items())
+        text = f"{PRIMARY} win rate: " + ", ".join(f"{b} {seeds.fmt(e, percent=True)}" for b, e in parts.items())
         weakest = min(parts.values(), key=lambda e: e.ci_low)
         return _result(text, weakest, [(e, 0.5) for e in parts.values()], c.cost(plan.TABLE1_RUN, *parts))
+
     yield "Table 1", "Ours beats SFT, DSPO, Diffusion-KTO (and MaPO)", beats_baselines
 
     def explores():
-        values = c.paired_seed_values("ref-noreg", "diff-dpo", lambda noreg, fixed: c.final(noreg, "div_ref")
-                                      - c.final(fixed, "div_policy"))
+        values = c.paired_seed_values(
+            "ref-noreg", "diff-dpo", lambda noreg, fixed: c.final(noreg, "div_ref") - c.final(fixed, "div_policy")
+        )
         estimate = seeds.seed_t(values)
-        return _result(f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: "
-                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], scale=1e3)
+        return _result(
+            f"final D(ref) of ref-noreg - final D(policy) of diff-dpo, x1e3: "
+            f"{seeds.fmt(estimate, scale=1e3, digits=2)}",
+            estimate,
+            [(estimate, 0.0)],
+            scale=1e3,
+        )
+
     yield "Fig. 1(b)", "Diffusion-DPO stays close to the initial model; reference updates move far from it", explores
 
     def keeps_growing():
@@ -238,26 +260,45 @@ def _claims(c: _Checks):
             series = c.series(run, "div_ref")
             half = series[series["step"] <= series["step"].max() / 2]["div_ref"].iloc[-1]
             return float(series["div_ref"].iloc[-1] - half)
+
         estimate = seeds.seed_t(c.per_seed("ref-noreg", growth))
-        return _result(f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
-                       estimate, [(estimate, 0.0)], scale=1e3)
+        return _result(
+            f"ref-noreg D(ref) at the end - at half the steps, x1e3: {seeds.fmt(estimate, scale=1e3, digits=2)}",
+            estimate,
+            [(estimate, 0.0)],
+            scale=1e3,
+        )
+
     yield "Fig. 1(b)", "Without regularisation the reference's divergence keeps growing", keeps_growing
 
     def margin_grows():
         tail = lambda run: float(c.series(run, "margin").tail(100)["margin"].mean())  # noqa: E731
         estimate = seeds.seed_t(c.paired_seed_values("ref-noreg", "diff-dpo", lambda a, b: tail(a) - tail(b)))
-        return _result(f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: "
-                       f"{seeds.fmt(estimate, scale=1e4, digits=2)}", estimate, [(estimate, 0.0)], scale=1e4)
+        return _result(
+            f"mean margin over the last 100 steps, ref-noreg - diff-dpo, x1e4: "
+            f"{seeds.fmt(estimate, scale=1e4, digits=2)}",
+            estimate,
+            [(estimate, 0.0)],
+            scale=1e4,
+        )
+
     yield "Fig. 1(b)", "The implicit reward margin grows under reference updates", margin_grows
 
     def bounded():
         frozen = c.per_seed("refdpo", lambda run: not reads.ref_events(c.db, [run]).query("kind == 'freeze'").empty)
-        values = c.paired_seed_values("ref-noreg", "refdpo", lambda noreg, ours: c.final(noreg, "div_ref")
-                                      - c.final(ours, "div_ref"))
+        values = c.paired_seed_values(
+            "ref-noreg", "refdpo", lambda noreg, ours: c.final(noreg, "div_ref") - c.final(ours, "div_ref")
+        )
         estimate = seeds.seed_t(values)
-        return _result(f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
-                       f"{seeds.fmt(estimate, scale=1e3, digits=2)}", estimate, [(estimate, 0.0)], capped=not all(frozen),
-                       scale=1e3)
+        return _result(
+            f"refdpo froze in {sum(frozen)} of {len(frozen)} seeds; final D(ref) of ref-noreg - refdpo, x1e3: "
+            f"{seeds.fmt(estimate, scale=1e3, digits=2)}",
+            estimate,
+            [(estimate, 0.0)],
+            capped=not all(frozen),
+            scale=1e3,
+        )
+
     yield "Fig. 1(b)", "Regularisation keeps the reference near the delta boundary", bounded
 
     def moderate():
@@ -269,16 +310,25 @@ def _claims(c: _Checks):
         def thirds(k):
             runs = [runs[k] for runs in index.values()]
             merged = reads.final_divergence(c.db, runs).merge(
-                reads.mean_scores(c.db, runs, metrics=[PRIMARY], prompt_set=c.prompt_set), on="run")
+                reads.mean_scores(c.db, runs, metrics=[PRIMARY], prompt_set=c.prompt_set), on="run"
+            )
             merged = merged.sort_values("div_policy").reset_index(drop=True)
             third = len(merged) // 3
-            low, mid, high = merged["mean"][:third], merged["mean"][third:len(merged) - third], merged["mean"][len(merged) - third:]
+            low, mid, high = (
+                merged["mean"][:third],
+                merged["mean"][third : len(merged) - third],
+                merged["mean"][len(merged) - third :],
+            )
             return float(mid.mean() - high.mean()), float(mid.mean() - low.mean())
+
         pairs = [thirds(k) for k in range(seed_count)]
         hurt, best = seeds.seed_t([p[0] for p in pairs]), seeds.seed_t([p[1] for p in pairs])
-        text = (f"runs in thirds by final D(policy): mean {PRIMARY} of the middle third - the most divergent "
-                f"{seeds.fmt(hurt)}, - the least divergent {seeds.fmt(best)}")
+        text = (
+            f"runs in thirds by final D(policy): mean {PRIMARY} of the middle third - the most divergent "
+            f"{seeds.fmt(hurt)}, - the least divergent {seeds.fmt(best)}"
+        )
         return _result(text, min((hurt, best), key=lambda e: e.ci_low), [(hurt, 0.0), (best, 0.0)])
+
     yield "Fig. 1(c)", "Controlled divergence scores best; too much divergence hurts", moderate
 
     def imbalance():
@@ -288,27 +338,44 @@ def _claims(c: _Checks):
                 raise _Missing(f"the timestep analysis of {run}")
             noisy, rest = stats.iloc[0], stats.iloc[1:]
             return float(rest.reward_scale.mean() - noisy.reward_scale), float(rest.accuracy.mean() - noisy.accuracy)
+
         values = c.per_seed("ref-explore", gaps)
         scale, accuracy = seeds.seed_t([v[0] for v in values]), seeds.seed_t([v[1] for v in values])
-        text = (f"ref-explore, the other intervals - the noisiest: |r_t| x1e4 {seeds.fmt(scale, scale=1e4, digits=2)}, "
-                f"accuracy {seeds.fmt(accuracy)}")
+        text = (
+            f"ref-explore, the other intervals - the noisiest: |r_t| x1e4 {seeds.fmt(scale, scale=1e4, digits=2)}, "
+            f"accuracy {seeds.fmt(accuracy)}"
+        )
         return _result(text, min((scale, accuracy), key=lambda e: e.ci_low), [(scale, 0.0), (accuracy, 0.0)])
+
     yield "Fig. 2", "The implicit reward is weaker (smaller, less accurate) at the noisy start of generation", imbalance
 
     yield "Table 3", "A 5x learning rate degrades Diffusion-DPO", lambda: c.better("diff-dpo", "diff-dpo-lr5x")
     yield "Table 3", "beta 1000 does not reach the method's gain", lambda: c.better("refdpo", "diff-dpo-beta1000")
-    yield ("Table 3", "Re-initialising the reference helps a little, less than freezing",
-           lambda: c.all_better([("ref-reinit", "diff-dpo"), ("refdpo", "ref-reinit")]))
-    yield "Table 4", "Timestep-aware training alone does not help Diffusion-DPO", lambda: c.equivalent("diff-dpo", "timestep-only")
+    yield (
+        "Table 3",
+        "Re-initialising the reference helps a little, less than freezing",
+        lambda: c.all_better([("ref-reinit", "diff-dpo"), ("refdpo", "ref-reinit")]),
+    )
+    yield (
+        "Table 4",
+        "Timestep-aware training alone does not help Diffusion-DPO",
+        lambda: c.equivalent("diff-dpo", "timestep-only"),
+    )
     yield "Table 4", "Exploration alone improves on Diffusion-DPO", lambda: c.better("ref-explore", "diff-dpo")
     yield "Table 4", "Timestep-aware training adds to exploration", lambda: c.better("refdpo", "ref-explore")
-    yield ("Table 4", "The reward scale lambda(t) improves both gamma settings",
-           lambda: c.all_better([("refdpo-gamma0.8", "refdpo-gamma0.8-constant"), ("refdpo", "refdpo-constant")]))
+    yield (
+        "Table 4",
+        "The reward scale lambda(t) improves both gamma settings",
+        lambda: c.all_better([("refdpo-gamma0.8", "refdpo-gamma0.8-constant"), ("refdpo", "refdpo-constant")]),
+    )
     sweep = plan.fig4(c.regime)
     noreg, reg = sweep["without regularisation"], sweep["with regularisation"]
     yield "Fig. 4", "Without regularisation, a shorter tau scores lower", lambda: c.better(noreg[-1], noreg[0])
-    yield ("Fig. 4", "With regularisation every tau beats Diffusion-DPO",
-           lambda: c.all_better([(run, sweep["baseline"]) for run in reg]))
+    yield (
+        "Fig. 4",
+        "With regularisation every tau beats Diffusion-DPO",
+        lambda: c.all_better([(run, sweep["baseline"]) for run in reg]),
+    )
 
     def fig5():
         def gap(run_without, run_with, run_relative):
@@ -320,6 +387,7 @@ def _claims(c: _Checks):
             if len(noisy) < 2:
                 raise _Missing("timestep analyses")
             return float(noisy["without"] - noisy["with"])
+
         relative = plan.FIG5["relative_to"]
         without, with_scale = plan.FIG5["runs"]["gamma 0.9 without scale"], plan.FIG5["runs"]["gamma 0.9 + scale"]
         runs = [seeds.family_runs(c.db, f) for f in (without, with_scale, relative)]
@@ -327,8 +395,13 @@ def _claims(c: _Checks):
         if not shared:
             raise _Missing("timestep analyses")
         estimate = seeds.seed_t([gap(runs[0][k], runs[1][k], runs[2][k]) for k in shared])
-        return _result(f"noisiest interval, D(policy, init) as % of {relative}'s, without scale - with scale: "
-                       f"{seeds.fmt(estimate, digits=1)} points", estimate, [(estimate, 0.0)])
+        return _result(
+            f"noisiest interval, D(policy, init) as % of {relative}'s, without scale - with scale: "
+            f"{seeds.fmt(estimate, digits=1)} points",
+            estimate,
+            [(estimate, 0.0)],
+        )
+
     yield "Fig. 5", "The reward scale spends less divergence at early timesteps", fig5
 
 
@@ -348,14 +421,20 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA, unte
             measured.append((where, paper, check()))
         except _Missing as missing:
             measured.append((where, paper, f"needs {missing}"))
-    parts = [(i, j, _part_p(estimate, null)) for i, (_, _, result) in enumerate(measured)
-             if isinstance(result, _Result) and i not in unjudged for j, (estimate, null) in enumerate(result.parts)]
+    parts = [
+        (i, j, _part_p(estimate, null))
+        for i, (_, _, result) in enumerate(measured)
+        if isinstance(result, _Result) and i not in unjudged
+        for j, (estimate, null) in enumerate(result.parts)
+    ]
     parts = [(i, j, p) for i, j, p in parts if math.isfinite(p)]
     adjusted = dict(zip(((i, j) for i, j, _ in parts), holm([p for _, _, p in parts], alpha=alpha)[0]))
     out = []
     for i, (where, paper, result) in enumerate(measured):
         if not isinstance(result, _Result):
-            out.append(Claim(where, paper, result, None, None, None, 0, 0, "not measured", verdict_unadjusted="not measured"))
+            out.append(
+                Claim(where, paper, result, None, None, None, 0, 0, "not measured", verdict_unadjusted="not measured")
+            )
             continue
         held = []
         for j, (estimate, null) in enumerate(result.parts):
@@ -367,12 +446,26 @@ def check_claims(db, prompt_set: str = "toy-test", *, alpha: float = ALPHA, unte
         index = next(j for j, (e, _) in enumerate(result.parts) if e is shown)
         shown_p = _part_p(shown, result.parts[index][1])
         finite = math.isfinite(shown_p)
-        out.append(Claim(where, paper, result.measured, shown.effect, shown.ci_low, shown.ci_high, shown.seeds,
-                         shown.samples, final, result.cost,
-                         verdict_unadjusted=UNTESTABLE if i in unjudged else result.verdict,
-                         p_value=shown_p if finite else None, p_adjusted=adjusted.get((i, index)),
-                         mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
-                         interval=shown.method, scale=result.scale))
+        out.append(
+            Claim(
+                where,
+                paper,
+                result.measured,
+                shown.effect,
+                shown.ci_low,
+                shown.ci_high,
+                shown.seeds,
+                shown.samples,
+                final,
+                result.cost,
+                verdict_unadjusted=UNTESTABLE if i in unjudged else result.verdict,
+                p_value=shown_p if finite else None,
+                p_adjusted=adjusted.get((i, index)),
+                mde=minimum_detectable_effect(shown.se, shown.df) if shown.df > 0 else None,
+                interval=shown.method,
+                scale=result.scale,
+            )
+        )
     return out
 
 

@@ -33,10 +33,14 @@ def family_costs(db, families: list[str]) -> pd.DataFrame:
             steps = float(settings.get(run, float("nan")))
             training = kinds.loc[[k for k in ("policy", "reference") if k in kinds.index]]
             monitor = kinds.loc[[k for k in ("monitor", "initial") if k in kinds.index]]
-            per_run.append({"forward_per_step": training["forward_images"].sum() / steps,
-                            "backward_per_step": training["backward_images"].sum() / steps,
-                            "monitor_per_step": monitor["forward_images"].sum() / steps,
-                            "train_seconds": float(kinds.loc["total", "seconds"]) if "total" in kinds.index else float("nan")})
+            per_run.append(
+                {
+                    "forward_per_step": training["forward_images"].sum() / steps,
+                    "backward_per_step": training["backward_images"].sum() / steps,
+                    "monitor_per_step": monitor["forward_images"].sum() / steps,
+                    "train_seconds": float(kinds.loc["total", "seconds"]) if "total" in kinds.index else float("nan"),
+                }
+            )
         frame = pd.DataFrame(per_run)
         rows.append({"family": family, **frame.mean().to_dict(), "seeds": len(per_run)})
     return pd.DataFrame(rows, columns=COST_COLUMNS)
@@ -45,5 +49,7 @@ def family_costs(db, families: list[str]) -> pd.DataFrame:
 def cost_text(db, families: list[str]) -> str:
     """'refdpo 32+16 passes/step, 89 s; diff-dpo ...' (forward + backward per step, training seconds)."""
     table = family_costs(db, families)
-    return "; ".join(f"{row.family} {row.forward_per_step:.0f}+{row.backward_per_step:.0f} passes/step, "
-                     f"{row.train_seconds:.0f} s" for row in table.itertuples(index=False))
+    return "; ".join(
+        f"{row.family} {row.forward_per_step:.0f}+{row.backward_per_step:.0f} passes/step, {row.train_seconds:.0f} s"
+        for row in table.itertuples(index=False)
+    )

@@ -25,8 +25,15 @@ from refbench.method.interval_stats import binomial_interval  # noqa: E402
 
 from . import reads, seeds  # noqa: E402
 
-__all__ = ["plot_kl", "plot_divergence_vs_score", "plot_timestep", "plot_tau", "plot_divergence_by_timestep",
-           "plot_samples", "divergence_by_timestep"]
+__all__ = [
+    "plot_kl",
+    "plot_divergence_vs_score",
+    "plot_timestep",
+    "plot_tau",
+    "plot_divergence_by_timestep",
+    "plot_samples",
+    "divergence_by_timestep",
+]
 
 
 def _save(figure, out: str | Path | None):
@@ -58,12 +65,19 @@ def plot_kl(db, runs: list[str], *, smooth: int = 20, out=None):
             continue
         syncing = members[0] in settings.index and settings.loc[members[0], "reference"] == "sync"
         column = "div_ref" if syncing else "div_policy"
-        margin = group.assign(margin=group.groupby("run")["margin"].transform(
-            lambda m: m.rolling(smooth, min_periods=1).mean()))
+        margin = group.assign(
+            margin=group.groupby("run")["margin"].transform(lambda m: m.rolling(smooth, min_periods=1).mean())
+        )
         label = family + (f" ({len(members)} seeds)" if len(members) > 1 else "")
         line = _band(margin_axis, margin, "margin", label=label)
-        _band(divergence_axis, group.dropna(subset=[column]), column, color=line.get_color(), linestyle=":",
-              label=f"{family}: D({'ref' if syncing else 'policy'}, init)")
+        _band(
+            divergence_axis,
+            group.dropna(subset=[column]),
+            column,
+            color=line.get_color(),
+            linestyle=":",
+            label=f"{family}: D({'ref' if syncing else 'policy'}, init)",
+        )
     margin_axis.set(xlabel="step", ylabel=f"implicit reward margin (mean of {smooth} steps)", title="reward margin")
     divergence_axis.set(xlabel="step", ylabel="D(., init)", title="divergence from the initial model")
     for axis in (margin_axis, divergence_axis):
@@ -75,7 +89,7 @@ def plot_kl(db, runs: list[str], *, smooth: int = 20, out=None):
 def _band(axis, frame, column: str, **style):
     """The mean over runs per step (a line) and the range from the lowest to the highest run (a band)."""
     by_step = frame.groupby("step")[column].agg(["mean", "min", "max"])
-    line, = axis.plot(by_step.index, by_step["mean"], **style)
+    (line,) = axis.plot(by_step.index, by_step["mean"], **style)
     if frame["run"].nunique() > 1:
         axis.fill_between(by_step.index, by_step["min"], by_step["max"], color=line.get_color(), alpha=0.2, linewidth=0)
     return line
@@ -90,8 +104,12 @@ def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prom
     divergence = reads.final_divergence(db, members)
     scores = reads.mean_scores(db, members, prompt_set=prompt_set, metrics=[metric])
     merged = divergence.merge(scores, on="run")
-    merged = (merged.assign(run=merged["run"].map(family_of)).groupby("run", sort=False)[["div_policy", "mean"]]
-              .mean().reset_index())
+    merged = (
+        merged.assign(run=merged["run"].map(family_of))
+        .groupby("run", sort=False)[["div_policy", "mean"]]
+        .mean()
+        .reset_index()
+    )
     _require(merged, f"runs with both a divergence and {metric} scores")
     figure, axis = plt.subplots(figsize=(6, 4.5))
     axis.scatter(merged["div_policy"], merged["mean"])
@@ -102,10 +120,15 @@ def plot_divergence_vs_score(db, runs: list[str], *, metric: str = "human", prom
         x, y = merged["div_policy"].to_numpy()[order], merged["mean"].to_numpy()[order]
         coefficients = np.polyfit(x, y, 2)
         grid = np.linspace(x.min(), x.max(), 100)
-        axis.plot(grid, np.polyval(coefficients, grid), color="gray", linestyle="--", linewidth=1, label="quadratic fit")
+        axis.plot(
+            grid, np.polyval(coefficients, grid), color="gray", linestyle="--", linewidth=1, label="quadratic fit"
+        )
         axis.legend(fontsize=8)
-    axis.set(xlabel="final D(policy, init), mean over seeds", ylabel=f"mean {metric} score on {prompt_set}",
-             title="divergence vs preference score")
+    axis.set(
+        xlabel="final D(policy, init), mean over seeds",
+        ylabel=f"mean {metric} score on {prompt_set}",
+        title="divergence vs preference score",
+    )
     return _save(figure, out)
 
 
@@ -116,8 +139,12 @@ def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None)
     stats = reads.timestep_stats(db, [run for members in index.values() for run in members], analysis)
     _require(stats, f"timestep_stats (analysis {analysis!r}); run `refbench timestep-analysis RUN` first")
     figure, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    panels = [("loss", "(a) model loss"), ("reward_scale", "(b) implicit reward scale |r_t|"),
-              ("accuracy", "(c) preference accuracy, 95% Wilson (pairs once)"), ("lambda_t", "(d) lambda(t)")]
+    panels = [
+        ("loss", "(a) model loss"),
+        ("reward_scale", "(b) implicit reward scale |r_t|"),
+        ("accuracy", "(c) preference accuracy, 95% Wilson (pairs once)"),
+        ("lambda_t", "(d) lambda(t)"),
+    ]
     for family, members in index.items():
         group = _pooled_intervals(stats[stats["run"].isin(members)])
         if group.empty:
@@ -126,10 +153,16 @@ def plot_timestep(db, runs: list[str], *, analysis: str = "reference", out=None)
         positions = np.arange(len(group))
         label = family + (f" ({len(members)} seeds)" if len(members) > 1 else "")
         for axis, (column, title) in zip(axes, panels):
-            line, = axis.plot(positions, group[column], marker="o", label=label)
+            (line,) = axis.plot(positions, group[column], marker="o", label=label)
             if column == "accuracy":
-                axis.fill_between(positions, group["accuracy_low"], group["accuracy_high"], color=line.get_color(),
-                                  alpha=0.2, linewidth=0)
+                axis.fill_between(
+                    positions,
+                    group["accuracy_low"],
+                    group["accuracy_high"],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
             axis.set_title(title)
             axis.set_xticks(positions, labels, rotation=60, fontsize=7)
     axes[2].axhline(0.5, color="gray", linewidth=0.5)
@@ -161,15 +194,32 @@ def _pooled_intervals(stats):
         correct = accuracy * trials
         low, high = binomial_interval(min(correct, trials), trials)
         sigmas = {c: group[c].iloc[0] for c in ("sigma_low", "sigma_high") if c in group}
-        rows.append({"bin": bin_, "t_low": t_low, "t_high": t_high, "n": trials, **sigmas,
-                     **{c: float(group[c].mean()) for c in ("loss", "reward_scale", "lambda_t", "divergence")},
-                     "accuracy": accuracy, "accuracy_low": low, "accuracy_high": high})
+        rows.append(
+            {
+                "bin": bin_,
+                "t_low": t_low,
+                "t_high": t_high,
+                "n": trials,
+                **sigmas,
+                **{c: float(group[c].mean()) for c in ("loss", "reward_scale", "lambda_t", "divergence")},
+                "accuracy": accuracy,
+                "accuracy_low": low,
+                "accuracy_high": high,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 @reads.holding
-def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-dpo", metric: str = "human",
-             prompt_set: str = "toy-test", out=None):
+def plot_tau(
+    db,
+    groups: dict[str, list[str]],
+    *,
+    baseline: str | None = "diff-dpo",
+    metric: str = "human",
+    prompt_set: str = "toy-test",
+    out=None,
+):
     """Fig. 4: mean score against tau, one line per group of runs (e.g. with / without regularisation)."""
     figure, axis = plt.subplots(figsize=(6, 4.5))
     plotted = False
@@ -190,8 +240,14 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
         means = np.array([p[1].effect for p in points])
         errors = np.array([[p[1].effect - p[1].ci_low for p in points], [p[1].ci_high - p[1].effect for p in points]])
         shift = 1 + 0.03 * (number - (len(groups) - 1) / 2)  # side by side, so the error bars do not hide each other
-        axis.errorbar([t * shift for t in taus], means, yerr=errors, marker="o", capsize=3,
-                      label=f"{label} ({points[0][1].seeds} seeds)")
+        axis.errorbar(
+            [t * shift for t in taus],
+            means,
+            yerr=errors,
+            marker="o",
+            capsize=3,
+            label=f"{label} ({points[0][1].seeds} seeds)",
+        )
         all_taus.update(taus)
         plotted = True
     if not plotted:
@@ -203,8 +259,11 @@ def plot_tau(db, groups: dict[str, list[str]], *, baseline: str | None = "diff-d
             axis.axhspan(base.ci_low, base.ci_high, color="gray", alpha=0.15, linewidth=0)
         except LookupError:
             pass
-    axis.set(xlabel="reference update period tau (steps)", ylabel=f"mean {metric} score on {prompt_set}",
-             title="sensitivity to tau (95% interval: seeds crossed with prompts)")
+    axis.set(
+        xlabel="reference update period tau (steps)",
+        ylabel=f"mean {metric} score on {prompt_set}",
+        title="sensitivity to tau (95% interval: seeds crossed with prompts)",
+    )
     axis.set_xscale("log", base=2)
     axis.set_xticks(sorted(all_taus), [str(t) for t in sorted(all_taus)])
     axis.minorticks_off()
@@ -222,8 +281,16 @@ def relative_divergence(db, runs: dict[str, str], relative_to: str, analysis: st
     for label, run in runs.items():
         for row in stats[stats["run"] == run].itertuples(index=False):
             if row.bin in base.index and base[row.bin] != 0:
-                rows.append({"label": label, "run": run, "bin": row.bin, "t_low": row.t_low, "t_high": row.t_high,
-                             "percent": 100.0 * row.divergence / base[row.bin]})
+                rows.append(
+                    {
+                        "label": label,
+                        "run": run,
+                        "bin": row.bin,
+                        "t_low": row.t_low,
+                        "t_high": row.t_high,
+                        "percent": 100.0 * row.divergence / base[row.bin],
+                    }
+                )
     import pandas as pd
 
     return pd.DataFrame(rows)
@@ -249,7 +316,8 @@ def divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, analys
     table = pd.concat(parts) if parts else pd.DataFrame()
     _require(table, f"intervals shared with {relative_to}")
     return table.groupby(["label", "bin", "t_low", "t_high"], as_index=False, sort=False).agg(
-        percent=("percent", "mean"), seeds=("run", "nunique"))
+        percent=("percent", "mean"), seeds=("run", "nunique")
+    )
 
 
 @reads.holding
@@ -263,11 +331,18 @@ def plot_divergence_by_timestep(db, runs: dict[str, str], *, relative_to: str, a
         group = table[table["label"] == label]
         axis.bar(group["bin"] + offset * width, group["percent"], width=width, label=label)
     ticks = table.drop_duplicates("bin").sort_values("bin")
-    axis.set_xticks(ticks["bin"] + width * (len(labels) - 1) / 2,
-                    [f"{lo}-{hi}" for lo, hi in zip(ticks["t_low"], ticks["t_high"])], rotation=60, fontsize=7)
+    axis.set_xticks(
+        ticks["bin"] + width * (len(labels) - 1) / 2,
+        [f"{lo}-{hi}" for lo, hi in zip(ticks["t_low"], ticks["t_high"])],
+        rotation=60,
+        fontsize=7,
+    )
     axis.axhline(100, color="gray", linestyle="--", linewidth=1, label=f"{relative_to} = 100%")
-    axis.set(xlabel="t interval (start of generation on the left)", ylabel="D(policy, init), % of reference",
-             title="divergence per timestep interval")
+    axis.set(
+        xlabel="t interval (start of generation on the left)",
+        ylabel="D(policy, init), % of reference",
+        title="divergence per timestep interval",
+    )
     axis.legend(fontsize=8)
     return _save(figure, out)
 
@@ -286,7 +361,8 @@ def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None
     # Both worlds name their runs alike: the flow world's (made under runs/reproduce-flow/) are
     # copied to results/toy-flow/samples/, and must not be taken for the UNet world's.
     world = {"reproduce-flow": "toy-flow", "reproduce-early": "early-regime"}.get(
-        next((part for part in recorded.parts if part in ("reproduce-flow", "reproduce-early")), ""), "")
+        next((part for part in recorded.parts if part in ("reproduce-flow", "reproduce-early")), ""), ""
+    )
     for root in roots:
         copy = root / world / "samples" / run / prompt_set / recorded.name
         if copy.is_file():
@@ -295,8 +371,7 @@ def sample_image_file(image_path: str, run: str, prompt_set: str) -> Path | None
 
 
 @reads.holding
-def plot_samples(db, runs: list[str], *, prompt_set: str = "toy-test", num: int = 6, training_seed: int = 0,
-                 out=None):
+def plot_samples(db, runs: list[str], *, prompt_set: str = "toy-test", num: int = 6, training_seed: int = 0, out=None):
     """Fig. 3: the same prompt and evaluation seed under every run, side by side: one row per
     (prompt, seed), one column per run (``training_seed``'s run of each family). Rows are spread
     evenly over the (prompt, seed) pairs every run has."""
@@ -311,21 +386,28 @@ def plot_samples(db, runs: list[str], *, prompt_set: str = "toy-test", num: int 
             raise ValueError(f"nothing to plot: no run of {name!r} with training seed {training_seed} in the store")
         chosen[name] = members[training_seed]
     store = reads.open_store(db)
-    frames = {name: store.query("SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?",
-                                [run, prompt_set]).set_index(["prompt", "seed"]) for name, run in chosen.items()}
+    frames = {
+        name: store.query(
+            "SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set]
+        ).set_index(["prompt", "seed"])
+        for name, run in chosen.items()
+    }
     shared = sorted(set.intersection(*(set(frame.index) for frame in frames.values())))
     if not shared:
         raise ValueError(f"nothing to plot: no (prompt, seed) on {prompt_set} that every run has samples for")
     picks = [shared[i] for i in np.unique(np.linspace(0, len(shared) - 1, min(num, len(shared))).round().astype(int))]
-    figure, axes = plt.subplots(len(picks), len(chosen), figsize=(1.6 * len(chosen) + 2.2, 1.6 * len(picks)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(picks), len(chosen), figsize=(1.6 * len(chosen) + 2.2, 1.6 * len(picks)), squeeze=False
+    )
     for row, key in enumerate(picks):
         for column, (name, run) in enumerate(chosen.items()):
             axis = axes[row, column]
             path = sample_image_file(frames[name].loc[key, "image_path"], run, prompt_set)
             if path is None:
-                raise ValueError(f"sample image of {run} for {key[0]!r} (seed {key[1]}) is missing: "
-                                 f"{frames[name].loc[key, 'image_path']}")
+                raise ValueError(
+                    f"sample image of {run} for {key[0]!r} (seed {key[1]}) is missing: "
+                    f"{frames[name].loc[key, 'image_path']}"
+                )
             with Image.open(path) as image:
                 axis.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
             axis.set_xticks([])

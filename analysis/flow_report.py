@@ -28,25 +28,39 @@ def figures_for(fig3_runs: list[str]) -> dict:
     """The flow report's figures: file name -> (description, draw(db, out))."""
     timestep_runs = [r for r in plan.TIMESTEP_RUNS if r in plan.FLOW_RUNS]
     return {
-        "fig1b_kl.png": ("Fig. 1(b): reward margin and divergence from the initial model",
-                         lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out)),
-        "fig2_timestep.png": ("Fig. 2: loss, |r_t|, accuracy and lambda(t) per interval of the noise level s",
-                              lambda db, out: figures.plot_timestep(db, timestep_runs, out=out)),
-        "fig3_samples.png": ("Fig. 3's layout: the same prompt and seed under each method (training seed 0)",
-                             lambda db, out: figures.plot_samples(db, fig3_runs, out=out)),
-        "fig4_tau.png": ("Fig. 4: mean human score against tau, with and without regularisation",
-                         lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"},
-                                                          baseline=plan.FIG4["baseline"], out=out)),
+        "fig1b_kl.png": (
+            "Fig. 1(b): reward margin and divergence from the initial model",
+            lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out),
+        ),
+        "fig2_timestep.png": (
+            "Fig. 2: loss, |r_t|, accuracy and lambda(t) per interval of the noise level s",
+            lambda db, out: figures.plot_timestep(db, timestep_runs, out=out),
+        ),
+        "fig3_samples.png": (
+            "Fig. 3's layout: the same prompt and seed under each method (training seed 0)",
+            lambda db, out: figures.plot_samples(db, fig3_runs, out=out),
+        ),
+        "fig4_tau.png": (
+            "Fig. 4: mean human score against tau, with and without regularisation",
+            lambda db, out: figures.plot_tau(
+                db, {k: v for k, v in plan.FIG4.items() if k != "baseline"}, baseline=plan.FIG4["baseline"], out=out
+            ),
+        ),
     }
 
 
 def flow_readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str:
     """The flow world's README; ``fields`` are ``report.readme_fields``."""
-    summary, training_seeds, stamp, timing = fields["summary"], fields["training_seeds"], fields["stamp"], fields["timing"]
+    summary, training_seeds, stamp, timing = (
+        fields["summary"],
+        fields["training_seeds"],
+        fields["stamp"],
+        fields["timing"],
+    )
     figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# The flow-matching toy world: the paper's central findings on rectified flow
 
-Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{span}
+Written by `{fields["command"]}` on {stamp} ({fields["machine"]}, {timing}).{span}
 Every number below is read from the store exported in `data/`.
 
 The world: the UNet toy world's prompts, oracle rewards and preference pairs, with the base model
@@ -122,10 +136,12 @@ def lambda_note(db, runs: list[str]) -> str:
     values = reads.timestep_stats(db, runs)["lambda_t"].dropna() if runs else None
     if values is None or values.empty:
         return ""
-    return (f"\nNote on every claim about refdpo here: on this grid lambda(t) = 1 + norm(1/sqrt(SNR)) has a mean "
-            f"of {values.mean():.4f} over the analysed intervals (range {values.min():.4f} to "
-            f"{values.max():.4f}), so refdpo on flow is in effect refdpo without its reward scale: these "
-            "claims test the timestep sampler and the reference updates, not lambda(t).")
+    return (
+        f"\nNote on every claim about refdpo here: on this grid lambda(t) = 1 + norm(1/sqrt(SNR)) has a mean "
+        f"of {values.mean():.4f} over the analysed intervals (range {values.min():.4f} to "
+        f"{values.max():.4f}), so refdpo on flow is in effect refdpo without its reward scale: these "
+        "claims test the timestep sampler and the reference updates, not lambda(t)."
+    )
 
 
 def comparison_section(unet_folder: Path, flow_folder: Path | None = None) -> str:
@@ -139,11 +155,20 @@ def comparison_section(unet_folder: Path, flow_folder: Path | None = None) -> st
         return ""
     flow = pd.read_csv(flow_path)
     both = flow.merge(unet, on=["where", "paper"], how="left", suffixes=("_flow", "_unet"))
-    cell = lambda measured, verdict: f"**{verdict}**: {measured}" if isinstance(verdict, str) else "not run"
-    table = pd.DataFrame({
-        "where": both["where"], "the paper says": both["paper"],
-        "UNet toy world (DDPM, epsilon)": [cell(m, v) for m, v in zip(both["measured_unet"], both["verdict_unet"])],
-        "flow toy world (rectified flow, velocity)": [cell(m, v) for m, v in zip(both["measured_flow"], both["verdict_flow"])]})
+
+    def cell(measured, verdict) -> str:
+        return f"**{verdict}**: {measured}" if isinstance(verdict, str) else "not run"
+
+    table = pd.DataFrame(
+        {
+            "where": both["where"],
+            "the paper says": both["paper"],
+            "UNet toy world (DDPM, epsilon)": [cell(m, v) for m, v in zip(both["measured_unet"], both["verdict_unet"])],
+            "flow toy world (rectified flow, velocity)": [
+                cell(m, v) for m, v in zip(both["measured_flow"], both["verdict_flow"])
+            ],
+        }
+    )
     agree = int((both["verdict_flow"] == both["verdict_unet"]).sum())
     holds = int((both["verdict_flow"] == "holds").sum())
     return f"""

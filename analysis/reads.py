@@ -9,8 +9,19 @@ import pandas as pd
 
 from refbench.store import Store
 
-__all__ = ["open_store", "train_curves", "ref_events", "timestep_stats", "mean_scores", "final_divergence",
-           "run_settings", "winrates", "load_results", "results_folder", "run_costs"]
+__all__ = [
+    "open_store",
+    "train_curves",
+    "ref_events",
+    "timestep_stats",
+    "mean_scores",
+    "final_divergence",
+    "run_settings",
+    "winrates",
+    "load_results",
+    "results_folder",
+    "run_costs",
+]
 
 
 def open_store(db: str | Path | Store) -> Store:
@@ -27,6 +38,7 @@ def holding(function):
         store = open_store(db)
         with store.held():
             return function(store, *args, **kwargs)
+
     return wrapper
 
 
@@ -39,19 +51,23 @@ def train_curves(db, runs: list[str]) -> pd.DataFrame:
     marks, params = _in(runs)
     return open_store(db).query(
         f"SELECT run, step, loss, accuracy, margin, div_policy, div_ref FROM train_metrics WHERE run IN {marks} "
-        "ORDER BY run, step", params)
+        "ORDER BY run, step",
+        params,
+    )
 
 
 def ref_events(db, runs: list[str]) -> pd.DataFrame:
     marks, params = _in(runs)
-    return open_store(db).query(f"SELECT run, step, kind, divergence FROM ref_events WHERE run IN {marks} ORDER BY run, step",
-                                params)
+    return open_store(db).query(
+        f"SELECT run, step, kind, divergence FROM ref_events WHERE run IN {marks} ORDER BY run, step", params
+    )
 
 
 def timestep_stats(db, runs: list[str], analysis: str = "reference") -> pd.DataFrame:
     marks, params = _in(runs)
     return open_store(db).query(
-        f"SELECT * FROM timestep_stats WHERE analysis = ? AND run IN {marks} ORDER BY run, bin", [analysis, *params])
+        f"SELECT * FROM timestep_stats WHERE analysis = ? AND run IN {marks} ORDER BY run, bin", [analysis, *params]
+    )
 
 
 def mean_scores(db, runs: list[str], *, prompt_set: str = "toy-test", metrics: list[str] | None = None) -> pd.DataFrame:
@@ -61,7 +77,9 @@ def mean_scores(db, runs: list[str], *, prompt_set: str = "toy-test", metrics: l
     frame = open_store(db).query(
         f"SELECT run, metric, avg(value ORDER BY sample_id) AS mean, count(*) AS n "
         f"FROM scores JOIN samples USING (sample_id) "
-        f"WHERE prompt_set = ? AND run IN {marks} GROUP BY run, metric ORDER BY run, metric", [prompt_set, *params])
+        f"WHERE prompt_set = ? AND run IN {marks} GROUP BY run, metric ORDER BY run, metric",
+        [prompt_set, *params],
+    )
     return frame if metrics is None else frame[frame["metric"].isin(metrics)]
 
 
@@ -70,26 +88,53 @@ def final_divergence(db, runs: list[str]) -> pd.DataFrame:
     marks, params = _in(runs)
     return open_store(db).query(
         f"""SELECT run, arg_max(div_policy, step) AS div_policy, arg_max(div_ref, step) AS div_ref
-            FROM train_metrics WHERE run IN {marks} AND div_policy IS NOT NULL GROUP BY run ORDER BY run""", params)
+            FROM train_metrics WHERE run IN {marks} AND div_policy IS NOT NULL GROUP BY run ORDER BY run""",
+        params,
+    )
 
 
-SETTING_COLUMNS = ["run", "method", "objective", "reference", "tau", "on_exceed", "timestep_sampler", "gamma",
-                   "reward_scale", "beta", "learning_rate", "max_steps"]
+SETTING_COLUMNS = [
+    "run",
+    "method",
+    "objective",
+    "reference",
+    "tau",
+    "on_exceed",
+    "timestep_sampler",
+    "gamma",
+    "reward_scale",
+    "beta",
+    "learning_rate",
+    "max_steps",
+]
 
 
 def run_settings(db, runs: list[str]) -> pd.DataFrame:
     """The settings that tell runs apart: method, tau, on_exceed, sampler, gamma, lambda, beta, lr, steps."""
     marks, params = _in(runs)
-    frame = open_store(db).query(f"SELECT name, method, config FROM runs WHERE name IN {marks} ORDER BY created_at, name",
-                                 params)
+    frame = open_store(db).query(
+        f"SELECT name, method, config FROM runs WHERE name IN {marks} ORDER BY created_at, name", params
+    )
     rows = []
     for name, method, config in frame.itertuples(index=False):
         config = json.loads(config) if isinstance(config, str) else config
         m, t = config["method"], config["training"]
-        rows.append({"run": name, "method": method, "objective": m.get("objective"), "reference": m["reference"],
-                     "tau": m["tau"], "on_exceed": m["on_exceed"], "timestep_sampler": m["timestep_sampler"],
-                     "gamma": m["gamma"], "reward_scale": m["reward_scale"], "beta": m["beta"],
-                     "learning_rate": t["learning_rate"], "max_steps": t["max_steps"]})
+        rows.append(
+            {
+                "run": name,
+                "method": method,
+                "objective": m.get("objective"),
+                "reference": m["reference"],
+                "tau": m["tau"],
+                "on_exceed": m["on_exceed"],
+                "timestep_sampler": m["timestep_sampler"],
+                "gamma": m["gamma"],
+                "reward_scale": m["reward_scale"],
+                "beta": m["beta"],
+                "learning_rate": t["learning_rate"],
+                "max_steps": t["max_steps"],
+            }
+        )
     return pd.DataFrame(rows, columns=SETTING_COLUMNS)
 
 
@@ -97,7 +142,9 @@ def winrates(db, run: str, baselines: list[str], prompt_set: str = "toy-test") -
     marks, params = _in(baselines)
     return open_store(db).query(
         f"SELECT baseline, metric, n, rate, ci_low, ci_high, mean_run, mean_baseline FROM winrates "
-        f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks} ORDER BY baseline, metric", [run, prompt_set, *params])
+        f"WHERE run = ? AND prompt_set = ? AND baseline IN {marks} ORDER BY baseline, metric",
+        [run, prompt_set, *params],
+    )
 
 
 def results_folder(world: str = "toy", regime: str = "paper") -> Path:
@@ -135,7 +182,9 @@ def load_results(db: str | Path | None = None, world: str = "toy", regime: str =
     if (folder / "reproduce.duckdb").is_file():
         return Store(folder / "reproduce.duckdb")
     if not (folder / "data" / "runs.parquet").is_file():
-        raise FileNotFoundError(f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` (looked in {folder})")
+        raise FileNotFoundError(
+            f"no store found: pass db=, set REFBENCH_DB, or run `refbench reproduce` (looked in {folder})"
+        )
     temporary = Path(tempfile.mkdtemp(prefix="refbench-results-"))
     store = Store(temporary / "results.duckdb")
     weakref.finalize(store, shutil.rmtree, temporary, True)  # gone with the store, or at exit at the latest

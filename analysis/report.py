@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from refbench.experiments import reproduce_plan as plan
@@ -15,25 +15,39 @@ __all__ = ["write_report", "FIGURES", "timestep_markdown"]
 
 # file name -> (description, drawing function taking (db, out))
 FIGURES = {
-    "fig1b_kl.png": ("Fig. 1(b): reward margin and divergence from the initial model",
-                     lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out)),
-    "fig1c_divergence_vs_score.png": ("Fig. 1(c): final divergence against mean human score, every run",
-                                      lambda db, out: figures.plot_divergence_vs_score(
-                                          db, plan.plan_names(store_regime(db)), out=out)),
-    "fig2_timestep.png": ("Fig. 2: loss, |r_t|, accuracy and lambda(t) per timestep interval",
-                          lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out)),
-    "fig3_samples.png": ("Fig. 3: the same prompt and seed under each method (training seed 0)",
-                         lambda db, out: figures.plot_samples(db, plan.FIG3, out=out)),
-    "fig4_tau.png": ("Fig. 4: mean human score against tau, with and without regularisation",
-                     lambda db, out: _plot_tau(db, plan.fig4(store_regime(db)), out)),
-    "fig5_divergence_by_timestep.png": ("Fig. 5: divergence per interval relative to exploration only",
-                                        lambda db, out: figures.plot_divergence_by_timestep(
-                                            db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"], out=out)),
+    "fig1b_kl.png": (
+        "Fig. 1(b): reward margin and divergence from the initial model",
+        lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out),
+    ),
+    "fig1c_divergence_vs_score.png": (
+        "Fig. 1(c): final divergence against mean human score, every run",
+        lambda db, out: figures.plot_divergence_vs_score(db, plan.plan_names(store_regime(db)), out=out),
+    ),
+    "fig2_timestep.png": (
+        "Fig. 2: loss, |r_t|, accuracy and lambda(t) per timestep interval",
+        lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out),
+    ),
+    "fig3_samples.png": (
+        "Fig. 3: the same prompt and seed under each method (training seed 0)",
+        lambda db, out: figures.plot_samples(db, plan.FIG3, out=out),
+    ),
+    "fig4_tau.png": (
+        "Fig. 4: mean human score against tau, with and without regularisation",
+        lambda db, out: _plot_tau(db, plan.fig4(store_regime(db)), out),
+    ),
+    "fig5_divergence_by_timestep.png": (
+        "Fig. 5: divergence per interval relative to exploration only",
+        lambda db, out: figures.plot_divergence_by_timestep(
+            db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"], out=out
+        ),
+    ),
 }
 
 
 def _plot_tau(db, sweep: dict, out):
-    return figures.plot_tau(db, {k: v for k, v in sweep.items() if k != "baseline"}, baseline=sweep["baseline"], out=out)
+    return figures.plot_tau(
+        db, {k: v for k, v in sweep.items() if k != "baseline"}, baseline=sweep["baseline"], out=out
+    )
 
 
 def timestep_markdown(db, runs: list[str] | None = None) -> str:
@@ -49,8 +63,10 @@ def timestep_markdown(db, runs: list[str] | None = None) -> str:
     import pandas as pd
 
     stats = pd.concat(pooled)
-    stats["accuracy"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
-                         zip(stats["accuracy"], stats["accuracy_low"], stats["accuracy_high"])]
+    stats["accuracy"] = [
+        f"{a:.3f} [{lo:.3f}, {hi:.3f}]"
+        for a, lo, hi in zip(stats["accuracy"], stats["accuracy_low"], stats["accuracy_high"])
+    ]
     stats = stats.assign(interval=figures.interval_labels(stats))
     columns = ["run", "interval", "n", "loss", "reward_scale", "accuracy", "lambda_t", "divergence"]
     frame = stats[columns].copy()
@@ -61,8 +77,16 @@ def timestep_markdown(db, runs: list[str] | None = None) -> str:
 
 
 @reads.holding
-def write_report(db, results: Path, *, seconds: float | None = None, failed: dict | None = None,
-                 world: str = "toy", reanalysed: bool = False, untestable=()) -> list[Path]:
+def write_report(
+    db,
+    results: Path,
+    *,
+    seconds: float | None = None,
+    failed: dict | None = None,
+    world: str = "toy",
+    reanalysed: bool = False,
+    untestable=(),
+) -> list[Path]:
     """Write every table, figure and the README into ``results``; returns the files written.
     ``world="toy-flow"``: the flow world's subset (``reproduce_plan.FLOW_RUNS``), its README, and
     its verdicts beside the UNet world's in the README one folder up (``flow_report``). ``reanalysed``:
@@ -78,8 +102,9 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
     written: list[Path] = []
     sections = {"table1.md": tables.winrate_table(db, plan.TABLE1_RUN, plan.table1_rows(world))}
     if not flow:
-        sections.update({"table3.md": tables.raw_score_table(db, plan.TABLE3),
-                         "table4.md": tables.raw_score_table(db, plan.TABLE4)})
+        sections.update(
+            {"table3.md": tables.raw_score_table(db, plan.TABLE3), "table4.md": tables.raw_score_table(db, plan.TABLE4)}
+        )
     # The paper regime's tuning runs (tune-*) are part of its cost: listed after the plan's runs.
     tuning = reads.open_store(db).query("SELECT name FROM runs WHERE name LIKE 'tune-%' ORDER BY name")["name"].tolist()
     sections["costs.md"] = tables.cost_table(db, names + ([] if flow else tuning))
@@ -105,19 +130,31 @@ def write_report(db, results: Path, *, seconds: float | None = None, failed: dic
         written += reads.open_store(db).export_parquet(results / "data")
     claims = claims_table(db, untestable=untestable)
     if flow:  # the claims whose runs the flow plan trains
-        claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(drop=True)
+        claims = claims[claims["where"].isin(plan.FLOW_CLAIMS) & (claims["verdict"] != "not measured")].reset_index(
+            drop=True
+        )
     paper = not flow and store_regime(db) == "paper"
     if paper:  # each claim's verdict in the early regime beside this one's
-        claims = claims.merge(_early_verdicts(results / "early-regime" / "claims.csv"), on=["where", "paper"], how="left")
+        claims = claims.merge(
+            _early_verdicts(results / "early-regime" / "claims.csv"), on=["where", "paper"], how="left"
+        )
     claims.drop(columns=["cost"]).to_csv(results / "claims.csv", index=False)  # read by flow_report's comparison
     written.append(results / "claims.csv")
     shown = claims.assign(seeds=[f"{s} x {n}" if s else "" for s, n in zip(claims["seeds"], claims["samples"])])
     shown = shown.assign(mde=[_mde_text(m, w, k) for m, w, k in zip(shown["mde"], shown["measured"], shown["scale"])])
-    claims_md = tables.to_markdown(shown[["where", "paper", "measured", "seeds", "verdict", "verdict_unadjusted", "mde",
-                                          "cost"]].rename(columns={
-        "paper": "the paper says", "measured": "effect (paper's direction positive) [95% interval]",
-        "seeds": "seeds x samples", "verdict": "verdict (Holm)", "verdict_unadjusted": "unadjusted",
-        "mde": "detectable effect", "cost": "cost (fwd+bwd image-passes per step, training s)"}))
+    claims_md = tables.to_markdown(
+        shown[["where", "paper", "measured", "seeds", "verdict", "verdict_unadjusted", "mde", "cost"]].rename(
+            columns={
+                "paper": "the paper says",
+                "measured": "effect (paper's direction positive) [95% interval]",
+                "seeds": "seeds x samples",
+                "verdict": "verdict (Holm)",
+                "verdict_unadjusted": "unadjusted",
+                "mde": "detectable effect",
+                "cost": "cost (fwd+bwd image-passes per step, training s)",
+            }
+        )
+    )
     index = seeds.families(db, names)
     settings = reads.run_settings(db, [run for members in index.values() for run in members])
     span = _span(db, settings["run"].tolist())
@@ -169,8 +206,13 @@ def regime_comparison(claims) -> str:
         return ""
     both = claims[["where", "paper", "verdict", "verdict_early_regime"]].fillna({"verdict_early_regime": "not run"})
     changed = int((both["verdict"] != both["verdict_early_regime"]).sum())
-    table = both.rename(columns={"paper": "the paper says", "verdict": "paper regime (Holm)",
-                                 "verdict_early_regime": "early regime (Holm)"})
+    table = both.rename(
+        columns={
+            "paper": "the paper says",
+            "verdict": "paper regime (Holm)",
+            "verdict_early_regime": "early regime (Holm)",
+        }
+    )
     return f"""
 ## Verdicts in both regimes
 
@@ -223,13 +265,16 @@ def _span(db, runs: list[str]) -> str:
     frame = reads.open_store(db).query(
         f"SELECT (SELECT min(created_at) FROM runs WHERE name IN ({marks})) AS first, "
         f"greatest((SELECT max(updated_at) FROM runs WHERE name IN ({marks})), (SELECT max(created_at) FROM samples)) AS last",
-        [*runs, *runs])
+        [*runs, *runs],
+    )
     first, last = frame["first"][0], frame["last"][0]
     if first is None or last is None or first != first or last != last:
         return ""
     minutes = (last - first).total_seconds() / 60
-    return (f" The {len(runs)} runs were trained, sampled and scored between {first:%Y-%m-%d %H:%M} and "
-            f"{last:%H:%M} UTC: {minutes:.1f} minutes of wall time, from the store's timestamps.")
+    return (
+        f" The {len(runs)} runs were trained, sampled and scored between {first:%Y-%m-%d %H:%M} and "
+        f"{last:%H:%M} UTC: {minutes:.1f} minutes of wall time, from the store's timestamps."
+    )
 
 
 def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refbench reproduce") -> dict[str, str]:
@@ -237,10 +282,11 @@ def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refb
     stamp and timing, the figure list, failed runs and the runs' settings."""
     counts = verdict_counts(claims)
     return {
-        "summary": ", ".join(f"{counts[name]} {name}" for name in VERDICTS
-                            if counts[name] or name not in ("not measured", UNTESTABLE)),
+        "summary": ", ".join(
+            f"{counts[name]} {name}" for name in VERDICTS if counts[name] or name not in ("not measured", UNTESTABLE)
+        ),
         "training_seeds": str(int(claims["seeds"].max()) if not claims.empty else 0),
-        "stamp": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "stamp": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "timing": f"{seconds / 60:.1f} minutes for the last `{command}` invocation" if seconds else "time not recorded",
         "figure_lines": "\n".join(f"- `{name}`: {text}" for name, text in drawn.items()),
         "failures": "\n".join(f"- {name}: {outcome}" for name, outcome in failed.items()) or "none",
@@ -251,11 +297,11 @@ def readme_fields(claims, drawn, settings, seconds, failed, command: str = "refb
 
 
 def _readme(markdown, claims, claims_md, fields: dict[str, str], span="") -> str:
-    summary, training_seeds, stamp, timing = fields["summary"], fields["training_seeds"], fields["stamp"], fields["timing"]
+    summary, stamp, timing = fields["summary"], fields["stamp"], fields["timing"]
     figure_lines, failures, settings_md = fields["figure_lines"], fields["failures"], fields["settings_md"]
     return f"""# Toy-world reproduction of the paper's tables and figures
 
-Written by `{fields['command']}` on {stamp} ({fields['machine']}, {timing}).{span}
+Written by `{fields["command"]}` on {stamp} ({fields["machine"]}, {timing}).{span}
 Every number below is read from the store exported in `data/` (parquet, one file per table;
 load it with `refbench.store.Store(path).import_parquet("results/data")`).
 The toy world is a 16 px text-to-image world with oracle rewards (the project's `docs/toy-world.md`);

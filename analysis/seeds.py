@@ -28,8 +28,7 @@ from refbench.method.winrate import outcomes
 
 from . import reads
 
-__all__ = ["family_runs", "families", "compare", "crossed", "score_estimate", "seed_level", "seed_t", "fmt",
-           "per_seed"]
+__all__ = ["family_runs", "families", "compare", "crossed", "score_estimate", "seed_level", "seed_t", "fmt", "per_seed"]
 
 BASE = "base"
 
@@ -79,12 +78,22 @@ def _pairs(db, a: str, b: str) -> list[tuple[str, str]]:
     return [(runs_a[k], runs_b[k]) for k in shared]
 
 
-def compare(db, a: str, b: str, *, metric: str = "human", kind: str = "difference", prompt_set: str = "toy-test",
-            metrics_for_win: list[str] | None = None, resamples: int = 2000) -> HierarchicalEstimate:
+def compare(
+    db,
+    a: str,
+    b: str,
+    *,
+    metric: str = "human",
+    kind: str = "difference",
+    prompt_set: str = "toy-test",
+    metrics_for_win: list[str] | None = None,
+    resamples: int = 2000,
+) -> HierarchicalEstimate:
     """A against B over training seeds: ``difference`` = mean score of A minus B (paired samples);
     ``win`` = A's win rate (ties half), averaged over ``metrics_for_win`` when given."""
-    return hierarchical_bootstrap(_common_keys(_paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win)),
-                                  resamples=resamples)
+    return hierarchical_bootstrap(
+        _common_keys(_paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win)), resamples=resamples
+    )
 
 
 def _paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win) -> list[pd.Series]:
@@ -102,15 +111,27 @@ def _paired_groups(db, a, b, kind, metric, prompt_set, metrics_for_win) -> list[
             if pairs.empty:
                 raise LookupError(f"{name} scores of {run_a} and {run_b}")
             better = get_metric(name).higher_is_better
-            values = (outcomes(pairs["run_value"], pairs["baseline_value"], higher_is_better=better) if kind == "win"
-                      else (1.0 if better else -1.0) * (pairs["run_value"].to_numpy() - pairs["baseline_value"].to_numpy()))
+            values = (
+                outcomes(pairs["run_value"], pairs["baseline_value"], higher_is_better=better)
+                if kind == "win"
+                else (1.0 if better else -1.0) * (pairs["run_value"].to_numpy() - pairs["baseline_value"].to_numpy())
+            )
             per_metric.append(pd.Series(values, index=pd.MultiIndex.from_frame(pairs[["prompt", "seed"]])))
         groups.append(pd.concat(per_metric, axis=1).mean(axis=1))
     return groups
 
 
-def crossed(db, a: str, b: str, *, metric: str = "human", kind: str = "difference", prompt_set: str = "toy-test",
-            metrics_for_win: list[str] | None = None, null: float | None = None) -> Interval:
+def crossed(
+    db,
+    a: str,
+    b: str,
+    *,
+    metric: str = "human",
+    kind: str = "difference",
+    prompt_set: str = "toy-test",
+    metrics_for_win: list[str] | None = None,
+    null: float | None = None,
+) -> Interval:
     """``compare``'s effect with the interval of ``refbench.method.inference`` (chosen by
     ``benchmarks/coverage.md``): prompts shared by every training seed, crossed with the seeds; its
     p-value tests ``null`` (0 for a difference, 0.5 for a win rate). With one training seed, a t
@@ -133,8 +154,11 @@ def score_estimate(db, family: str, *, metric: str = "human", prompt_set: str = 
     store = reads.open_store(db)
     groups = []
     for run in runs:
-        frame = store.query("SELECT prompt, seed, value FROM scores JOIN samples USING (sample_id) WHERE run = ? AND prompt_set = ? "
-                            "AND metric = ? ORDER BY prompt, seed", [run, prompt_set, metric])
+        frame = store.query(
+            "SELECT prompt, seed, value FROM scores JOIN samples USING (sample_id) WHERE run = ? AND prompt_set = ? "
+            "AND metric = ? ORDER BY prompt, seed",
+            [run, prompt_set, metric],
+        )
         if frame.empty:
             raise LookupError(f"{metric} scores of {run}")
         groups.append(frame.set_index(["prompt", "seed"])["value"])
@@ -181,8 +205,17 @@ def seed_t(values: list[float]) -> Interval:
 
 
 def _point(value: float) -> Interval:
-    return Interval(effect=value, ci_low=value, ci_high=value, se=0.0, df=0.0, p_value=float("nan"), seeds=1,
-                    samples=1, method="one value (no interval)")
+    return Interval(
+        effect=value,
+        ci_low=value,
+        ci_high=value,
+        se=0.0,
+        df=0.0,
+        p_value=float("nan"),
+        seeds=1,
+        samples=1,
+        method="one value (no interval)",
+    )
 
 
 def fmt(estimate: HierarchicalEstimate | Interval, scale: float = 1.0, digits: int = 3, percent: bool = False) -> str:
@@ -190,7 +223,9 @@ def fmt(estimate: HierarchicalEstimate | Interval, scale: float = 1.0, digits: i
     factor = 100.0 if percent else scale
     d = 1 if percent else digits
     unit = "%" if percent else ""
-    return f"{factor * estimate.effect:.{d}f}{unit} [{factor * estimate.ci_low:.{d}f}, {factor * estimate.ci_high:.{d}f}]"
+    return (
+        f"{factor * estimate.effect:.{d}f}{unit} [{factor * estimate.ci_low:.{d}f}, {factor * estimate.ci_high:.{d}f}]"
+    )
 
 
 def per_seed(db, family: str, value_of) -> list[float]:

@@ -18,7 +18,9 @@ TOY_METRICS = ["human", "colour", "count", "shape", "aesthetic"]  # the toy's fi
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    cell = lambda v: "" if pd.isna(v) else str(v).replace("|", "\\|")  # a "|" in a cell (|r_t|) would split it
+    def cell(v) -> str:
+        return "" if pd.isna(v) else str(v).replace("|", "\\|")  # a "|" in a cell (|r_t|) would split it
+
     header = "| " + " | ".join(map(cell, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -26,8 +28,9 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 
 @reads.holding
-def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[str] | None = None,
-                  prompt_set: str = "toy-test") -> pd.DataFrame:
+def winrate_table(
+    db, run: str, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test"
+) -> pd.DataFrame:
     """Table 1: one row per baseline, cells 'rate [CI low, high]' in % (ties half), the average over
     the sub-scores (every metric but ``human``, which is their weighted sum: averaging it with them
     would count them twice), the seeds x paired samples behind each cell, and the baseline's cost."""
@@ -48,17 +51,25 @@ def winrate_table(db, run: str, rows: list[tuple[str, str]], *, metrics: list[st
         if not cells:
             continue
         average = f"{100 * sum(rates) / len(rates):.1f}" if rates else ""
-        row = {"": f"{run} {label}", **{m: cells.get(m, "") for m in metrics}, "avg of sub-scores": average,
-               "seeds x n": shape}
-        row["cost (fwd+bwd passes/step)"] = (f"{costs.loc[baseline, 'forward_per_step']:.0f}+"
-                                             f"{costs.loc[baseline, 'backward_per_step']:.0f}" if baseline in costs.index else "")
+        row = {
+            "": f"{run} {label}",
+            **{m: cells.get(m, "") for m in metrics},
+            "avg of sub-scores": average,
+            "seeds x n": shape,
+        }
+        row["cost (fwd+bwd passes/step)"] = (
+            f"{costs.loc[baseline, 'forward_per_step']:.0f}+{costs.loc[baseline, 'backward_per_step']:.0f}"
+            if baseline in costs.index
+            else ""
+        )
         out.append(row)
     return pd.DataFrame(out)
 
 
 @reads.holding
-def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test",
-                    digits: int = 3) -> pd.DataFrame:
+def raw_score_table(
+    db, rows: list[tuple[str, str]], *, metrics: list[str] | None = None, prompt_set: str = "toy-test", digits: int = 3
+) -> pd.DataFrame:
     """Tables 3 and 4: mean score per (row, metric) over seeds, 'mean [low, high]'; the best mean in bold."""
     from refbench.evaluation.metrics import get_metric
 
@@ -85,8 +96,9 @@ def raw_score_table(db, rows: list[tuple[str, str]], *, metrics: list[str] | Non
                 row[metric] = ""
                 continue
             mean = f"{estimate.effect:.{digits}f}"
-            row[metric] = (f"**{mean}**" if estimate.effect == best.get(metric) else mean) + \
-                f" [{estimate.ci_low:.{digits}f}, {estimate.ci_high:.{digits}f}]"
+            row[metric] = (
+                f"**{mean}**" if estimate.effect == best.get(metric) else mean
+            ) + f" [{estimate.ci_low:.{digits}f}, {estimate.ci_high:.{digits}f}]"
         row["seeds"] = max((estimates[run, m].seeds for m in metrics if (run, m) in estimates), default=0)
         out.append(row)
     return pd.DataFrame(out)

@@ -30,10 +30,11 @@ TABLES = {
 
 def load(source, table: str, run_pattern: str) -> pd.DataFrame:
     if table == "scores":
-        query = ("SELECT s.*, m.run, m.prompt, m.seed FROM {scores} s JOIN {samples} m USING (sample_id) "
-                 "WHERE m.run LIKE ?")
+        query = (
+            "SELECT s.*, m.run, m.prompt, m.seed FROM {scores} s JOIN {samples} m USING (sample_id) WHERE m.run LIKE ?"
+        )
     else:
-        query = "SELECT * FROM {%s} WHERE run LIKE ?" % table
+        query = "SELECT * FROM {" + table + "} WHERE run LIKE ?"
     if isinstance(source, Path):  # the parquet export
         names = {t: f"read_parquet('{source / (t + '.parquet')}')" for t in ("scores", "samples", table)}
         connection = duckdb.connect()

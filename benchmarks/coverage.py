@@ -52,11 +52,25 @@ DATA = ROOT / "results" / "early-regime" / "data"  # the early regime: 3 seeds x
 PROMPTS, EVALS = 42, 2
 SEED_COUNTS = (3, 5)
 # The score comparisons of analysis/claims.py (Tables 1, 3, 4, Fig. 4), A - B on mean human score.
-PAIRS = [("refdpo", "sft"), ("refdpo", "diff-dpo"), ("refdpo", "dspo"), ("refdpo", "diff-kto"), ("refdpo", "mapo"),
-         ("diff-dpo", "diff-dpo-lr5x"), ("refdpo", "diff-dpo-beta1000"), ("ref-reinit", "diff-dpo"),
-         ("refdpo", "ref-reinit"), ("diff-dpo", "timestep-only"), ("ref-explore", "diff-dpo"), ("refdpo", "ref-explore"),
-         ("refdpo-gamma0.8", "refdpo-gamma0.8-constant"), ("refdpo", "refdpo-constant"),
-         ("refdpo-noreg-tau16", "refdpo-noreg-tau4"), ("refdpo-tau4", "diff-dpo"), ("refdpo-tau16", "diff-dpo")]
+PAIRS = [
+    ("refdpo", "sft"),
+    ("refdpo", "diff-dpo"),
+    ("refdpo", "dspo"),
+    ("refdpo", "diff-kto"),
+    ("refdpo", "mapo"),
+    ("diff-dpo", "diff-dpo-lr5x"),
+    ("refdpo", "diff-dpo-beta1000"),
+    ("ref-reinit", "diff-dpo"),
+    ("refdpo", "ref-reinit"),
+    ("diff-dpo", "timestep-only"),
+    ("ref-explore", "diff-dpo"),
+    ("refdpo", "ref-explore"),
+    ("refdpo-gamma0.8", "refdpo-gamma0.8-constant"),
+    ("refdpo", "refdpo-constant"),
+    ("refdpo-noreg-tau16", "refdpo-noreg-tau4"),
+    ("refdpo-tau4", "diff-dpo"),
+    ("refdpo-tau16", "diff-dpo"),
+]
 COMPONENTS = ("seed", "prompt", "eval_seed", "seed_x_prompt", "residual")
 
 
@@ -87,8 +101,13 @@ def components(d: np.ndarray) -> dict[str, float]:
     ms_ep = s * ((m_pe - m_p[:, None]) ** 2).sum() / (p * (e - 1))
     ms_sp = e * ((m_sp - m_s[:, None] - m_p[None, :] + grand) ** 2).sum() / ((s - 1) * (p - 1))
     ms_r = ((d - m_sp[:, :, None] - m_pe[None] + m_p[None, :, None]) ** 2).sum() / ((s - 1) * p * (e - 1))
-    return {"seed": (ms_s - ms_sp) / (p * e), "prompt": (ms_p - ms_sp - ms_ep + ms_r) / (s * e),
-            "eval_seed": (ms_ep - ms_r) / s, "seed_x_prompt": (ms_sp - ms_r) / e, "residual": ms_r}
+    return {
+        "seed": (ms_s - ms_sp) / (p * e),
+        "prompt": (ms_p - ms_sp - ms_ep + ms_r) / (s * e),
+        "eval_seed": (ms_ep - ms_r) / s,
+        "seed_x_prompt": (ms_sp - ms_r) / e,
+        "residual": ms_r,
+    }
 
 
 def measured_components(metric: str = "human") -> tuple[list[dict], dict[str, float]]:
@@ -97,11 +116,18 @@ def measured_components(metric: str = "human") -> tuple[list[dict], dict[str, fl
     for a, b in PAIRS:
         d = cubes[a] - cubes[b]
         var = components(d)
-        rows.append({"pair": f"{a} - {b}", "effect": float(d.mean()),
-                     "seed_means": [float(v) for v in d.mean(axis=(1, 2))],
-                     "sd": {k: float(math.copysign(math.sqrt(abs(v)), v)) for k, v in var.items()}})
-    pooled = {k: math.sqrt(max(0.0, float(np.mean([math.copysign(r["sd"][k] ** 2, r["sd"][k]) for r in rows]))))
-              for k in COMPONENTS}
+        rows.append(
+            {
+                "pair": f"{a} - {b}",
+                "effect": float(d.mean()),
+                "seed_means": [float(v) for v in d.mean(axis=(1, 2))],
+                "sd": {k: float(math.copysign(math.sqrt(abs(v)), v)) for k, v in var.items()},
+            }
+        )
+    pooled = {
+        k: math.sqrt(max(0.0, float(np.mean([math.copysign(r["sd"][k] ** 2, r["sd"][k]) for r in rows]))))
+        for k in COMPONENTS
+    }
     return rows, pooled
 
 
@@ -109,11 +135,14 @@ def measured_components(metric: str = "human") -> tuple[list[dict], dict[str, fl
 def simulate(rng, reps: int, seeds: int, sd: dict[str, float], mu: float) -> np.ndarray:
     """(reps, seeds, prompts, evaluation seeds) paired differences with mean ``mu``."""
     shape = (reps, seeds, PROMPTS, EVALS)
-    return (mu + sd["seed"] * rng.standard_normal((reps, seeds, 1, 1))
-            + sd["prompt"] * rng.standard_normal((reps, 1, PROMPTS, 1))
-            + sd["eval_seed"] * rng.standard_normal((reps, 1, PROMPTS, EVALS))
-            + sd["seed_x_prompt"] * rng.standard_normal((reps, seeds, PROMPTS, 1))
-            + sd["residual"] * rng.standard_normal(shape))
+    return (
+        mu
+        + sd["seed"] * rng.standard_normal((reps, seeds, 1, 1))
+        + sd["prompt"] * rng.standard_normal((reps, 1, PROMPTS, 1))
+        + sd["eval_seed"] * rng.standard_normal((reps, 1, PROMPTS, EVALS))
+        + sd["seed_x_prompt"] * rng.standard_normal((reps, seeds, PROMPTS, 1))
+        + sd["residual"] * rng.standard_normal(shape)
+    )
 
 
 def crossed_bootstrap(cube: np.ndarray, rng, resamples: int = 1000) -> tuple[float, float]:
@@ -140,15 +169,23 @@ def satterthwaite(cube: np.ndarray) -> tuple[float, float]:
         if ms > ms_sp:
             terms += [(ms, df), (-ms_sp, (s - 1) * (p - 1))]
     total = sum(t for t, _ in terms)
-    df = total ** 2 / sum(t * t / d for t, d in terms)
+    df = total**2 / sum(t * t / d for t, d in terms)
     half = t_quantile(0.975, df) * math.sqrt(total / (s * p))
     return float(grand - half), float(grand + half)
 
 
 def score_coverage(data: np.ndarray, truth: float, rng) -> dict[str, dict]:
     """Coverage and mean width of each interval over the replicates of ``data``."""
-    hits = {name: [] for name in ("hierarchical bootstrap", "crossed bootstrap", "t over seed means",
-                                  "crossed t, Satterthwaite", "crossed t")}
+    hits = {
+        name: []
+        for name in (
+            "hierarchical bootstrap",
+            "crossed bootstrap",
+            "t over seed means",
+            "crossed t, Satterthwaite",
+            "crossed t",
+        )
+    }
     widths = {name: [] for name in hits}
     for cube in data:
         intervals = {
@@ -173,8 +210,10 @@ def seed_level_coverage(rng, reps: int, seeds: int, distribution: str) -> dict[s
     hits = {"hierarchical bootstrap": [], "t over seeds": []}
     widths = {name: [] for name in hits}
     for row in values:
-        for name, (low, high) in (("hierarchical bootstrap", _pair(hierarchical_bootstrap([[v] for v in row]))),
-                                  ("t over seeds", _pair(t_interval(row)))):
+        for name, (low, high) in (
+            ("hierarchical bootstrap", _pair(hierarchical_bootstrap([[v] for v in row]))),
+            ("t over seeds", _pair(t_interval(row))),
+        ):
             hits[name].append(low <= 0.0 <= high)
             widths[name].append(high - low)
     return {name: _summary(hits[name], widths[name]) for name in hits}
@@ -193,8 +232,12 @@ def _summary(hits, widths) -> dict:
 def run(reps: int, seed: int) -> dict:
     rows, pooled = measured_components()
     measured_seed = sorted(max(0.0, r["sd"]["seed"]) for r in rows)
-    settings = {"0 (none)": 0.0, f"{pooled['seed']:.4f} (measured, mean)": pooled["seed"],
-                "0.012 (largest measured: diff-dpo - lr5x)": 0.012, "0.02 (issue 25)": 0.02}
+    settings = {
+        "0 (none)": 0.0,
+        f"{pooled['seed']:.4f} (measured, mean)": pooled["seed"],
+        "0.012 (largest measured: diff-dpo - lr5x)": 0.012,
+        "0.02 (issue 25)": 0.02,
+    }
     rng = np.random.default_rng(seed)
     score, win = [], []
     mu = 0.018  # refdpo - diff-dpo; coverage of the score intervals does not depend on it
@@ -209,48 +252,79 @@ def run(reps: int, seed: int) -> dict:
                 mu_w = 0.3853 * total
                 outcomes = (data - mu + mu_w > 0).astype(np.float64)
                 truth = 0.5 * (1 + math.erf(mu_w / total / math.sqrt(2)))
-                win.append({"seed_sd": label, "seeds": seeds, "truth": truth,
-                            "methods": score_coverage(outcomes, truth, rng)})
+                win.append(
+                    {"seed_sd": label, "seeds": seeds, "truth": truth, "methods": score_coverage(outcomes, truth, rng)}
+                )
             print(f"seed SD {label}, {seeds} seeds done", flush=True)
-    once = [{"distribution": dist, "seeds": seeds, "methods": seed_level_coverage(rng, reps, seeds, dist)}
-            for dist in ("normal", "student t, 3 df") for seeds in SEED_COUNTS]
-    return {"reps": reps, "seed": seed, "nominal": 0.95, "prompts": PROMPTS, "eval_seeds": EVALS,
-            "components": {"per_pair": rows, "pooled_sd": pooled, "seed_sd_measured_sorted": measured_seed},
-            "score": score, "win_rate": win, "once_per_run": once}
+    once = [
+        {"distribution": dist, "seeds": seeds, "methods": seed_level_coverage(rng, reps, seeds, dist)}
+        for dist in ("normal", "student t, 3 df")
+        for seeds in SEED_COUNTS
+    ]
+    return {
+        "reps": reps,
+        "seed": seed,
+        "nominal": 0.95,
+        "prompts": PROMPTS,
+        "eval_seeds": EVALS,
+        "components": {"per_pair": rows, "pooled_sd": pooled, "seed_sd_measured_sorted": measured_seed},
+        "score": score,
+        "win_rate": win,
+        "once_per_run": once,
+    }
 
 
 def markdown(result: dict) -> str:
     pooled = result["components"]["pooled_sd"]
-    lines = ["# Coverage of the claims' 95% intervals (issue 25)", "",
-             f"`python benchmarks/coverage.py` ({result['reps']} simulated data sets per row, Monte-Carlo SE in "
-             f"brackets, mean interval width after it; {result.get('wall_s', 0):.0f} s on one core). Nominal 0.95; "
-             "the target is at least 0.93 at 3 and 5 seeds.", "",
-             "**Chosen:** `crossed t` (`refbench.method.inference.crossed_interval`) for score effects and win "
-             "rates: the seed means' variance with t_{S-1}, the variance the shared prompts add with t_{P-1}, "
-             "each scaled by its own quantile. It is the only score interval at or above 0.95 in every row; "
-             "Satterthwaite's single quantile is narrower but sits at the target's edge with 3 seeds. "
-             "`t over seeds` (`t_interval`) for claims measured once per run. `hierarchical bootstrap` is "
-             "today's method (`analysis.seeds.compare` and `seed_level`).", "",
-             "## Score effects (paired human differences, 42 prompts x 2 evaluation seeds per training seed)", "",
-             _table(result["score"], "between-seed SD"), "",
-             "## Win rates (the same data as outcomes 1[d > 0]; true win rate 0.65)", "",
-             _table(result["win_rate"], "between-seed SD"), "",
-             "## Claims measured once per run (one value per training seed)", "",
-             _table(result["once_per_run"], "distribution of the seed values", key="distribution"), "",
-             "Today's bootstrap over 3 values is their range: coverage 1 - 2 (1/2)^3 = 0.75 for normal values.", "",
-             "## Variance components used", "",
-             "SDs of the paired human differences, by a balanced random-effects ANOVA of each comparison's "
-             "(training seed x prompt x evaluation seed) table in `results/data/` (3 seeds x 42 prompts x 2 "
-             "evaluation seeds; a negative variance estimate shown as a negative SD). The simulation uses "
-             "the mean over comparisons of each variance (set to 0 if negative), with the between-seed SD "
-             "varied as in the tables above.", "",
-             "| comparison | effect | seed means | " + " | ".join(COMPONENTS) + " |",
-             "|---|---|---|" + "---|" * len(COMPONENTS)]
+    lines = [
+        "# Coverage of the claims' 95% intervals (issue 25)",
+        "",
+        f"`python benchmarks/coverage.py` ({result['reps']} simulated data sets per row, Monte-Carlo SE in "
+        f"brackets, mean interval width after it; {result.get('wall_s', 0):.0f} s on one core). Nominal 0.95; "
+        "the target is at least 0.93 at 3 and 5 seeds.",
+        "",
+        "**Chosen:** `crossed t` (`refbench.method.inference.crossed_interval`) for score effects and win "
+        "rates: the seed means' variance with t_{S-1}, the variance the shared prompts add with t_{P-1}, "
+        "each scaled by its own quantile. It is the only score interval at or above 0.95 in every row; "
+        "Satterthwaite's single quantile is narrower but sits at the target's edge with 3 seeds. "
+        "`t over seeds` (`t_interval`) for claims measured once per run. `hierarchical bootstrap` is "
+        "today's method (`analysis.seeds.compare` and `seed_level`).",
+        "",
+        "## Score effects (paired human differences, 42 prompts x 2 evaluation seeds per training seed)",
+        "",
+        _table(result["score"], "between-seed SD"),
+        "",
+        "## Win rates (the same data as outcomes 1[d > 0]; true win rate 0.65)",
+        "",
+        _table(result["win_rate"], "between-seed SD"),
+        "",
+        "## Claims measured once per run (one value per training seed)",
+        "",
+        _table(result["once_per_run"], "distribution of the seed values", key="distribution"),
+        "",
+        "Today's bootstrap over 3 values is their range: coverage 1 - 2 (1/2)^3 = 0.75 for normal values.",
+        "",
+        "## Variance components used",
+        "",
+        "SDs of the paired human differences, by a balanced random-effects ANOVA of each comparison's "
+        "(training seed x prompt x evaluation seed) table in `results/data/` (3 seeds x 42 prompts x 2 "
+        "evaluation seeds; a negative variance estimate shown as a negative SD). The simulation uses "
+        "the mean over comparisons of each variance (set to 0 if negative), with the between-seed SD "
+        "varied as in the tables above.",
+        "",
+        "| comparison | effect | seed means | " + " | ".join(COMPONENTS) + " |",
+        "|---|---|---|" + "---|" * len(COMPONENTS),
+    ]
     for row in result["components"]["per_pair"]:
         seeds = ", ".join(f"{v:+.4f}" for v in row["seed_means"])
-        lines.append(f"| {row['pair']} | {row['effect']:+.4f} | {seeds} | "
-                     + " | ".join(f"{row['sd'][k]:.4f}" for k in COMPONENTS) + " |")
-    lines.append("| **used (mean of variances)** | | | " + " | ".join(f"**{pooled[k]:.4f}**" for k in COMPONENTS) + " |")
+        lines.append(
+            f"| {row['pair']} | {row['effect']:+.4f} | {seeds} | "
+            + " | ".join(f"{row['sd'][k]:.4f}" for k in COMPONENTS)
+            + " |"
+        )
+    lines.append(
+        "| **used (mean of variances)** | | | " + " | ".join(f"**{pooled[k]:.4f}**" for k in COMPONENTS) + " |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +332,9 @@ def _table(rows: list[dict], label: str, key: str = "seed_sd") -> str:
     methods = list(rows[0]["methods"])
     out = [f"| {label} | seeds | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for row in rows:
-        cells = [f"{m['coverage']:.3f} ({m['mc_se']:.3f}), width {m['mean_width']:.3g}" for m in row["methods"].values()]
+        cells = [
+            f"{m['coverage']:.3f} ({m['mc_se']:.3f}), width {m['mean_width']:.3g}" for m in row["methods"].values()
+        ]
         out.append(f"| {row[key]} | {row['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,9 @@ def jpeg(rng: np.random.Generator, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-def write_folder(folder: Path, rows: int, *, per_file: int = 5_000, row_group: int = 500, repeat_image: bool = False) -> Path:
+def write_folder(
+    folder: Path, rows: int, *, per_file: int = 5_000, row_group: int = 500, repeat_image: bool = False
+) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,34 +57,76 @@ def write_folder(folder: Path, rows: int, *, per_file: int = 5_000, row_group: i
         numbers = range(start, min(rows, start + per_file))
         first = [one if repeat_image else jpeg(rng) for _ in numbers]
         second = [one if repeat_image else jpeg(rng) for _ in numbers]
-        table = pa.table({"caption": [f"a photo of thing {n % 5_000}" for n in numbers], "jpg_0": first,
-                          "jpg_1": second, "label_0": [0.5 if n % 10 == 0 else float(n % 2) for n in numbers]})
-        pq.write_table(table, folder / f"train-{start // per_file:05d}.parquet", row_group_size=row_group,
-                       use_dictionary=["caption"])
+        table = pa.table(
+            {
+                "caption": [f"a photo of thing {n % 5_000}" for n in numbers],
+                "jpg_0": first,
+                "jpg_1": second,
+                "label_0": [0.5 if n % 10 == 0 else float(n % 2) for n in numbers],
+            }
+        )
+        pq.write_table(
+            table,
+            folder / f"train-{start // per_file:05d}.parquet",
+            row_group_size=row_group,
+            use_dictionary=["caption"],
+        )
     (folder / "done").write_text("")
     return folder
 
 
 def measured(command: list[str], env: dict | None = None) -> dict:
     """Run ``command`` in a fresh process through a wrapper that reports its child's peak RSS."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "code = subprocess.run(sys.argv[1:]).returncode; "
-               "print('RESULT', code, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "code = subprocess.run(sys.argv[1:]).returncode; "
+        "print('RESULT', code, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     # The working folder comes first on sys.path: run another tree's code from inside that tree.
     cwd = (env or {}).get("PYTHONPATH")
-    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, cwd=cwd,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-    line = [l for l in out.stdout.splitlines() if l.startswith("RESULT")][-1].split()
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *command],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+    line = [text for text in out.stdout.splitlines() if text.startswith("RESULT")][-1].split()
     if int(line[1]) != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-2000:]}")
     return {"seconds": round(float(line[2]), 2), "peak_rss_mb": round(int(line[3]) / 1024, 1)}
 
 
-def train_command(python: str, model: Path, data: Path, root: Path, name: str, steps: int, config: Path | None = None,
-                  batch: int = 2) -> list[str]:
-    command = [python, "-m", "refbench", "train", "--preset", "sd15", "--model", str(model), "--data", str(data),
-               "--resolution", "16", "--max-steps", str(steps), "--batch-size", str(batch), "--accumulation", "1",
-               "--name", name, "--db", str(root / "bench.duckdb"), "--out", str(root / "runs"), "--no-progress"]
+def train_command(
+    python: str, model: Path, data: Path, root: Path, name: str, steps: int, config: Path | None = None, batch: int = 2
+) -> list[str]:
+    command = [
+        python,
+        "-m",
+        "refbench",
+        "train",
+        "--preset",
+        "sd15",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--resolution",
+        "16",
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--accumulation",
+        "1",
+        "--name",
+        name,
+        "--db",
+        str(root / "bench.duckdb"),
+        "--out",
+        str(root / "runs"),
+        "--no-progress",
+    ]
     return command + (["--config", str(config)] if config else [])
 
 
@@ -116,8 +159,9 @@ def loader_only(data: Path, tree: Path | None = None) -> dict:
     model): the data's own footprint, without the ~1 GB that importing torch and diffusers costs.
     Measured through the same small wrapper as the trainings: a process forked from this one
     would start with its peak RSS (Linux keeps the high-water mark across fork and exec)."""
-    return measured([sys.executable, "-c", LOADER, str(data), "old" if tree else "new"],
-                    {"PYTHONPATH": str(tree)} if tree else None)
+    return measured(
+        [sys.executable, "-c", LOADER, str(data), "old" if tree else "new"], {"PYTHONPATH": str(tree)} if tree else None
+    )
 
 
 def decode_rate(data: Path, workers: int, batches: int = 40, batch: int = 32) -> float:
@@ -136,8 +180,11 @@ def decode_rate(data: Path, workers: int, batches: int = 40, batch: int = 32) ->
 def step_seconds(store: Path, name: str) -> float:
     import duckdb
 
-    rows = duckdb.connect(str(store), read_only=True).execute(
-        "select step, seconds from train_metrics where run = ? order by step", [name]).fetchall()
+    rows = (
+        duckdb.connect(str(store), read_only=True)
+        .execute("select step, seconds from train_metrics where run = ? order by step", [name])
+        .fetchall()
+    )
     return (rows[-1][1] - rows[1][1]) / (len(rows) - 2)  # steps after the first (warm)
 
 
@@ -156,35 +203,72 @@ def main() -> None:
     if not (model / "unet").is_dir():
         build_tiny_pipeline(model)
     folders = {rows: write_folder(root / f"rows-{rows}", rows) for rows in (10_000, 80_000)}
-    result: dict = {"folders": {rows: {"rows": rows, "mb_on_disk": round(sum(f.stat().st_size for f in folder.glob("*.parquet")) / 2**20, 1)}
-                                for rows, folder in folders.items()}}
+    result: dict = {
+        "folders": {
+            rows: {
+                "rows": rows,
+                "mb_on_disk": round(sum(f.stat().st_size for f in folder.glob("*.parquet")) / 2**20, 1),
+            }
+            for rows, folder in folders.items()
+        }
+    }
     python = sys.executable
     for rows, folder in folders.items():
         entry = result["folders"][rows]
         cache = root / f"cache-{rows}"
         shutil.rmtree(cache, ignore_errors=True)  # time a whole build
-        made = measured([python, "-m", "refbench", "cache-latents", "--preset", "sd15", "--model", str(model), "--data",
-                         str(folder), "--resolution", "16", "--out", str(cache), "--no-progress"])
+        made = measured(
+            [
+                python,
+                "-m",
+                "refbench",
+                "cache-latents",
+                "--preset",
+                "sd15",
+                "--model",
+                str(model),
+                "--data",
+                str(folder),
+                "--resolution",
+                "16",
+                "--out",
+                str(cache),
+                "--no-progress",
+            ]
+        )
         entry["cache_build"] = made
         entry["cache_mb"] = round(sum(f.stat().st_size for f in cache.glob("*")) / 2**20, 1)
-        entry["train_3_steps"] = measured(train_command(python, model, folder, root, f"plain-{rows}-{time.time_ns()}", 3))
-        entry["train_3_steps_cache"] = measured(train_command(python, model, folder, root, f"cache-{rows}-{time.time_ns()}", 3,
-                                                              cache_config(root, cache)))
-        entry["startup_1_step"] = measured(train_command(python, model, folder, root, f"one-{rows}-{time.time_ns()}", 1))
+        entry["train_3_steps"] = measured(
+            train_command(python, model, folder, root, f"plain-{rows}-{time.time_ns()}", 3)
+        )
+        entry["train_3_steps_cache"] = measured(
+            train_command(python, model, folder, root, f"cache-{rows}-{time.time_ns()}", 3, cache_config(root, cache))
+        )
+        entry["startup_1_step"] = measured(
+            train_command(python, model, folder, root, f"one-{rows}-{time.time_ns()}", 1)
+        )
         entry["loader_only"] = loader_only(folder)
         if args.old_tree:
             env = {"PYTHONPATH": str(args.old_tree)}
             entry["old_loader_only"] = loader_only(folder, args.old_tree)
-            entry["old_train_3_steps"] = measured(train_command(python, model, folder, root, f"old-{rows}-{time.time_ns()}", 3), env)
-            entry["old_startup_1_step"] = measured(train_command(python, model, folder, root, f"old1-{rows}-{time.time_ns()}", 1), env)
+            entry["old_train_3_steps"] = measured(
+                train_command(python, model, folder, root, f"old-{rows}-{time.time_ns()}", 3), env
+            )
+            entry["old_startup_1_step"] = measured(
+                train_command(python, model, folder, root, f"old1-{rows}-{time.time_ns()}", 1), env
+            )
         print(json.dumps({rows: entry}), flush=True)
     big = write_folder(root / "rows-1000000", 1_000_000, per_file=100_000, row_group=1_000, repeat_image=True)
     from refbench.training.data import PreferencePairs, open_pair_source
 
     started = time.perf_counter()
     pairs = PreferencePairs(open_pair_source(big))
-    result["screen_1m_rows"] = {"seconds": round(time.perf_counter() - started, 2), "pairs": len(pairs),
-                                "skipped": pairs.skipped.as_dict(), "index_mb": round(pairs.held_bytes() / 2**20, 2)}
+    result["screen_1m_rows"] = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "pairs": len(pairs),
+        "skipped": pairs.skipped.as_dict(),
+        "index_mb": round(pairs.held_bytes() / 2**20, 2),
+    }
     print(json.dumps(result["screen_1m_rows"]), flush=True)
     rates = {w: [] for w in (0, 1, 2)}
     for _ in range(args.repetitions):  # interleaved: the machine's noise hits every setting alike
@@ -200,7 +284,9 @@ def main() -> None:
             measured(train_command(python, model, folders[10_000], root, name, 8, config, batch=8))
             timings[kind].append(step_seconds(root / "bench.duckdb", name))
     result["step_seconds_batch_8"] = {k: round(float(np.median(v)), 4) for k, v in timings.items()}
-    result["step_cache_over_plain"] = round(float(np.median(np.array(timings["cache"]) / np.array(timings["plain"]))), 3)
+    result["step_cache_over_plain"] = round(
+        float(np.median(np.array(timings["cache"]) / np.array(timings["plain"]))), 3
+    )
     result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

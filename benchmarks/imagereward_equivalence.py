@@ -51,27 +51,48 @@ PROMPTS = [
     "",
     "green squares and red circles",
 ]
-WORDS = ("a an the of on in at by with and two three red blue green yellow circle square triangle "
-         "background photo cat sitting wooden table soft light astronaut riding horse painting lighthouse "
-         "storm dramatic sky oil canvas highly detailed trending art station famous painter wave crash "
-         "against rock below sea gull night").split()
+WORDS = (
+    "a an the of on in at by with and two three red blue green yellow circle square triangle "
+    "background photo cat sitting wooden table soft light astronaut riding horse painting lighthouse "
+    "storm dramatic sky oil canvas highly detailed trending art station famous painter wave crash "
+    "against rock below sea gull night"
+).split()
 
 
 def write_vocab(folder: Path) -> None:
     """A BERT WordPiece vocabulary laid out like bert-base-uncased's: [PAD] 0, [unused*], [UNK] 100,
     [CLS] 101, [SEP] 102, [MASK] 103, then characters, '##' pieces and some whole words."""
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")
-    tokens = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-              + chars + ["##" + c for c in chars if c.isalnum()] + ["##s", "##ing", "##ed", "##er"] + WORDS)
+    tokens = (
+        ["[PAD]"]
+        + [f"[unused{i}]" for i in range(99)]
+        + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + chars
+        + ["##" + c for c in chars if c.isalnum()]
+        + ["##s", "##ing", "##ed", "##er"]
+        + WORDS
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(tokens)) + "\n")
 
 
 MED_CONFIG = {  # ImageReward's med_config.json
-    "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
-    "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12,
-    "num_hidden_layers": 12, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": 30524, "encoder_width": 768,
+    "architectures": ["BertModel"],
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 512,
+    "model_type": "bert",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 0,
+    "type_vocab_size": 2,
+    "vocab_size": 30524,
+    "encoder_width": 768,
     "add_cross_attention": True,
 }
 
@@ -85,11 +106,16 @@ def write_images(folder: Path) -> list[Path]:
     for i, (w, h) in enumerate(SIZES):
         rng = np.random.default_rng(SEED + i)
         y, x = np.mgrid[0:h, 0:w] / max(h, w)
-        img = np.stack([127.5 * (1 + np.sin(rng.uniform(2, 12) * x + rng.uniform(2, 12) * y + rng.uniform(0, 6)))
-                        for _ in range(3)], axis=-1)
+        img = np.stack(
+            [
+                127.5 * (1 + np.sin(rng.uniform(2, 12) * x + rng.uniform(2, 12) * y + rng.uniform(0, 6)))
+                for _ in range(3)
+            ],
+            axis=-1,
+        )
         for _ in range(3):  # a few flat rectangles
             x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
-            img[y0:y0 + rng.integers(10, h // 2), x0:x0 + rng.integers(10, w // 2)] = rng.uniform(0, 255, 3)
+            img[y0 : y0 + rng.integers(10, h // 2), x0 : x0 + rng.integers(10, w // 2)] = rng.uniform(0, 255, 3)
         img += rng.normal(0, 8, img.shape)
         path = folder / f"{i}.png"
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(path)
@@ -125,11 +151,10 @@ def randomise(model) -> None:
 
 
 def run_original(work: Path) -> None:
-    import torch
-    from PIL import Image
-
     import ImageReward as RM
+    import torch
     from ImageReward.models.BLIP import blip
+    from PIL import Image
     from transformers import BertTokenizer
 
     model_dir = work / "model"
@@ -141,8 +166,9 @@ def run_original(work: Path) -> None:
     class LocalBert(BertTokenizer):  # the package asks for 'bert-base-uncased' by name: give it the local one
         @classmethod
         def from_pretrained(cls, name, *args, **kwargs):
-            return BertTokenizer.from_pretrained(str(tokenizer_dir) if name == "bert-base-uncased" else name,
-                                                 *args, **kwargs)
+            return BertTokenizer.from_pretrained(
+                str(tokenizer_dir) if name == "bert-base-uncased" else name, *args, **kwargs
+            )
 
     blip.BertTokenizer = LocalBert
     started = time.perf_counter()
@@ -157,12 +183,21 @@ def run_original(work: Path) -> None:
     images = write_images(work / "images")
     with torch.no_grad():
         scores = [float(model.score(prompt, Image.open(path).convert("RGB"))) for prompt, path in zip(PROMPTS, images)]
-    tokens = [model.blip.tokenizer(p, padding="max_length", truncation=True, max_length=35)["input_ids"] for p in PROMPTS]
-    (work / "original.json").write_text(json.dumps({
-        "scores": scores, "tokens": tokens, "seconds": time.perf_counter() - started,
-        "versions": versions(("image-reward", "torch", "torchvision", "transformers", "timm", "fairscale")),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }, indent=1))
+    tokens = [
+        model.blip.tokenizer(p, padding="max_length", truncation=True, max_length=35)["input_ids"] for p in PROMPTS
+    ]
+    (work / "original.json").write_text(
+        json.dumps(
+            {
+                "scores": scores,
+                "tokens": tokens,
+                "seconds": time.perf_counter() - started,
+                "versions": versions(("image-reward", "torch", "torchvision", "transformers", "timm", "fairscale")),
+                "parameters": sum(p.numel() for p in model.parameters()),
+            },
+            indent=1,
+        )
+    )
 
 
 # ---- side 2: refbench's port, and the comparison ------------------------------------------------
@@ -175,7 +210,9 @@ def run_refbench(work: Path, original_python: str, out: Path | None) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the original side must not see refbench
     started = time.perf_counter()
-    subprocess.run([original_python, str(Path(__file__).resolve()), "original", "--work", str(work)], check=True, env=env)
+    subprocess.run(
+        [original_python, str(Path(__file__).resolve()), "original", "--work", str(work)], check=True, env=env
+    )
     original_seconds = time.perf_counter() - started
     original = json.loads((work / "original.json").read_text())
 
@@ -190,8 +227,9 @@ def run_refbench(work: Path, original_python: str, out: Path | None) -> int:
     batched = [0.0] * len(PROMPTS)  # images i and i + 4 have one size: score them as one batch of 2
     half = len(PROMPTS) // 2
     for i in range(half):
-        batched[i], batched[i + half] = map(float, metric(np.stack([images[i], images[i + half]]),
-                                                          [PROMPTS[i], PROMPTS[i + half]]))
+        batched[i], batched[i + half] = map(
+            float, metric(np.stack([images[i], images[i + half]]), [PROMPTS[i], PROMPTS[i + half]])
+        )
     refbench_seconds = time.perf_counter() - started
     tokenizer = load_tokenizer(str(work / "model" / "tokenizer"))
     tokens = [tokenizer(p, padding="max_length", truncation=True, max_length=MAX_LENGTH)["input_ids"] for p in PROMPTS]
@@ -201,24 +239,35 @@ def run_refbench(work: Path, original_python: str, out: Path | None) -> int:
     control = negative_control(work, images)
     control_diffs = [abs(a - b) for a, b in zip(control, original["scores"])]
     result = {
-        "passed": max(diffs + batched_diffs) <= TOLERANCE and tokens == original["tokens"] and min(control_diffs) > TOLERANCE,
+        "passed": max(diffs + batched_diffs) <= TOLERANCE
+        and tokens == original["tokens"]
+        and min(control_diffs) > TOLERANCE,
         "tolerance": TOLERANCE,
-        "max_abs_difference": max(diffs), "max_abs_difference_batched": max(batched_diffs), "tokens_equal": tokens == original["tokens"],
-        "original_scores": original["scores"], "refbench_scores": ours,
+        "max_abs_difference": max(diffs),
+        "max_abs_difference_batched": max(batched_diffs),
+        "tokens_equal": tokens == original["tokens"],
+        "original_scores": original["scores"],
+        "refbench_scores": ours,
         "score_spread": {"min": min(ours), "max": max(ours), "std": float(np.std(ours))},
         "control_min_abs_difference": min(control_diffs),  # the port with two ViT LayerNorms swapped
-        "parameters": original["parameters"], "image_sizes": SIZES, "prompts": PROMPTS,
+        "parameters": original["parameters"],
+        "image_sizes": SIZES,
+        "prompts": PROMPTS,
         "original_env": original["versions"],
         "refbench_env": versions(("refbench", "torch", "torchvision", "transformers")),
-        "seconds": {"original (build, randomise, save, load, score)": round(original_seconds, 1),
-                    "refbench (load, score)": round(refbench_seconds, 1)},
+        "seconds": {
+            "original (build, randomise, save, load, score)": round(original_seconds, 1),
+            "refbench (load, score)": round(refbench_seconds, 1),
+        },
     }
     print(f"{'prompt':<40} {'image-reward':>13} {'refbench':>13} {'|diff|':>10}")
     for prompt, a, b, d in zip(PROMPTS, original["scores"], ours, diffs):
         print(f"{prompt[:40]:<40} {a:>13.7f} {b:>13.7f} {d:>10.2e}")
-    print(f"max |difference| {max(diffs):.3e} one image per call, {max(batched_diffs):.3e} two per call "
-          f"(tolerance {TOLERANCE:g}); tokens equal: {result['tokens_equal']}; "
-          f"{'PASS' if result['passed'] else 'FAIL'}")
+    print(
+        f"max |difference| {max(diffs):.3e} one image per call, {max(batched_diffs):.3e} two per call "
+        f"(tolerance {TOLERANCE:g}); tokens equal: {result['tokens_equal']}; "
+        f"{'PASS' if result['passed'] else 'FAIL'}"
+    )
     print(f"negative control (ViT block 0's two LayerNorms swapped): |difference| >= {min(control_diffs):.3e}")
     print(f"original env: {original['versions']}\nrefbench env: {result['refbench_env']}")
     if out:

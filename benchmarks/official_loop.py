@@ -97,10 +97,15 @@ class OfficialData:
 
         self.rows = table.to_pylist()  # datasets reads the same arrow rows, memory-mapped
         self.tokenizer, self.empty = tokenizer, proportion_empty_prompts
-        self.transform = transforms.Compose([
-            transforms.Resize(RESOLUTION, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(RESOLUTION), transforms.Lambda(lambda x: x), transforms.ToTensor(),
-            transforms.Normalize([0.5], [0.5])])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(RESOLUTION, interpolation=transforms.InterpolationMode.BILINEAR),
+                transforms.CenterCrop(RESOLUTION),
+                transforms.Lambda(lambda x: x),
+                transforms.ToTensor(),
+                transforms.Normalize([0.5], [0.5]),
+            ]
+        )
 
     def __len__(self):
         return len(self.rows)
@@ -114,8 +119,13 @@ class OfficialData:
         if row["label_0"] == 0:
             images = images[::-1]
         caption = "" if random.random() < self.empty else row["caption"]
-        ids = self.tokenizer([caption], max_length=self.tokenizer.model_max_length, padding="max_length",
-                             truncation=True, return_tensors="pt").input_ids[0]
+        ids = self.tokenizer(
+            [caption],
+            max_length=self.tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids[0]
         return {"pixel_values": torch.cat(images, dim=0), "input_ids": ids}
 
     @staticmethod
@@ -123,8 +133,10 @@ class OfficialData:
         import torch
 
         pixel_values = torch.stack([e["pixel_values"] for e in examples])
-        return {"pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float(),
-                "input_ids": torch.stack([e["input_ids"] for e in examples])}
+        return {
+            "pixel_values": pixel_values.to(memory_format=torch.contiguous_format).float(),
+            "input_ids": torch.stack([e["input_ids"] for e in examples]),
+        }
 
 
 def official_step(batch, m, accelerator, beta_dpo: float, max_grad_norm: float) -> None:
@@ -132,7 +144,13 @@ def official_step(batch, m, accelerator, beta_dpo: float, max_grad_norm: float) 
     import torch
     import torch.nn.functional as F
 
-    unet, ref_unet, vae, text_encoder, noise_scheduler = m["unet"], m["ref_unet"], m["vae"], m["text_encoder"], m["scheduler"]
+    unet, ref_unet, vae, text_encoder, noise_scheduler = (
+        m["unet"],
+        m["ref_unet"],
+        m["vae"],
+        m["text_encoder"],
+        m["scheduler"],
+    )
     optimizer, lr_scheduler, weight_dtype = m["optimizer"], m["lr_scheduler"], torch.float32
     with accelerator.accumulate(unet):
         feed_pixel_values = torch.cat(batch["pixel_values"].chunk(2, dim=1))  # 1016
@@ -195,18 +213,30 @@ class Setup:
         source = write_pairs(self.table, root / "pairs.parquet")
         self.accelerator = Accelerator(mixed_precision="no", cpu=True)
         overrides = {
-            "model": {"pretrained": str(self.folder), "resolution": RESOLUTION, "gradient_checkpointing": False,
-                      "mixed_precision": "no"},
+            "model": {
+                "pretrained": str(self.folder),
+                "resolution": RESOLUTION,
+                "gradient_checkpointing": False,
+                "mixed_precision": "no",
+            },
             "data": {"source": str(source), "num_workers": 0, "random_flip": False},
-            "training": {"batch_size": PAIRS, "gradient_accumulation_steps": 1, "lr_warmup_steps": 0,
-                         "checkpoint_every": 10**6}}
+            "training": {
+                "batch_size": PAIRS,
+                "gradient_accumulation_steps": 1,
+                "lr_warmup_steps": 0,
+                "checkpoint_every": 10**6,
+            },
+        }
         self.config = load_config(method="diff-dpo", preset="sd15", overrides=overrides, name="bench-diff-dpo")
         cached = copy.deepcopy(overrides)
         cached["data"].update(latent_cache=str(root / "latents"), latent_dtype="float32")
-        self.cached_config = load_config(method="diff-dpo", preset="sd15", overrides=cached, name="bench-diff-dpo-cached")
+        self.cached_config = load_config(
+            method="diff-dpo", preset="sd15", overrides=cached, name="bench-diff-dpo-cached"
+        )
         self.pairs = load_preference_pairs(self.config)
-        self.cache = open_latent_cache(self.cached_config, load_preference_pairs(self.cached_config), self.accelerator,
-                                       progress=False)
+        self.cache = open_latent_cache(
+            self.cached_config, load_preference_pairs(self.cached_config), self.accelerator, progress=False
+        )
 
     def refbench_trial(self, cached: bool, steps: int) -> list[float]:
         from refbench.training.data import load_preference_pairs
@@ -215,8 +245,15 @@ class Setup:
         config = self.cached_config if cached else self.config
         config = _with_steps(config, steps)
         pairs = load_preference_pairs(config)
-        trainer = Trainer(config, pairs, self.root / "runs" / config.name, None, accelerator=self.accelerator,
-                          progress=False, latent_cache=self.cache if cached else None)
+        trainer = Trainer(
+            config,
+            pairs,
+            self.root / "runs" / config.name,
+            None,
+            accelerator=self.accelerator,
+            progress=False,
+            latent_cache=self.cache if cached else None,
+        )
         trainer.save = lambda: None  # no checkpoints in a timed step
         ends = [time.perf_counter()]
         stop_if_asked = trainer._stop_if_asked
@@ -239,21 +276,28 @@ class Setup:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         folder, training = str(self.folder), self.config.training
-        m = {"scheduler": DDPMScheduler.from_pretrained(folder, subfolder="scheduler"),
-             "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
-             "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").requires_grad_(False),
-             "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae").requires_grad_(False),
-             "ref_unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet").requires_grad_(False)}
+        m = {
+            "scheduler": DDPMScheduler.from_pretrained(folder, subfolder="scheduler"),
+            "tokenizer": CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            "text_encoder": CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").requires_grad_(False),
+            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae").requires_grad_(False),
+            "ref_unet": UNet2DConditionModel.from_pretrained(folder, subfolder="unet").requires_grad_(False),
+        }
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
         lr = training.effective_learning_rate(1)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=training.weight_decay,
-                                      eps=1e-8)
-        lr_scheduler = get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=training.max_steps)
+        optimizer = torch.optim.AdamW(
+            unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=training.weight_decay, eps=1e-8
+        )
+        lr_scheduler = get_scheduler(
+            training.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=training.max_steps
+        )
         data = OfficialData(self.table, m["tokenizer"], self.config.data.caption_dropout)
-        loader = torch.utils.data.DataLoader(data, shuffle=True, collate_fn=OfficialData.collate, batch_size=PAIRS,
-                                             num_workers=0, drop_last=True)
-        m["unet"], m["optimizer"], m["loader"], m["lr_scheduler"] = self.accelerator.prepare(unet, optimizer, loader,
-                                                                                             lr_scheduler)
+        loader = torch.utils.data.DataLoader(
+            data, shuffle=True, collate_fn=OfficialData.collate, batch_size=PAIRS, num_workers=0, drop_last=True
+        )
+        m["unet"], m["optimizer"], m["loader"], m["lr_scheduler"] = self.accelerator.prepare(
+            unet, optimizer, loader, lr_scheduler
+        )
         m["unet"].train()
         return m
 
@@ -309,18 +353,25 @@ def profile_parts(run) -> dict[str, float]:
     }
     out = {"step": sum(times) / len(times)}
     for name, key in parts.items():
-        matches = [cumulative for (file, _, function), (_, _, _, cumulative, _) in stats.items()
-                   if file.endswith(key[0]) and function == key[1]]
+        matches = [
+            cumulative
+            for (file, _, function), (_, _, _, cumulative, _) in stats.items()
+            if file.endswith(key[0]) and function == key[1]
+        ]
         out[name] = max(matches, default=0.0) / len(times)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", type=Path, help="the official train.py: check the restated lines against it first")
+    parser.add_argument(
+        "--official", type=Path, help="the official train.py: check the restated lines against it first"
+    )
     parser.add_argument("--trials", type=int, default=4, help="repetitions (each runs every case once)")
     parser.add_argument("--steps", type=int, default=40, help="steps per trial (figures: steps 6-40)")
-    parser.add_argument("--profile", action="store_true", help="also profile one uncached refbench and one official trial")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one uncached refbench and one official trial"
+    )
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args()
     found = check_official(args.official) if args.official else None
@@ -332,39 +383,64 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         setup = Setup(Path(tmp))
-        cases = {"official": lambda: setup.official_trial(args.steps),
-                 "refbench-uncached": lambda: setup.refbench_trial(False, args.steps),
-                 "refbench-cached": lambda: setup.refbench_trial(True, args.steps)}
+        cases = {
+            "official": lambda: setup.official_trial(args.steps),
+            "refbench-uncached": lambda: setup.refbench_trial(False, args.steps),
+            "refbench-cached": lambda: setup.refbench_trial(True, args.steps),
+        }
         for run in cases.values():  # warm-up: first allocations, imports, caches
             run()
         figures = {name: [] for name in cases}
         names = list(cases)
         for rep in range(args.trials):
-            for name in names[rep % 3:] + names[:rep % 3]:
+            for name in names[rep % 3 :] + names[: rep % 3]:
                 figures[name].append(trial_figure(cases[name]()))
-                print(f"[{time.perf_counter() - started:6.1f} s] trial {rep + 1} {name}: "
-                      f"{figures[name][-1] * 1e3:.1f} ms/step", file=sys.stderr, flush=True)
+                print(
+                    f"[{time.perf_counter() - started:6.1f} s] trial {rep + 1} {name}: "
+                    f"{figures[name][-1] * 1e3:.1f} ms/step",
+                    file=sys.stderr,
+                    flush=True,
+                )
         profile = None
         if args.profile:
-            profile = {"refbench-uncached": profile_parts(cases["refbench-uncached"]),
-                       "official": profile_parts(cases["official"])}
+            profile = {
+                "refbench-uncached": profile_parts(cases["refbench-uncached"]),
+                "official": profile_parts(cases["official"]),
+            }
     ratios = {}
     for name in ("refbench-uncached", "refbench-cached"):
         paired = [a / b for a, b in zip(figures[name], figures["official"])]
-        ratios[name] = {"median": statistics.median(paired), "min": min(paired), "max": max(paired), "per_trial": paired}
+        ratios[name] = {
+            "median": statistics.median(paired),
+            "min": min(paired),
+            "max": max(paired),
+            "per_trial": paired,
+        }
     result = {
-        "setup": {"pairs_per_step": PAIRS, "resolution": RESOLUTION, "latents": f"4x{RESOLUTION // 2}x{RESOLUTION // 2}",
-                  "dtype": "fp32", "torch_threads": torch.get_num_threads(), "trials": args.trials, "steps": args.steps,
-                  "figure": "median step time over steps 6-40 of each trial", "data_pairs": DATA_PAIRS,
-                  "refbench": "diff-dpo, sd15 preset (monitor every 8 steps on 32 winners, caption dropout 0.2), no flips",
-                  "official": "train.py's loop restated in benchmarks/official_loop.py (official_step)",
-                  "official_lines_checked": found},
+        "setup": {
+            "pairs_per_step": PAIRS,
+            "resolution": RESOLUTION,
+            "latents": f"4x{RESOLUTION // 2}x{RESOLUTION // 2}",
+            "dtype": "fp32",
+            "torch_threads": torch.get_num_threads(),
+            "trials": args.trials,
+            "steps": args.steps,
+            "figure": "median step time over steps 6-40 of each trial",
+            "data_pairs": DATA_PAIRS,
+            "refbench": "diff-dpo, sd15 preset (monitor every 8 steps on 32 winners, caption dropout 0.2), no flips",
+            "official": "train.py's loop restated in benchmarks/official_loop.py (official_step)",
+            "official_lines_checked": found,
+        },
         "ratio_over_official": ratios,
         "median_seconds_per_step": {k: statistics.median(v) for k, v in figures.items()},
         "seconds_per_step_per_trial": figures,
         "profile_seconds_per_step": profile,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_after": list(os.getloadavg())},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average_after": list(os.getloadavg()),
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
     text = json.dumps(result, indent=2)

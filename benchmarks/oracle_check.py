@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["required"] = name in REQUIRED
         results[name]["passed"] = results[name]["clean_above"] >= THRESHOLD
         r = results[name]
-        print(f"{name:32s} clean>corrupted {r['clean_above']:.3f}  ties {r['ties']:.3f}  "
-              f"mean {r['mean_clean']:.3f} vs {r['mean_corrupted']:.3f}  {r['seconds_per_1000']:.2f} s/1000")
+        print(
+            f"{name:32s} clean>corrupted {r['clean_above']:.3f}  ties {r['ties']:.3f}  "
+            f"mean {r['mean_clean']:.3f} vs {r['mean_corrupted']:.3f}  {r['seconds_per_1000']:.2f} s/1000"
+        )
     ok = all(r["passed"] for n, r in results.items() if r["required"])
     out = {"n_prompts": args.n, "seed": args.seed, "threshold": THRESHOLD, "all_required_passed": ok, "checks": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

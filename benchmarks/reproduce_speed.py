@@ -39,6 +39,7 @@ def _plan(root: Path, runs: list[str], max_steps: int, num_prompts: int):
 
     def then(spec):
         return evaluation_steps(spec, db=db, out_root=out, eval_seeds=1, num_prompts=num_prompts, timestep_pairs=64)
+
     return specs, then, db, out
 
 
@@ -56,16 +57,26 @@ def run_workers(root: Path, jobs: int, **plan_args) -> tuple[dict, float]:
 
 def run_processes(root: Path, **plan_args) -> tuple[dict, float]:
     """The former runner at --jobs 1: every step its own `refbench` process, one thread."""
-    from refbench.experiments.sweep import _config_file
     from refbench.experiments.steps import Step
+    from refbench.experiments.sweep import _config_file
 
     specs, then, db, out = _plan(root, **plan_args)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     timings: dict = {}
     began = time.perf_counter()
     for spec in specs:
-        train = Step("train", spec.name, {"method": spec.method, "preset": spec.preset, "no_progress": True,
-                                          "config": str(_config_file(spec, out / "_sweep")), "db": str(db), "out": str(out)})
+        train = Step(
+            "train",
+            spec.name,
+            {
+                "method": spec.method,
+                "preset": spec.preset,
+                "no_progress": True,
+                "config": str(_config_file(spec, out / "_sweep")),
+                "db": str(db),
+                "out": str(out),
+            },
+        )
         seconds = {}
         for step in [train, *then(spec)]:
             step_began = time.perf_counter()
@@ -94,26 +105,37 @@ def split(root: Path, timings: dict, wall: float, workers: int) -> dict:
 
 def markdown(result: dict) -> str:
     kinds = ("training", "sampling", "scoring", "analysis")
-    lines = [MARK_START, "## Reproduce speed: long-lived plan workers (issue 24)", "",
-             f"`python benchmarks/reproduce_speed.py{' --quick' if result['quick'] else ''}` on {result['machine']}: "
-             f"runs {', '.join(result['plan'])} at {result['max_steps']} steps, each sampled on {result['num_prompts']} "
-             f"toy-test prompts x 1 seed and scored; {', '.join(result['analysed'])} also get a timestep analysis (64 "
-             "pairs). Seconds per run (mean over runs, "
-             f"{result['repeats']} repeat(s), modes alternating); \"other\" = the runs' wall time - the four measured parts "
-             "(start-up, imports, loading), \"idle\" = wall x workers - the runs' wall time.", "",
-             "| mode | wall s | per run | " + " | ".join(kinds) + " | other | idle |", "|---|---|---|" + "---|" * len(kinds) + "---|---|"]
+    lines = [
+        MARK_START,
+        "## Reproduce speed: long-lived plan workers (issue 24)",
+        "",
+        f"`python benchmarks/reproduce_speed.py{' --quick' if result['quick'] else ''}` on {result['machine']}: "
+        f"runs {', '.join(result['plan'])} at {result['max_steps']} steps, each sampled on {result['num_prompts']} "
+        f"toy-test prompts x 1 seed and scored; {', '.join(result['analysed'])} also get a timestep analysis (64 "
+        "pairs). Seconds per run (mean over runs, "
+        f'{result["repeats"]} repeat(s), modes alternating); "other" = the runs\' wall time - the four measured parts '
+        '(start-up, imports, loading), "idle" = wall x workers - the runs\' wall time.',
+        "",
+        "| mode | wall s | per run | " + " | ".join(kinds) + " | other | idle |",
+        "|---|---|---|" + "---|" * len(kinds) + "---|---|",
+    ]
     for mode, costs in result["modes"].items():
         count = len(costs["runs"])
-        lines.append(f"| {mode} | {costs['wall']:.1f} | {_per_run(costs):.1f} | "
-                     + " | ".join(f"{costs['totals'][k] / count:.1f}" for k in kinds)
-                     + f" | {costs['other_per_run']:.1f} | {costs['idle'] / count:.1f} |")
+        lines.append(
+            f"| {mode} | {costs['wall']:.1f} | {_per_run(costs):.1f} | "
+            + " | ".join(f"{costs['totals'][k] / count:.1f}" for k in kinds)
+            + f" | {costs['other_per_run']:.1f} | {costs['idle'] / count:.1f} |"
+        )
     modes = result["modes"]
     workers, processes = _per_run(modes["workers, --jobs 1"]), _per_run(modes["one process per step, --jobs 1"])
-    lines += ["", "\"per run\" = wall x workers / runs. A step run as its own process counts its start-up (interpreter, "
-              "imports, loading) in its own column, so the comparison with one process per step is the per-run total: "
-              f"**{processes - workers:.1f} s more per run** ({processes:.1f} against {workers:.1f} s at --jobs 1), with "
-              f"the same training seconds. Wall, --jobs 1 over --jobs 2: **{result['ratios']['wall_jobs1_over_jobs2']:.2f}**.",
-              MARK_END]
+    lines += [
+        "",
+        '"per run" = wall x workers / runs. A step run as its own process counts its start-up (interpreter, '
+        "imports, loading) in its own column, so the comparison with one process per step is the per-run total: "
+        f"**{processes - workers:.1f} s more per run** ({processes:.1f} against {workers:.1f} s at --jobs 1), with "
+        f"the same training seconds. Wall, --jobs 1 over --jobs 2: **{result['ratios']['wall_jobs1_over_jobs2']:.2f}**.",
+        MARK_END,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -145,11 +167,16 @@ def main() -> None:
         print(markdown(result))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    plan_args = {"runs": PLAN[:2] if args.quick else PLAN, "max_steps": 20 if args.quick else 60,
-                 "num_prompts": 8 if args.quick else 16}
-    modes = {"workers, --jobs 1": lambda root: run_workers(root, 1, **plan_args),
-             "workers, --jobs 2": lambda root: run_workers(root, 2, **plan_args),
-             "one process per step, --jobs 1": lambda root: run_processes(root, **plan_args)}
+    plan_args = {
+        "runs": PLAN[:2] if args.quick else PLAN,
+        "max_steps": 20 if args.quick else 60,
+        "num_prompts": 8 if args.quick else 16,
+    }
+    modes = {
+        "workers, --jobs 1": lambda root: run_workers(root, 1, **plan_args),
+        "workers, --jobs 2": lambda root: run_workers(root, 2, **plan_args),
+        "one process per step, --jobs 1": lambda root: run_processes(root, **plan_args),
+    }
     workers = {"workers, --jobs 1": 1, "workers, --jobs 2": 2, "one process per step, --jobs 1": 1}
     collected: dict[str, list] = {mode: [] for mode in modes}
     order = list(modes)
@@ -162,11 +189,21 @@ def main() -> None:
     summary = {mode: min(costs, key=lambda c: c["wall"]) for mode, costs in collected.items()}  # the least disturbed
     from refbench.experiments.reproduce_plan import TIMESTEP_RUNS
 
-    result = {"analysed": [run for run in plan_args["runs"] if run in TIMESTEP_RUNS], "quick": args.quick, "repeats": args.repeats, "plan": plan_args["runs"], "max_steps": plan_args["max_steps"],
-              "num_prompts": plan_args["num_prompts"], "machine": f"{os.cpu_count()} CPU cores", "modes": summary,
-              "ratios": {"other_processes_over_workers": summary["one process per step, --jobs 1"]["other_per_run"]
-                         / max(1e-9, summary["workers, --jobs 1"]["other_per_run"]),
-                         "wall_jobs1_over_jobs2": summary["workers, --jobs 1"]["wall"] / summary["workers, --jobs 2"]["wall"]}}
+    result = {
+        "analysed": [run for run in plan_args["runs"] if run in TIMESTEP_RUNS],
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "plan": plan_args["runs"],
+        "max_steps": plan_args["max_steps"],
+        "num_prompts": plan_args["num_prompts"],
+        "machine": f"{os.cpu_count()} CPU cores",
+        "modes": summary,
+        "ratios": {
+            "other_processes_over_workers": summary["one process per step, --jobs 1"]["other_per_run"]
+            / max(1e-9, summary["workers, --jobs 1"]["other_per_run"]),
+            "wall_jobs1_over_jobs2": summary["workers, --jobs 1"]["wall"] / summary["workers, --jobs 2"]["wall"],
+        },
+    }
     args.out.write_text(json.dumps(result, indent=1))
     write_section(args.results, markdown(result))
     print(markdown(result))

@@ -32,10 +32,12 @@ ROOT = HERE.parent
 # The regime whose committed results the notebooks show (the paper regime's reproduction is in results/;
 # "early" shows results/early-regime/).
 REGIME = "paper"
-STORE = ("The numbers come from `load_results()`: `$REFBENCH_DB` if set, else the regime's `reproduce.duckdb`, "
-         "else its committed parquet export (`results/data/`, or `results/early-regime/data/` for the early "
-         "regime; run `refbench reproduce` to regenerate them). The outputs saved in this notebook were "
-         "computed from the committed export by `python notebooks/build_notebooks.py`.")
+STORE = (
+    "The numbers come from `load_results()`: `$REFBENCH_DB` if set, else the regime's `reproduce.duckdb`, "
+    "else its committed parquet export (`results/data/`, or `results/early-regime/data/` for the early "
+    "regime; run `refbench reproduce` to regenerate them). The outputs saved in this notebook were "
+    "computed from the committed export by `python notebooks/build_notebooks.py`."
+)
 
 SETUP = """%matplotlib inline
 # analysis.figures selects matplotlib's Agg backend (files only); the line above shows figures here.
@@ -105,9 +107,11 @@ r_t(w) > r_t(l) and the reward scale lambda(t), measured against each run's refe
 What to look for: at the noisy end the implicit reward is smaller and its accuracy nearer 50%
 (a weaker training signal), which lambda(t) compensates for. Curves are means over training
 seeds; the accuracy's band is its 95% Wilson interval over the pairs of every seed.""",
-        [figure("figures.plot_timestep(store, plan.TIMESTEP_RUNS)"),
-         "from analysis import report\n\n# the figure's numbers (results/timestep_analysis.md), means over seeds\n"
-         "Markdown(report.timestep_markdown(store, plan.TIMESTEP_RUNS))"],
+        [
+            figure("figures.plot_timestep(store, plan.TIMESTEP_RUNS)"),
+            "from analysis import report\n\n# the figure's numbers (results/timestep_analysis.md), means over seeds\n"
+            "Markdown(report.timestep_markdown(store, plan.TIMESTEP_RUNS))",
+        ],
     ),
     "fig3_samples.ipynb": (
         """# Fig. 3: the same prompt and seed under every method
@@ -131,8 +135,12 @@ Diffusion-DPO (dashed, its interval shaded); points are means over training seed
 
 What to look for: without regularisation a shorter tau (more drift) scores lower; with
 regularisation every tau beats Diffusion-DPO.""",
-        [figure("figures.plot_tau(store, {k: v for k, v in plan.fig4(regime).items() if k != 'baseline'}, "
-                "baseline=plan.fig4(regime)['baseline'])")],
+        [
+            figure(
+                "figures.plot_tau(store, {k: v for k, v in plan.fig4(regime).items() if k != 'baseline'}, "
+                "baseline=plan.fig4(regime)['baseline'])"
+            )
+        ],
     ),
     "fig5_divergence_by_timestep.ipynb": (
         """# Fig. 5: divergence per timestep interval
@@ -143,9 +151,13 @@ scale lambda(t).
 
 What to look for: with the reward scale the model spends less divergence at the noisy,
 early timesteps (left) than without it.""",
-        [figure("figures.plot_divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to'])"),
-         "# the figure's numbers: % of relative_to's divergence per interval, mean over training seeds\n"
-         "figures.divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to']).round(1)"],
+        [
+            figure(
+                "figures.plot_divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to'])"
+            ),
+            "# the figure's numbers: % of relative_to's divergence per interval, mean over training seeds\n"
+            "figures.divergence_by_timestep(store, plan.FIG5['runs'], relative_to=plan.FIG5['relative_to']).round(1)",
+        ],
     ),
     "table1_winrates.ipynb": (
         """# Table 1: win rates against the baselines
@@ -194,10 +206,12 @@ or "not measured" when a run it needs is missing; computed by `analysis.claims` 
 store as the figures and tables, with what the methods compared cost, as in `results/claims.csv`.
 
 What to look for: which claims survive a new training seed, and which are inconclusive.""",
-        ["from analysis import claims\nfrom refbench.experiments.regime_plan import untestable_claims\n\n"
-         "table = claims.claims_table(store, untestable=untestable_claims() if regime == 'paper' else ())\n"
-         "print(claims.verdict_counts(table))\n"
-         "Markdown(tables.to_markdown(table[['where', 'paper', 'measured', 'seeds', 'samples', 'verdict', 'cost']]))"],
+        [
+            "from analysis import claims\nfrom refbench.experiments.regime_plan import untestable_claims\n\n"
+            "table = claims.claims_table(store, untestable=untestable_claims() if regime == 'paper' else ())\n"
+            "print(claims.verdict_counts(table))\n"
+            "Markdown(tables.to_markdown(table[['where', 'paper', 'measured', 'seeds', 'samples', 'verdict', 'cost']]))"
+        ],
     ),
     "rectified_flow.ipynb": (
         """# Do the paper's findings hold for rectified flow?
@@ -211,13 +225,17 @@ Fig. 2 and Fig. 4, under the same training seeds as the UNet world.
 What to look for: whether the reference moves and freezes as in the UNet world (Fig. 1(b)),
 whether the implicit reward is weaker at the noisy start (Fig. 2, intervals of the noise level s),
 whether tau behaves as in Fig. 4, and, in the last cell, each claim's verdict in both worlds.""",
-        ["flow_store = load_results(world=\"toy-flow\")\n" + figure("figures.plot_kl(flow_store, plan.FIG1B)"),
-         figure("figures.plot_timestep(flow_store, [run for run in plan.TIMESTEP_RUNS if run in plan.FLOW_RUNS])"),
-         figure("figures.plot_tau(flow_store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, "
-                "baseline=plan.FIG4['baseline'])"),
-         "from analysis import flow_report, reads\n\n"
-         "Markdown(flow_report.comparison_section(reads.results_folder(regime='early'), reads.results_folder('toy-flow')) "
-         "or 'run `refbench reproduce --world toy-flow` first')"],
+        [
+            'flow_store = load_results(world="toy-flow")\n' + figure("figures.plot_kl(flow_store, plan.FIG1B)"),
+            figure("figures.plot_timestep(flow_store, [run for run in plan.TIMESTEP_RUNS if run in plan.FLOW_RUNS])"),
+            figure(
+                "figures.plot_tau(flow_store, {k: v for k, v in plan.FIG4.items() if k != 'baseline'}, "
+                "baseline=plan.FIG4['baseline'])"
+            ),
+            "from analysis import flow_report, reads\n\n"
+            "Markdown(flow_report.comparison_section(reads.results_folder(regime='early'), reads.results_folder('toy-flow')) "
+            "or 'run `refbench reproduce --world toy-flow` first')",
+        ],
     ),
 }
 
@@ -227,8 +245,11 @@ def build(name: str) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.metadata["language_info"] = {"name": "python"}
-    notebook.cells = [nbformat.v4.new_markdown_cell(introduction + "\n\n" + STORE), nbformat.v4.new_code_cell(SETUP),
-                      *[nbformat.v4.new_code_cell(code) for code in cells]]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell(introduction + "\n\n" + STORE),
+        nbformat.v4.new_code_cell(SETUP),
+        *[nbformat.v4.new_code_cell(code) for code in cells],
+    ]
     for index, cell in enumerate(notebook.cells):  # stable ids: rebuilding gives identical files
         cell["id"] = f"cell-{index}"
     return notebook
@@ -298,8 +319,13 @@ def execute(path: Path, env: dict[str, str], timeout: int = TIMEOUT) -> nbformat
     source = nbformat.read(path, as_version=4)
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.insert(0, nbformat.v4.new_code_cell(PRELUDE, id="prelude"))
-    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=timeout, record_timing=False,
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=timeout,
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute(env=env)
     notebook.cells.pop(0)
     text = nbformat.writes(notebook)

@@ -56,7 +56,9 @@ def _check_literals(obj: Any, section: str) -> None:
         value = getattr(obj, f.name)
         if get_origin(hint) is Literal:
             allowed = get_args(hint)
-            _require(value in allowed, f"{section}.{f.name}", f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
+            _require(
+                value in allowed, f"{section}.{f.name}", f"must be one of {', '.join(map(str, allowed))}; got {value!r}"
+            )
         elif hint is float and isinstance(value, float):
             _require(math.isfinite(value), f"{section}.{f.name}", f"must be a finite number; got {value!r}")
 
@@ -94,17 +96,28 @@ class MethodConfig:
         _require(self.bins >= 1, "method.bins", f"must be >= 1; got {self.bins}")
         _require(self.beta > 0, "method.beta", f"must be > 0; got {self.beta}")
         names = reward_scale_names()
-        _require(self.reward_scale in names, "method.reward_scale", f"must be one of {', '.join(names)}; got {self.reward_scale!r}")
+        _require(
+            self.reward_scale in names,
+            "method.reward_scale",
+            f"must be one of {', '.join(names)}; got {self.reward_scale!r}",
+        )
         for name in ("desirable_weight", "undesirable_weight", "mapo_snr"):
             value = getattr(self, name)
             _require(value > 0, f"method.{name}", f"must be > 0; got {value}")
         objective = self.resolved_objective()
         check_params(objective, self.params)
         if not objective.needs_reference:
-            _require(self.reference == "none", "method.reference",
-                     f"must be 'none': the {self.objective} objective is reference-free; got {self.reference!r}")
+            _require(
+                self.reference == "none",
+                "method.reference",
+                f"must be 'none': the {self.objective} objective is reference-free; got {self.reference!r}",
+            )
         else:
-            _require(self.reference != "none", "method.reference", f"the {self.objective} objective needs a 'fixed' or 'sync' reference")
+            _require(
+                self.reference != "none",
+                "method.reference",
+                f"the {self.objective} objective needs a 'fixed' or 'sync' reference",
+            )
 
     def resolved_objective(self):
         """The ``refbench.method.objectives.Objective`` that ``objective`` names."""
@@ -136,12 +149,21 @@ class ModelConfig:
         _check_literals(self, "model")
         _require(self.kind in MODEL_KINDS, "model.kind", f"must be one of {', '.join(MODEL_KINDS)}; got {self.kind!r}")
         _require(bool(self.pretrained), "model.pretrained", "must not be empty")
-        _require(self.resolution >= 8 and self.resolution % 8 == 0, "model.resolution", f"must be a multiple of 8, >= 8; got {self.resolution}")
+        _require(
+            self.resolution >= 8 and self.resolution % 8 == 0,
+            "model.resolution",
+            f"must be a multiple of 8, >= 8; got {self.resolution}",
+        )
         _require(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0; got {self.lora_rank}")
-        _require(self.vae is None or bool(self.vae), "model.vae", f"must be a hub id or folder, or unset; got {self.vae!r}")
+        _require(
+            self.vae is None or bool(self.vae), "model.vae", f"must be a hub id or folder, or unset; got {self.vae!r}"
+        )
         with_t5 = [name for name, kind in MODEL_KINDS.items() if kind.t5]
-        _require(self.t5 or MODEL_KINDS[self.kind].t5, "model.t5",
-                 f"must be true unless model.kind is {' or '.join(with_t5)} (the kinds with a T5 encoder); got false for {self.kind}")
+        _require(
+            self.t5 or MODEL_KINDS[self.kind].t5,
+            "model.t5",
+            f"must be true unless model.kind is {' or '.join(with_t5)} (the kinds with a T5 encoder); got false for {self.kind}",
+        )
 
 
 @dataclass(frozen=True)
@@ -171,14 +193,30 @@ class DataConfig:
         _check_literals(self, "data")
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
-        _require(self.exclude_prompts is None or bool(self.exclude_prompts), "data.exclude_prompts",
-                 f"must be a prompt set or a file, or unset; got {self.exclude_prompts!r}")
+        _require(
+            self.exclude_prompts is None or bool(self.exclude_prompts),
+            "data.exclude_prompts",
+            f"must be a prompt set or a file, or unset; got {self.exclude_prompts!r}",
+        )
         _require(self.max_pairs is None or self.max_pairs >= 1, "data.max_pairs", f"must be >= 1; got {self.max_pairs}")
-        _require(self.latent_cache is None or bool(self.latent_cache), "data.latent_cache", f"must be a folder, or unset; got {self.latent_cache!r}")
-        _require(self.num_workers is None or self.num_workers >= 0, "data.num_workers", f"must be >= 0; got {self.num_workers}")
-        _require(0 <= self.caption_dropout < 1, "data.caption_dropout", f"must be in [0, 1); got {self.caption_dropout}")
-        _require(not (self.random_flip and self.latent_cache), "data.random_flip",
-                 "must be false with data.latent_cache (the cache holds unflipped centre crops); got true")
+        _require(
+            self.latent_cache is None or bool(self.latent_cache),
+            "data.latent_cache",
+            f"must be a folder, or unset; got {self.latent_cache!r}",
+        )
+        _require(
+            self.num_workers is None or self.num_workers >= 0,
+            "data.num_workers",
+            f"must be >= 0; got {self.num_workers}",
+        )
+        _require(
+            0 <= self.caption_dropout < 1, "data.caption_dropout", f"must be in [0, 1); got {self.caption_dropout}"
+        )
+        _require(
+            not (self.random_flip and self.latent_cache),
+            "data.random_flip",
+            "must be false with data.latent_cache (the cache holds unflipped centre crops); got true",
+        )
 
     def resolved_num_workers(self, local_processes: int = 1) -> int:
         """``num_workers``, or the CPU cores left per training process after its own, at most 8."""
@@ -226,8 +264,16 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check_literals(self, "training")
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "monitor_every", "monitor_size",
-                     "checkpoint_every", "max_nonfinite_steps"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "log_every",
+            "monitor_every",
+            "monitor_size",
+            "checkpoint_every",
+            "max_nonfinite_steps",
+        ):
             value = getattr(self, name)
             _require(value >= 1, f"training.{name}", f"must be >= 1; got {value}")
         _require(self.learning_rate > 0, "training.learning_rate", f"must be > 0; got {self.learning_rate}")
@@ -235,22 +281,38 @@ class TrainingConfig:
         _require(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0; got {self.weight_decay}")
         _require(self.max_grad_norm > 0, "training.max_grad_norm", f"must be > 0; got {self.max_grad_norm}")
         _require(0 <= self.seed < 2**63, "training.seed", f"must be in [0, 2**63); got {self.seed}")
-        _require(all(1 <= step < self.max_steps for step in self.snapshot_steps), "training.snapshot_steps",
-                 f"must lie in [1, max_steps = {self.max_steps}); got {list(self.snapshot_steps)}")
-        _require(not (self.snapshot_steps and self.lr_scheduler == "cosine"), "training.snapshot_steps",
-                 "a cosine schedule depends on max_steps, so a snapshot would not be a shorter run; use a constant schedule")
-        _require(self.effective_batch >= 0, "training.effective_batch", f"must be >= 0 (0: unset); got {self.effective_batch}")
+        _require(
+            all(1 <= step < self.max_steps for step in self.snapshot_steps),
+            "training.snapshot_steps",
+            f"must lie in [1, max_steps = {self.max_steps}); got {list(self.snapshot_steps)}",
+        )
+        _require(
+            not (self.snapshot_steps and self.lr_scheduler == "cosine"),
+            "training.snapshot_steps",
+            "a cosine schedule depends on max_steps, so a snapshot would not be a shorter run; use a constant schedule",
+        )
+        _require(
+            self.effective_batch >= 0,
+            "training.effective_batch",
+            f"must be >= 0 (0: unset); got {self.effective_batch}",
+        )
         if self.effective_batch:
-            _require(self.effective_batch % self.batch_size == 0, "training.effective_batch",
-                     f"must be a multiple of training.batch_size ({self.batch_size}); got {self.effective_batch}")
+            _require(
+                self.effective_batch % self.batch_size == 0,
+                "training.effective_batch",
+                f"must be a multiple of training.batch_size ({self.batch_size}); got {self.effective_batch}",
+            )
 
     def accumulation(self, num_processes: int = 1) -> int:
         """Micro-batches per optimizer step on each process."""
         if not self.effective_batch:
             return self.gradient_accumulation_steps
         per_step = self.batch_size * num_processes
-        _require(self.effective_batch % per_step == 0, "training.effective_batch",
-                 f"{self.effective_batch} is not divisible by {num_processes} processes x batch {self.batch_size}")
+        _require(
+            self.effective_batch % per_step == 0,
+            "training.effective_batch",
+            f"{self.effective_batch} is not divisible by {num_processes} processes x batch {self.batch_size}",
+        )
         return self.effective_batch // per_step
 
     def effective_batch_size(self, num_processes: int = 1) -> int:
@@ -272,15 +334,26 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # The name is a folder under --out: no separators, no leading dot ("." and ".." would escape it).
-        valid = all(c.isalnum() or c in "-_.=," for c in self.name) and not self.name.startswith(".") and len(self.name) <= 200
-        _require(bool(self.name) and valid, "name", f"must be 1-200 letters, digits and - _ . = , not starting with a dot; got {self.name!r}")
+        valid = (
+            all(c.isalnum() or c in "-_.=," for c in self.name)
+            and not self.name.startswith(".")
+            and len(self.name) <= 200
+        )
+        _require(
+            bool(self.name) and valid,
+            "name",
+            f"must be 1-200 letters, digits and - _ . = , not starting with a dot; got {self.name!r}",
+        )
         presets = preset_names()
         _require(self.preset in presets, "preset", f"must be one of {', '.join(presets)}; got {self.preset!r}")
         # A LoRA reference is a pair of low-rank factors: mixing A and B separately does not mix
         # the weight changes they make (B A), and their mix is not low-rank in general.
-        _require(not (self.model.lora_rank and self.method.mixup_alpha < 1), "method.mixup_alpha",
-                 f"must be 1 (a hard copy) with LoRA (model.lora_rank {self.model.lora_rank}): a soft sync of the "
-                 f"adapters' factors is not the soft sync of their weights; got {self.method.mixup_alpha}")
+        _require(
+            not (self.model.lora_rank and self.method.mixup_alpha < 1),
+            "method.mixup_alpha",
+            f"must be 1 (a hard copy) with LoRA (model.lora_rank {self.model.lora_rank}): a soft sync of the "
+            f"adapters' factors is not the soft sync of their weights; got {self.method.mixup_alpha}",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -366,7 +439,9 @@ def config_from_dict(raw: dict) -> RunConfig:
             raise ConfigError(f"{section}: must be a table of fields; got {values!r}")
         sections[section] = _build_section(cls, values, section)
     name = raw.get("name")
-    return RunConfig(name=str(sections["method"].name if name is None else name), preset=str(raw.get("preset", "toy")), **sections)
+    return RunConfig(
+        name=str(sections["method"].name if name is None else name), preset=str(raw.get("preset", "toy")), **sections
+    )
 
 
 def load_config(
@@ -394,6 +469,11 @@ def load_config(
     accumulation_or_effective_batch(raw, method_preset, from_file, overrides or {})
     vae_goes_with_its_model(raw, method_preset, from_file, overrides or {})
     config = config_from_dict(raw)
-    refuse_reference_updates(config.method.objective, config.method.resolved_objective().needs_reference,
-                             method_preset, from_file, overrides or {})
+    refuse_reference_updates(
+        config.method.objective,
+        config.method.resolved_objective().needs_reference,
+        method_preset,
+        from_file,
+        overrides or {},
+    )
     return config

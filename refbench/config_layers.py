@@ -9,8 +9,13 @@ from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["accumulation_or_effective_batch", "vae_goes_with_its_model", "refuse_reference_updates", "coerce",
-           "assignments"]
+__all__ = [
+    "accumulation_or_effective_batch",
+    "vae_goes_with_its_model",
+    "refuse_reference_updates",
+    "coerce",
+    "assignments",
+]
 
 _REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
 
@@ -45,7 +50,9 @@ def refuse_reference_updates(objective: str, needs_reference: bool, *layers: dic
         section = layer.get("method")
         for key in _REFERENCE_UPDATE_FIELDS:
             if isinstance(section, dict) and section.get(key) is not None:
-                raise ConfigError(f"method.{key}: the {objective} objective has no reference model to update; remove {key}")
+                raise ConfigError(
+                    f"method.{key}: the {objective} objective has no reference model to update; remove {key}"
+                )
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -96,8 +103,10 @@ def assignments(items: list[str] | None) -> dict:
         key, equals, text = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not equals or not dot or not name.strip() or section not in SECTIONS:
-            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
-                              f"{', '.join(SECTIONS)} (e.g. --set method.tau=4)")
+            raise ConfigError(
+                f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION one of "
+                f"{', '.join(SECTIONS)} (e.g. --set method.tau=4)"
+            )
         try:
             value = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:

@@ -42,8 +42,10 @@ def _import(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"method.objective: cannot import module {module_name!r} ({exc}); "
-                          "put it on PYTHONPATH or in the working directory, or give a .py file path") from None
+        raise ConfigError(
+            f"method.objective: cannot import module {module_name!r} ({exc}); "
+            "put it on PYTHONPATH or in the working directory, or give a .py file path"
+        ) from None
     finally:
         if added:
             sys.path.remove(cwd)
@@ -53,8 +55,10 @@ def resolve_objective(name: str) -> Objective:
     """The objective ``method.objective`` names: a built-in or ``module:function``."""
     if ":" not in name:
         if name not in OBJECTIVES:
-            raise ConfigError(f"method.objective: must be a built-in objective ({', '.join(objective_names())}) "
-                              f"or a function of your own as 'module:function'; got {name!r}")
+            raise ConfigError(
+                f"method.objective: must be a built-in objective ({', '.join(objective_names())}) "
+                f"or a function of your own as 'module:function'; got {name!r}"
+            )
         return OBJECTIVES[name]
     module_name, _, function_name = name.rpartition(":")
     if not module_name or not function_name:
@@ -77,11 +81,14 @@ def check_params(objective: Objective, params: dict) -> None:
     if objective.builtin:
         if params:
             knobs = ", ".join(f"method.{f}" for f in objective.reads) or "none"
-            raise ConfigError(f"method.params: must be empty for the built-in {objective.name} objective (its knobs: "
-                              f"{knobs}; params are for an objective named 'module:function'); got {params!r}")
+            raise ConfigError(
+                f"method.params: must be empty for the built-in {objective.name} objective (its knobs: "
+                f"{knobs}; params are for an objective named 'module:function'); got {params!r}"
+            )
         return
     try:
         inspect.signature(objective.fn).bind(None, None, **params)
     except TypeError as exc:
-        raise ConfigError(f"method.params: {objective.name} cannot take them ({exc}); "
-                          "it is called as fn(forward, method, **params)") from None
+        raise ConfigError(
+            f"method.params: {objective.name} cannot take them ({exc}); it is called as fn(forward, method, **params)"
+        ) from None

@@ -28,8 +28,10 @@ def local_path(source: str) -> Path:
     """The local file or folder ``source``; SourceNotFound (one line) if it is not there."""
     path = Path(os.path.expanduser(source))
     if not path.exists():
-        raise SourceNotFound(f"no such file or folder {source!r} (and as a hub id: none starts with "
-                             f"'/', '.' or '~'; hub ids look like owner/name)")
+        raise SourceNotFound(
+            f"no such file or folder {source!r} (and as a hub id: none starts with "
+            f"'/', '.' or '~'; hub ids look like owner/name)"
+        )
     return path
 
 
@@ -62,5 +64,7 @@ def hub_file(repo_id: str, filename: str, *, source: str | None = None, repo_typ
         return huggingface_hub.hf_hub_download(repo_id, filename, repo_type=repo_type)
     except (OSError, errors.EntryNotFoundError, errors.HFValidationError) as exc:
         shown = source or f"{repo_id}/{filename}"
-        raise SourceNotFound(f"no such file or folder {shown!r}, and as a hub id ({repo_id}, file {filename}) "
-                             f"{hub_reason(exc, filename)}") from exc
+        raise SourceNotFound(
+            f"no such file or folder {shown!r}, and as a hub id ({repo_id}, file {filename}) "
+            f"{hub_reason(exc, filename)}"
+        ) from exc

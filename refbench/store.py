@@ -16,10 +16,11 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import duckdb
 
@@ -33,20 +34,32 @@ __all__ = ["Store", "DEFAULT_DB", "TABLES"]
 # `refbench query` runs the user's SQL on a connection that can only read this one file: no file
 # access (COPY TO, read_csv, ATTACH), no extensions, and the settings locked so the SQL cannot
 # turn them back on.
-SANDBOX = {"enable_external_access": False, "autoinstall_known_extensions": False,
-           "autoload_known_extensions": False, "allow_community_extensions": False, "lock_configuration": True}
+SANDBOX = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
 # Errors that mean the file itself is damaged (truncated, overwritten), not the SQL.
 _DAMAGE = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException)
 
+
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Store:
     """A handle on one DuckDB file. Cheap to create; holds no open connection between calls."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB, *, lock_timeout: float | None = None, create: bool = True,
-                 announce: bool = False):
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_DB,
+        *,
+        lock_timeout: float | None = None,
+        create: bool = True,
+        announce: bool = False,
+    ):
         """``create=False``: a missing file is a StoreError (commands that only read must not make an
         empty store from a mistyped --db). ``announce``: say on stderr when a new store is made
         in a folder that did not exist."""
@@ -58,8 +71,10 @@ class Store:
             raise StoreError(f"{self.path} is a folder, not a database file")
         if not self.path.exists():
             if not create:
-                raise StoreError(f"no store at {self.path}; train a run first, or pass --db with an existing store"
-                                 + _legacy_hint(self.path))
+                raise StoreError(
+                    f"no store at {self.path}; train a run first, or pass --db with an existing store"
+                    + _legacy_hint(self.path)
+                )
             new_folder = not self.path.parent.exists()
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,13 +83,16 @@ class Store:
             if announce and new_folder:  # a --db into a folder that was not there may be a typo: say so
                 import sys
 
-                print(f"new store {self.path} in the new folder {self.path.parent}" + _legacy_hint(self.path),
-                      file=sys.stderr, flush=True)
+                print(
+                    f"new store {self.path} in the new folder {self.path.parent}" + _legacy_hint(self.path),
+                    file=sys.stderr,
+                    flush=True,
+                )
         self._ensure_schema()
 
     # -- connections -------------------------------------------------------------------
     @contextmanager
-    def held(self) -> Iterator["Store"]:
+    def held(self) -> Iterator[Store]:
         """Serve every read inside the block from one read-only connection. An analysis makes hundreds
         of small queries, and opening the file costs more than most of them; while held, other
         processes cannot write to the file, so hold it only around reading."""
@@ -102,8 +120,9 @@ class Store:
         delay = 0.05
         while True:
             try:
-                connection = duckdb.connect(str(self.path), read_only=read_only or sandboxed,
-                                            config=SANDBOX if sandboxed else {})
+                connection = duckdb.connect(
+                    str(self.path), read_only=read_only or sandboxed, config=SANDBOX if sandboxed else {}
+                )
                 break
             except duckdb.IOException as exc:
                 message = str(exc)
@@ -131,8 +150,10 @@ class Store:
         try:
             yield
         except _DAMAGE as exc:
-            raise StoreError(f"the database {self.path} cannot be read or written ({str(exc).splitlines()[0]}); it may "
-                             f"be truncated or damaged: restore it from a copy, or use another --db") from None
+            raise StoreError(
+                f"the database {self.path} cannot be read or written ({str(exc).splitlines()[0]}); it may "
+                f"be truncated or damaged: restore it from a copy, or use another --db"
+            ) from None
 
     def _ensure_schema(self) -> None:
         # Once per file and process: analyses open a Store per query, and checking every table's
@@ -163,8 +184,10 @@ class Store:
         block_size, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
         have = self.path.stat().st_size
         if have < block_size * used:
-            raise StoreError(f"the database {self.path} is cut short ({have} bytes, less than the {block_size * used} "
-                             f"its used blocks need); restore it from a copy, or use another --db")
+            raise StoreError(
+                f"the database {self.path} is cut short ({have} bytes, less than the {block_size * used} "
+                f"its used blocks need); restore it from a copy, or use another --db"
+            )
 
     # -- generic reads -----------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None):
@@ -185,7 +208,8 @@ class Store:
             except (duckdb.PermissionException, duckdb.InvalidInputException, duckdb.CatalogException) as exc:
                 first = str(exc).splitlines()[0]
                 if isinstance(exc, duckdb.PermissionException) or any(
-                        word in first for word in ("read-only", "has been locked", "in-memory")):
+                    word in first for word in ("read-only", "has been locked", "in-memory")
+                ):
                     raise StoreError(f"query refused: `refbench query` only reads {self.path} ({first})") from None
                 raise StoreError(f"query failed: {first}") from None
             except duckdb.Error as exc:
@@ -230,11 +254,18 @@ class Store:
     def delete_samples(self, run: str, prompt_set: str) -> list[str]:
         """Remove a run's samples on a prompt set and their scores, in one transaction; returns the image paths."""
         with self.connect() as con:
-            paths = [row[0] for row in con.execute("SELECT image_path FROM samples WHERE run = ? AND prompt_set = ?",
-                                                   [run, prompt_set]).fetchall()]
+            paths = [
+                row[0]
+                for row in con.execute(
+                    "SELECT image_path FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set]
+                ).fetchall()
+            ]
             con.execute("BEGIN TRANSACTION")
-            con.execute("DELETE FROM scores WHERE sample_id IN (SELECT sample_id FROM samples WHERE run = ? AND "
-                        "prompt_set = ?)", [run, prompt_set])
+            con.execute(
+                "DELETE FROM scores WHERE sample_id IN (SELECT sample_id FROM samples WHERE run = ? AND "
+                "prompt_set = ?)",
+                [run, prompt_set],
+            )
             con.execute("DELETE FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set])
             con.execute("COMMIT")
         return paths
@@ -265,27 +296,59 @@ class Store:
             for table in TABLES:
                 path = folder / f"{table}.parquet"
                 if path.is_file():  # an export from an older refbench may lack newer columns
-                    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{_quote(path)}')").fetchall()}
+                    present = {
+                        row[0]
+                        for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{_quote(path)}')").fetchall()
+                    }
                     columns = ", ".join(c for c in schema.columns(table) if c in present)
-                    con.execute(f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM read_parquet('{_quote(path)}')")
+                    con.execute(
+                        f"INSERT OR REPLACE INTO {table} ({columns}) SELECT {columns} FROM read_parquet('{_quote(path)}')"
+                    )
                     count += con.execute(f"SELECT count(*) FROM read_parquet('{_quote(path)}')").fetchone()[0]
         return count
 
     # -- runs --------------------------------------------------------------------------
-    def create_run(self, name: str, *, method: str, preset: str, config: dict, seed: int, run_dir: str,
-                   git_revision: str | None, versions: dict[str, str]) -> str:
+    def create_run(
+        self,
+        name: str,
+        *,
+        method: str,
+        preset: str,
+        config: dict,
+        seed: int,
+        run_dir: str,
+        git_revision: str | None,
+        versions: dict[str, str],
+    ) -> str:
         run_id = uuid.uuid4().hex
         stamp = now()
-        self.upsert("runs", [{
-            "name": name, "id": run_id, "method": method, "preset": preset, "config": config,
-            "git_revision": git_revision, "versions": versions, "seed": seed, "status": "created",
-            "run_dir": run_dir, "created_at": stamp, "updated_at": stamp, "message": None,
-        }])
+        self.upsert(
+            "runs",
+            [
+                {
+                    "name": name,
+                    "id": run_id,
+                    "method": method,
+                    "preset": preset,
+                    "config": config,
+                    "git_revision": git_revision,
+                    "versions": versions,
+                    "seed": seed,
+                    "status": "created",
+                    "run_dir": run_dir,
+                    "created_at": stamp,
+                    "updated_at": stamp,
+                    "message": None,
+                }
+            ],
+        )
         return run_id
 
     def set_run_status(self, name: str, status: str, message: str | None = None) -> None:
         with self.connect() as con:
-            con.execute("UPDATE runs SET status = ?, message = ?, updated_at = ? WHERE name = ?", [status, message, now(), name])
+            con.execute(
+                "UPDATE runs SET status = ?, message = ?, updated_at = ? WHERE name = ?", [status, message, now(), name]
+            )
 
     def set_run_config(self, name: str, config: dict) -> None:
         with self.connect() as con:
@@ -323,7 +386,9 @@ _SCHEMA_CHECKED: set[tuple[str, int, int]] = set()
 def _legacy_hint(path: Path) -> str:
     """Where an earlier refbench kept the default store, when the default is asked for and it is there."""
     if Path(path) == DEFAULT_DB and LEGACY_DB.is_file():
-        return f" (an earlier refbench kept its store at {LEGACY_DB}: pass --db {LEGACY_DB}, or move it to {DEFAULT_DB})"
+        return (
+            f" (an earlier refbench kept its store at {LEGACY_DB}: pass --db {LEGACY_DB}, or move it to {DEFAULT_DB})"
+        )
     return ""
 
 

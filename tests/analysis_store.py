@@ -18,11 +18,12 @@ Scores: each run has 2 toy-test prompts x 2 seeds = 4 samples; sample i of a run
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
-from refbench.experiments import reproduce_plan as plan
 from refbench.config import load_config
 from refbench.evaluation.generate import prompt_texts, sample_id
+from refbench.experiments import reproduce_plan as plan
 from refbench.store import Store
 
 METRICS = ["human", "colour", "count", "shape", "aesthetic"]
@@ -37,11 +38,27 @@ DELTA = 0.002  # divergence at which regularised runs freeze / reinit
 # Mean human score. refdpo is the best of all; timestep-only is 0.005 above diff-dpo, inside the
 # equivalence margin of that no-effect claim.
 HUMAN = {
-    "refdpo": 0.700, "diff-dpo": 0.600, "sft": 0.550, "dspo": 0.580, "diff-kto": 0.570, "mapo": 0.620,
-    "diff-dpo-lr5x": 0.500, "diff-dpo-beta1000": 0.610, "ref-reinit": 0.640, "timestep-only": 0.605,
-    "ref-explore": 0.650, "refdpo-gamma0.8-constant": 0.630, "refdpo-gamma0.8": 0.660, "refdpo-constant": 0.670,
-    "ref-noreg": 0.520, "refdpo-tau4": 0.680, "refdpo-tau16": 0.690,
-    "refdpo-noreg-tau4": 0.510, "refdpo-noreg": 0.530, "refdpo-noreg-tau16": 0.560, "base": 0.450,
+    "refdpo": 0.700,
+    "diff-dpo": 0.600,
+    "sft": 0.550,
+    "dspo": 0.580,
+    "diff-kto": 0.570,
+    "mapo": 0.620,
+    "diff-dpo-lr5x": 0.500,
+    "diff-dpo-beta1000": 0.610,
+    "ref-reinit": 0.640,
+    "timestep-only": 0.605,
+    "ref-explore": 0.650,
+    "refdpo-gamma0.8-constant": 0.630,
+    "refdpo-gamma0.8": 0.660,
+    "refdpo-constant": 0.670,
+    "ref-noreg": 0.520,
+    "refdpo-tau4": 0.680,
+    "refdpo-tau16": 0.690,
+    "refdpo-noreg-tau4": 0.510,
+    "refdpo-noreg": 0.530,
+    "refdpo-noreg-tau16": 0.560,
+    "base": 0.450,
 }
 METRIC_OFFSET = {"human": 0.0, "colour": -0.10, "count": -0.20, "shape": -0.05, "aesthetic": -0.30}
 BUMP = {"colour": "diff-dpo-beta1000", "count": "timestep-only", "shape": "diff-dpo"}  # +0.20 on that metric
@@ -53,11 +70,26 @@ def mean_score(run: str, metric: str) -> float:
 
 # Final D(policy, init) after STEPS steps; refdpo sits in the middle of the ranking (Fig. 1(c) holds).
 FINAL_DIV_POLICY = {
-    "refdpo": 0.0040, "diff-dpo": 0.0005, "sft": 0.0010, "dspo": 0.0008, "diff-kto": 0.0007, "mapo": 0.0009,
-    "diff-dpo-lr5x": 0.0030, "diff-dpo-beta1000": 0.0015, "ref-reinit": 0.0025, "timestep-only": 0.0006,
-    "ref-explore": 0.0060, "refdpo-gamma0.8-constant": 0.0035, "refdpo-gamma0.8": 0.0038, "refdpo-constant": 0.0042,
-    "ref-noreg": 0.0200, "refdpo-tau4": 0.0041, "refdpo-tau16": 0.0039,
-    "refdpo-noreg-tau4": 0.0250, "refdpo-noreg": 0.0180, "refdpo-noreg-tau16": 0.0120,
+    "refdpo": 0.0040,
+    "diff-dpo": 0.0005,
+    "sft": 0.0010,
+    "dspo": 0.0008,
+    "diff-kto": 0.0007,
+    "mapo": 0.0009,
+    "diff-dpo-lr5x": 0.0030,
+    "diff-dpo-beta1000": 0.0015,
+    "ref-reinit": 0.0025,
+    "timestep-only": 0.0006,
+    "ref-explore": 0.0060,
+    "refdpo-gamma0.8-constant": 0.0035,
+    "refdpo-gamma0.8": 0.0038,
+    "refdpo-constant": 0.0042,
+    "ref-noreg": 0.0200,
+    "refdpo-tau4": 0.0041,
+    "refdpo-tau16": 0.0039,
+    "refdpo-noreg-tau4": 0.0250,
+    "refdpo-noreg": 0.0180,
+    "refdpo-noreg-tau16": 0.0120,
 }
 # Reward margin grows linearly: margin(step) = MARGIN_SLOPE * step (ref-noreg's is steeper than diff-dpo's).
 MARGIN_SLOPE = {"ref-noreg": 4e-5, "diff-dpo": 1e-5}
@@ -104,6 +136,8 @@ EXPECTED_VERDICTS = [
     ("Fig. 4", "every tau", "holds"),  # 0.680, 0.700, 0.690 - 0.600
     ("Fig. 5", "early timesteps", "holds"),  # 90% - 25% = 65 points
 ]
+
+
 # Image-passes per step by construction (batch 8 pairs): policy forward and backward on 16 images,
 # the reference forward on 16 (none for mapo); sft trains on the 8 winners only; no monitor rows.
 def passes_per_step(method: str) -> tuple[int, int, int]:
@@ -141,11 +175,21 @@ def _train_rows(name: str, config: dict) -> tuple[list[dict], list[dict]]:
         if step % LOG_EVERY:
             continue
         measured = step % MONITOR_EVERY == 0
-        row = {"run": name, "step": step, "loss": 0.7 - 0.002 * step, "accuracy": 0.5 + 0.005 * step,
-               "margin": slope * step, "model_err_w": 0.1, "model_err_l": 0.11, "ref_err_w": 0.1, "ref_err_l": 0.11,
-               "div_policy": policy_div if measured else None,
-               "div_ref": ref_div if measured else None,
-               "lr": config["training"]["learning_rate"], "seconds": 0.05 * step}
+        row = {
+            "run": name,
+            "step": step,
+            "loss": 0.7 - 0.002 * step,
+            "accuracy": 0.5 + 0.005 * step,
+            "margin": slope * step,
+            "model_err_w": 0.1,
+            "model_err_l": 0.11,
+            "ref_err_w": 0.1,
+            "ref_err_l": 0.11,
+            "div_policy": policy_div if measured else None,
+            "div_ref": ref_div if measured else None,
+            "lr": config["training"]["learning_rate"],
+            "seconds": 0.05 * step,
+        }
         if measured and not syncing:
             row["div_ref"] = 0.0  # the trainer logs 0 for a reference that never moves
         metrics.append(row)
@@ -154,17 +198,30 @@ def _train_rows(name: str, config: dict) -> tuple[list[dict], list[dict]]:
 
 def build_synthetic_store(path: str | Path) -> Store:
     """Write the synthetic store at ``path`` (a new DuckDB file) and return it."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     store = Store(path)
-    stamp = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    stamp = datetime(2025, 1, 1, tzinfo=UTC)
     runs, metrics, events = [], [], []
     for index, spec in enumerate(plan.PLAN):
         config = run_config(spec)
-        runs.append({"name": spec.name, "id": f"synthetic{index:04d}", "method": spec.method, "preset": spec.preset,
-                     "config": config, "git_revision": "synthetic", "versions": {"refbench": "synthetic"},
-                     "seed": config["training"].get("seed", 0), "status": "finished", "run_dir": f"runs/{spec.name}",
-                     "created_at": stamp, "updated_at": stamp, "message": None})
+        runs.append(
+            {
+                "name": spec.name,
+                "id": f"synthetic{index:04d}",
+                "method": spec.method,
+                "preset": spec.preset,
+                "config": config,
+                "git_revision": "synthetic",
+                "versions": {"refbench": "synthetic"},
+                "seed": config["training"].get("seed", 0),
+                "status": "finished",
+                "run_dir": f"runs/{spec.name}",
+                "created_at": stamp,
+                "updated_at": stamp,
+                "message": None,
+            }
+        )
         run_metrics, run_events = _train_rows(spec.name, config)
         metrics += run_metrics
         events += run_events
@@ -173,12 +230,25 @@ def build_synthetic_store(path: str | Path) -> Store:
     for spec in plan.PLAN:
         policy, reference, _ = passes_per_step(spec.method)
         steps = run_config(spec)["training"]["max_steps"]  # per step = count / the run's max_steps
-        kinds = {"policy": (policy * steps, policy * steps), "reference": (reference * steps, 0),
-                 "initial": (0, 0), "monitor": (0, 0)}
-        costs += [{"run": spec.name, "kind": k, "forward_images": f, "backward_images": b, "seconds": None}
-                  for k, (f, b) in kinds.items()]
-        costs.append({"run": spec.name, "kind": "total", "forward_images": sum(f for f, _ in kinds.values()),
-                      "backward_images": sum(b for _, b in kinds.values()), "seconds": 2.0 * STEPS})
+        kinds = {
+            "policy": (policy * steps, policy * steps),
+            "reference": (reference * steps, 0),
+            "initial": (0, 0),
+            "monitor": (0, 0),
+        }
+        costs += [
+            {"run": spec.name, "kind": k, "forward_images": f, "backward_images": b, "seconds": None}
+            for k, (f, b) in kinds.items()
+        ]
+        costs.append(
+            {
+                "run": spec.name,
+                "kind": "total",
+                "forward_images": sum(f for f, _ in kinds.values()),
+                "backward_images": sum(b for _, b in kinds.values()),
+                "seconds": 2.0 * STEPS,
+            }
+        )
     store.upsert("run_costs", costs)
     store.upsert("train_metrics", metrics)
     store.upsert("ref_events", events)
@@ -203,38 +273,90 @@ def build_synthetic_store(path: str | Path) -> Store:
                 image = images / run / PROMPT_SET / f"{i:04d}.png"  # a real 16 px PNG, its grey level the score
                 image.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.full((16, 16, 3), int(255 * mean_score(run, "human")), dtype=np.uint8)).save(image)
-                samples.append({"sample_id": sid, "run": run, "prompt_set": PROMPT_SET, "prompt": prompt, "seed": seed,
-                                "image_path": str(image), "guidance_scale": 1.0, "num_steps": 20, "created_at": stamp,
-                                "sampler": "toy DDIMScheduler", "height": 16, "width": 16,
-                                "prompt_set_sha256": fingerprint})
-                scores += [{"sample_id": sid, "metric": m, "value": mean_score(run, m) + OFFSETS[i],
-                            "source": "builtin:synthetic", "weights_sha256": oracle} for m in METRICS]
+                samples.append(
+                    {
+                        "sample_id": sid,
+                        "run": run,
+                        "prompt_set": PROMPT_SET,
+                        "prompt": prompt,
+                        "seed": seed,
+                        "image_path": str(image),
+                        "guidance_scale": 1.0,
+                        "num_steps": 20,
+                        "created_at": stamp,
+                        "sampler": "toy DDIMScheduler",
+                        "height": 16,
+                        "width": 16,
+                        "prompt_set_sha256": fingerprint,
+                    }
+                )
+                scores += [
+                    {
+                        "sample_id": sid,
+                        "metric": m,
+                        "value": mean_score(run, m) + OFFSETS[i],
+                        "source": "builtin:synthetic",
+                        "weights_sha256": oracle,
+                    }
+                    for m in METRICS
+                ]
                 i += 1
     store.upsert("samples", samples)
     store.upsert("scores", scores)
     # a reward model's checkpoint record, as `score` writes for pickscore=SOURCE (the toy oracles have none)
-    store.upsert("metric_sources", [{"metric": "pickscore", "source": "/models/PickScore_v1", "weights_sha256": "0" * 64,
-                                     "size_bytes": 1, "recorded_at": stamp}])
+    store.upsert(
+        "metric_sources",
+        [
+            {
+                "metric": "pickscore",
+                "source": "/models/PickScore_v1",
+                "weights_sha256": "0" * 64,
+                "size_bytes": 1,
+                "recorded_at": stamp,
+            }
+        ],
+    )
 
     n = NUM_PROMPTS * len(SEEDS)
     winrates = []
     for baseline, base_rate in BASE_RATE.items():
         for metric in METRICS:
             rate = base_rate + METRIC_DELTA[metric]
-            winrates.append({"run": plan.TABLE1_RUN, "baseline": baseline, "metric": metric, "prompt_set": PROMPT_SET,
-                             "n": n, "rate": rate, "ci_low": max(0.0, rate - CI_HALF_WIDTH),
-                             "ci_high": min(1.0, rate + CI_HALF_WIDTH), "mean_run": mean_score(plan.TABLE1_RUN, metric),
-                             "mean_baseline": mean_score(baseline, metric), "created_at": stamp})
+            winrates.append(
+                {
+                    "run": plan.TABLE1_RUN,
+                    "baseline": baseline,
+                    "metric": metric,
+                    "prompt_set": PROMPT_SET,
+                    "n": n,
+                    "rate": rate,
+                    "ci_low": max(0.0, rate - CI_HALF_WIDTH),
+                    "ci_high": min(1.0, rate + CI_HALF_WIDTH),
+                    "mean_run": mean_score(plan.TABLE1_RUN, metric),
+                    "mean_baseline": mean_score(baseline, metric),
+                    "created_at": stamp,
+                }
+            )
     store.upsert("winrates", winrates)
 
     stats = []
     for run in plan.TIMESTEP_RUNS:
         for b in range(BINS):
             noisy = b == 0
-            stats.append({"run": run, "analysis": "reference", "bin": b, "t_low": 1000 - 100 * (b + 1),
-                          "t_high": 1000 - 100 * b, "n": 32, "loss": 0.02 + 0.01 * b,
-                          "reward_scale": 1e-4 if noisy else 1e-3 * (1 + 0.1 * b),
-                          "accuracy": 0.5 if noisy else 0.6 + 0.01 * b, "lambda_t": 0.2 + 0.08 * b,
-                          "divergence": TIMESTEP_DIVERGENCE[run][b]})
+            stats.append(
+                {
+                    "run": run,
+                    "analysis": "reference",
+                    "bin": b,
+                    "t_low": 1000 - 100 * (b + 1),
+                    "t_high": 1000 - 100 * b,
+                    "n": 32,
+                    "loss": 0.02 + 0.01 * b,
+                    "reward_scale": 1e-4 if noisy else 1e-3 * (1 + 0.1 * b),
+                    "accuracy": 0.5 if noisy else 0.6 + 0.01 * b,
+                    "lambda_t": 0.2 + 0.08 * b,
+                    "divergence": TIMESTEP_DIVERGENCE[run][b],
+                }
+            )
     store.upsert("timestep_stats", stats)
     return store

@@ -14,5 +14,14 @@ def free_port() -> int:
 
 def accelerate_launch(processes: int = 2) -> list[str]:
     """The command's start: accelerate launch with ``processes`` gloo processes on this machine."""
-    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--main_process_port", str(free_port())]
+    return [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(free_port()),
+    ]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 def byte_unicode() -> list[str]:
     """GPT-2's byte -> printable unicode table (what a byte-level BPE vocab is made of)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -39,12 +41,28 @@ def tiny_hf_clip(folder: Path, projection_dim: int = 16):
     assert len(tokenizer) == 514
     eos = vocab["<|endoftext|>"]
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=eos - 1,
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=1, num_attention_heads=2),
-        projection_dim=projection_dim, logit_scale_init_value=math.log(50.0))
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=eos - 1,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
+        projection_dim=projection_dim,
+        logit_scale_init_value=math.log(50.0),
+    )
     torch.manual_seed(0)
     model = CLIPModel(config).eval()
     model.save_pretrained(folder)
@@ -54,9 +72,11 @@ def tiny_hf_clip(folder: Path, projection_dim: int = 16):
 
 
 TINY_OPEN_CLIP = {
-    "model_cfg": {"embed_dim": 16,
-                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}},
+    "model_cfg": {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    },
     "preprocess_cfg": {},
 }
 
@@ -92,10 +112,23 @@ def tiny_aesthetic(folder: Path) -> Path:
 
 # ---- ImageReward ---------------------------------------------------------------------------
 
-IR_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "image_size": 32, "patch_size": 8}
-IR_MED = {"vocab_size": 80, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-          "num_attention_heads": 2, "max_position_embeddings": 40, "add_cross_attention": True}
+IR_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+IR_MED = {
+    "vocab_size": 80,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "max_position_embeddings": 40,
+    "add_cross_attention": True,
+}
 IR_WORDS = "two red circles on a blue background green square white three yellow triangles".split()
 
 
@@ -111,8 +144,13 @@ def original_imagereward_keys(vision_layers: int, text_layers: int) -> list[str]
             keys += [f"{v}blocks.{i}.{part}.weight", f"{v}blocks.{i}.{part}.bias"]
     keys += [v + "norm.weight", v + "norm.bias"]
     t = "blip.text_encoder."
-    keys += [t + "embeddings.position_ids", t + "embeddings.word_embeddings.weight",
-             t + "embeddings.position_embeddings.weight", t + "embeddings.LayerNorm.weight", t + "embeddings.LayerNorm.bias"]
+    keys += [
+        t + "embeddings.position_ids",
+        t + "embeddings.word_embeddings.weight",
+        t + "embeddings.position_embeddings.weight",
+        t + "embeddings.LayerNorm.weight",
+        t + "embeddings.LayerNorm.bias",
+    ]
     for i in range(text_layers):
         for block in ("attention", "crossattention"):
             for part in ("self.query", "self.key", "self.value", "output.dense", "output.LayerNorm"):
@@ -125,12 +163,19 @@ def original_imagereward_keys(vision_layers: int, text_layers: int) -> list[str]
 
 
 # The port's name of each original name, by hand (independent of _blip.KEY_MAP): (old, new) substrings.
-HAND_RENAMES = [("blip.visual_encoder.cls_token", "vision.embeddings.class_embedding"),
-                ("blip.visual_encoder.pos_embed", "vision.embeddings.position_embedding"),
-                ("blip.visual_encoder.patch_embed.proj", "vision.embeddings.patch_embedding"),
-                ("blip.visual_encoder.blocks", "vision.encoder.layers"), ("blip.visual_encoder.norm", "vision.post_layernorm"),
-                (".norm1", ".layer_norm1"), (".norm2", ".layer_norm2"), (".attn.qkv", ".self_attn.qkv"),
-                (".attn.proj", ".self_attn.projection"), ("blip.text_encoder.", "text."), ("mlp.layers", "head.layers")]
+HAND_RENAMES = [
+    ("blip.visual_encoder.cls_token", "vision.embeddings.class_embedding"),
+    ("blip.visual_encoder.pos_embed", "vision.embeddings.position_embedding"),
+    ("blip.visual_encoder.patch_embed.proj", "vision.embeddings.patch_embedding"),
+    ("blip.visual_encoder.blocks", "vision.encoder.layers"),
+    ("blip.visual_encoder.norm", "vision.post_layernorm"),
+    (".norm1", ".layer_norm1"),
+    (".norm2", ".layer_norm2"),
+    (".attn.qkv", ".self_attn.qkv"),
+    (".attn.proj", ".self_attn.projection"),
+    ("blip.text_encoder.", "text."),
+    ("mlp.layers", "head.layers"),
+]
 
 
 def hand_rename(key: str) -> str | None:
@@ -164,7 +209,9 @@ def tiny_imagereward(folder: Path, seed: int = 3) -> Path:
     with torch.no_grad():  # random biases and LayerNorms too, so that a wrong mapping shows
         for name, p in model.named_parameters():
             if p.ndim == 1:
-                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name.lower() and name.endswith("weight") else 0.0))
+                p.copy_(
+                    torch.randn_like(p) * 0.1 + (1.0 if "norm" in name.lower() and name.endswith("weight") else 0.0)
+                )
             else:  # weights scaled by fan-in: outputs that vary with the input, not a constant
                 p.normal_(0.0, 1.0 / p[0].numel() ** 0.5)
     ours = model.state_dict()
@@ -172,7 +219,11 @@ def tiny_imagereward(folder: Path, seed: int = 3) -> Path:
     for key in original_imagereward_keys(IR_VISION["num_hidden_layers"], IR_MED["num_hidden_layers"]):
         new = hand_rename(key)
         if new is None:  # parts the score does not use: saved anyway, as the package does
-            state[key] = torch.arange(IR_MED["max_position_embeddings"])[None] if key.endswith("position_ids") else torch.zeros(4)
+            state[key] = (
+                torch.arange(IR_MED["max_position_embeddings"])[None]
+                if key.endswith("position_ids")
+                else torch.zeros(4)
+            )
         else:
             state[key] = ours[new].clone()
     torch.save(state, folder / "ImageReward.pt")
@@ -190,5 +241,10 @@ def tiny_reward_models(root: Path) -> dict[str, Path]:
     tiny_open_clip(root / "clip", "open_clip_pytorch_model.bin", wrap=False)
     tiny_aesthetic(root / "aesthetic")
     tiny_imagereward(root / "imagereward")
-    return {"pickscore": root / "pickscore", "hpsv2": root / "hps" / "HPS_v2_compressed.pt", "clip": root / "clip",
-            "laion-aesthetic": root / "aesthetic", "imagereward": root / "imagereward"}
+    return {
+        "pickscore": root / "pickscore",
+        "hpsv2": root / "hps" / "HPS_v2_compressed.pt",
+        "clip": root / "clip",
+        "laion-aesthetic": root / "aesthetic",
+        "imagereward": root / "imagereward",
+    }

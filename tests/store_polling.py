@@ -5,7 +5,9 @@ import time
 from refbench.store import Store
 
 
-def wait_for_steps(db, run: str, steps: int, *, still_going=lambda: True, timeout: float = 240, every: float = 0.3) -> bool:
+def wait_for_steps(
+    db, run: str, steps: int, *, still_going=lambda: True, timeout: float = 240, every: float = 0.3
+) -> bool:
     """Poll the store until ``run`` has ``steps`` train_metrics rows; False on timeout or once
     ``still_going()`` is False. A store not created yet, or locked by its writer this instant, is
     polled again."""
@@ -13,7 +15,9 @@ def wait_for_steps(db, run: str, steps: int, *, still_going=lambda: True, timeou
     while time.monotonic() < deadline and still_going():
         time.sleep(every)
         try:
-            logged = Store(db, lock_timeout=1).query("select count(*) as n from train_metrics where run = ?", [run])["n"][0]
+            logged = Store(db, lock_timeout=1).query("select count(*) as n from train_metrics where run = ?", [run])[
+                "n"
+            ][0]
         except Exception:
             continue
         if logged >= steps:

@@ -27,7 +27,11 @@ def test_every_named_method_matches_the_design_table():
     for name, (objective, reference, on_exceed, sampler, scale) in METHOD_TABLE.items():
         method = load_config(method=name).method
         assert (method.objective, method.reference, method.timestep_sampler, method.reward_scale) == (
-            objective, reference, sampler, scale)
+            objective,
+            reference,
+            sampler,
+            scale,
+        )
         if on_exceed is not None:
             assert method.on_exceed == on_exceed
         assert method.name == name
@@ -44,7 +48,12 @@ def test_paper_presets():
     2048: on 16 processes of batch 1 that is accumulation 2048 / 16 = 128, on 8 it is 256, and
     lr 1e-8 x 2048 = 2.048e-5 either way. SDXL: delta 0.002."""
     sd15 = load_config(method="refdpo", preset="sd15")
-    assert (sd15.method.beta, sd15.method.delta, sd15.method.gamma, sd15.training.max_steps) == (5000.0, 0.005, 0.9, 2000)
+    assert (sd15.method.beta, sd15.method.delta, sd15.method.gamma, sd15.training.max_steps) == (
+        5000.0,
+        0.005,
+        0.9,
+        2000,
+    )
     assert (sd15.training.accumulation(16), sd15.training.accumulation(8)) == (128, 256)
     assert sd15.training.effective_batch_size(16) == sd15.training.effective_batch_size(8) == 2048
     assert sd15.training.effective_learning_rate(16) == pytest.approx(2.048e-5)
@@ -58,11 +67,18 @@ def test_the_official_recipe_in_the_presets():
     for 200 steps, loads the fp16-fix VAE; the effective batch is 2048."""
     for preset in ("sd15", "sdxl"):
         config = load_config(method="diff-dpo", preset=preset)
-        assert (config.data.caption_dropout, config.data.random_flip, config.training.effective_batch) == (0.2, True, 2048)
+        assert (config.data.caption_dropout, config.data.random_flip, config.training.effective_batch) == (
+            0.2,
+            True,
+            2048,
+        )
         assert config.model.vae_fp32
     sdxl = load_config(method="diff-dpo", preset="sdxl")
     assert (sdxl.training.optimizer, sdxl.training.lr_warmup_steps, sdxl.model.vae) == (
-        "adafactor", 200, "madebyollin/sdxl-vae-fp16-fix")
+        "adafactor",
+        200,
+        "madebyollin/sdxl-vae-fp16-fix",
+    )
     assert load_config(method="diff-dpo", preset="sd15").training.optimizer == "adamw"
     toy = load_config(method="diff-dpo")
     assert (toy.data.caption_dropout, toy.data.random_flip, toy.training.effective_batch) == (0.0, False, 0)
@@ -91,7 +107,10 @@ def test_lora_refuses_a_soft_sync_in_one_line():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown method 'dpo'; valid: diff-dpo, diff-kto, dspo, mapo, ref-explore, ref-noreg, ref-reinit, refdpo, sft, timestep-only"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown method 'dpo'; valid: diff-dpo, diff-kto, dspo, mapo, ref-explore, ref-noreg, ref-reinit, refdpo, sft, timestep-only",
+    ):
         load_config(method="dpo")
     with pytest.raises(ConfigError, match=r"unknown preset 'sd2'; valid: sd15, sd3, sd35, sdxl, toy, toy-flow"):
         load_config(preset="sd2")
@@ -99,12 +118,27 @@ def test_unknown_names_list_the_valid_ones():
 
 @pytest.mark.parametrize(
     "section, field, value",
-    [("method", "gamma", 0.0), ("method", "gamma", 1.5), ("method", "tau", 0), ("method", "delta", 0.0),
-     ("method", "delta", -1.0), ("method", "beta", 0.0), ("method", "beta", -5.0), ("method", "bins", 0),
-     ("method", "mixup_alpha", 1.5), ("method", "reward_scale", "cosine"), ("method", "timestep_sampler", "lognormal"),
-     ("training", "max_steps", 0), ("training", "learning_rate", 0.0), ("training", "batch_size", 0),
-     ("training", "lr_scheduler", "linear"), ("model", "resolution", 20), ("model", "lora_rank", -1),
-     ("model", "mixed_precision", "fp8"), ("data", "max_pairs", 0)],
+    [
+        ("method", "gamma", 0.0),
+        ("method", "gamma", 1.5),
+        ("method", "tau", 0),
+        ("method", "delta", 0.0),
+        ("method", "delta", -1.0),
+        ("method", "beta", 0.0),
+        ("method", "beta", -5.0),
+        ("method", "bins", 0),
+        ("method", "mixup_alpha", 1.5),
+        ("method", "reward_scale", "cosine"),
+        ("method", "timestep_sampler", "lognormal"),
+        ("training", "max_steps", 0),
+        ("training", "learning_rate", 0.0),
+        ("training", "batch_size", 0),
+        ("training", "lr_scheduler", "linear"),
+        ("model", "resolution", 20),
+        ("model", "lora_rank", -1),
+        ("model", "mixed_precision", "fp8"),
+        ("data", "max_pairs", 0),
+    ],
 )
 def test_out_of_range_values_name_the_field(section, field, value):
     with pytest.raises(ConfigError) as error:
@@ -153,5 +187,7 @@ def test_bad_config_files(tmp_path):
 
 def test_none_overrides_mean_not_given():
     """The CLI passes every flag; the ones not given are None and must not replace preset values."""
-    config = load_config(preset="sd15", overrides={"method": {"beta": None, "tau": 16}, "training": {"max_steps": None}})
+    config = load_config(
+        preset="sd15", overrides={"method": {"beta": None, "tau": 16}, "training": {"max_steps": None}}
+    )
     assert (config.method.beta, config.method.tau, config.training.max_steps) == (5000.0, 16, 2000)

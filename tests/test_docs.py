@@ -13,8 +13,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 200  # the front door; the reference material is in docs/
-DOCS = ("architecture.md", "cli.md", "data.md", "extending.md", "flow.md", "methods.md", "real-models.md",
-        "recipe.md", "regime.md", "reproduction.md", "store.md", "toy-world.md")
+DOCS = (
+    "architecture.md",
+    "cli.md",
+    "data.md",
+    "extending.md",
+    "flow.md",
+    "methods.md",
+    "real-models.md",
+    "recipe.md",
+    "regime.md",
+    "reproduction.md",
+    "store.md",
+    "toy-world.md",
+)
 # Markdown links and images, [text](target) and ![alt](target); the target ends at a space or ")".
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 # Built from pieces so that this file does not name them itself.
@@ -29,8 +41,11 @@ def markdown_files() -> list[Path]:
 
 def relative_links(text: str) -> list[str]:
     """Link targets that name a file: no URLs, no mail, no links to an anchor of the same page."""
-    return [target for target in LINK.findall(text)
-            if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) and not target.startswith("#")]
+    return [
+        target
+        for target in LINK.findall(text)
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) and not target.startswith("#")
+    ]
 
 
 def test_readme_is_a_front_door():
@@ -49,10 +64,11 @@ def test_docs_exist():
 
 
 def test_the_link_finder():
-    text = ("[a](docs/x.md) ![b](results/f.png) [c](https://example.org/y.md) [d](#anchor) "
-            '[e](../benchmarks/RESULTS.md#data-at-scale) [f](docs/y.md "a title") [g](mailto:a@b.c)')
-    assert relative_links(text) == ["docs/x.md", "results/f.png", "../benchmarks/RESULTS.md#data-at-scale",
-                                    "docs/y.md"]
+    text = (
+        "[a](docs/x.md) ![b](results/f.png) [c](https://example.org/y.md) [d](#anchor) "
+        '[e](../benchmarks/RESULTS.md#data-at-scale) [f](docs/y.md "a title") [g](mailto:a@b.c)'
+    )
+    assert relative_links(text) == ["docs/x.md", "results/f.png", "../benchmarks/RESULTS.md#data-at-scale", "docs/y.md"]
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("refbench", "analysis")
 # refbench.method is the paper's math: torch (and numpy) in, tensors out
 METHOD_THIRD_PARTY = {"torch", "numpy"}
-MAX_LINES = 400
+# Small enough to read in one sitting, counted on ruff-formatted code (which puts a call's
+# arguments one per line when they do not fit): 400 lines of the earlier dense style.
+MAX_LINES = 500
 
 
 def module_files(root: Path, packages=PACKAGES) -> dict[str, tuple[Path, bool]]:
@@ -149,19 +151,31 @@ def test_method_is_pure_math():
         assert not third_party, f"{module} imports {sorted(third_party)}"
 
 
-@pytest.mark.parametrize("lower, upper", [
-    ("refbench.method", "refbench.training"), ("refbench.method", "refbench.evaluation"),
-    ("refbench.training", "refbench.experiments"), ("refbench.evaluation", "refbench.experiments"),
-    ("refbench.training", "refbench.evaluation"),
-    ("refbench.training", "refbench.cli"), ("refbench.evaluation", "refbench.cli"),
-    ("refbench.experiments", "refbench.cli"), ("analysis", "refbench.cli"),
-    ("analysis", "refbench.training"),
-])
+@pytest.mark.parametrize(
+    "lower, upper",
+    [
+        ("refbench.method", "refbench.training"),
+        ("refbench.method", "refbench.evaluation"),
+        ("refbench.training", "refbench.experiments"),
+        ("refbench.evaluation", "refbench.experiments"),
+        ("refbench.training", "refbench.evaluation"),
+        ("refbench.training", "refbench.cli"),
+        ("refbench.evaluation", "refbench.cli"),
+        ("refbench.experiments", "refbench.cli"),
+        ("analysis", "refbench.cli"),
+        ("analysis", "refbench.training"),
+    ],
+)
 def test_imports_point_down(lower, upper):
     """A lower stage never imports a higher one (analysis reads the store and never trains)."""
     edges, _ = import_graph(ROOT)
-    wrong = [(m, n) for m, targets in edges.items() if m == lower or m.startswith(lower + ".")
-             for n in targets if n == upper or n.startswith(upper + ".")]
+    wrong = [
+        (m, n)
+        for m, targets in edges.items()
+        if m == lower or m.startswith(lower + ".")
+        for n in targets
+        if n == upper or n.startswith(upper + ".")
+    ]
     assert not wrong, f"{lower} imports {upper}: {wrong}"
 
 
@@ -173,6 +187,9 @@ def test_only_the_app_assembles_the_cli():
 
 
 def test_files_stay_readable_in_one_sitting():
-    too_long = {str(path.relative_to(ROOT)): n for path, _ in module_files(ROOT).values()
-                if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    too_long = {
+        str(path.relative_to(ROOT)): n
+        for path, _ in module_files(ROOT).values()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
     assert not too_long, f"files over {MAX_LINES} lines: {too_long}"

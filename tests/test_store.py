@@ -13,15 +13,32 @@ from refbench.store import TABLES, Store
 def test_new_file_gets_every_table(tmp_path):
     store = Store(tmp_path / "sub" / "new.duckdb")
     names = set(store.query("select table_name from information_schema.tables")["table_name"])
-    assert names == {"runs", "train_metrics", "ref_events", "timestep_stats", "samples", "scores", "winrates",
-                     "metric_sources", "run_costs"}
+    assert names == {
+        "runs",
+        "train_metrics",
+        "ref_events",
+        "timestep_stats",
+        "samples",
+        "scores",
+        "winrates",
+        "metric_sources",
+        "run_costs",
+    }
     assert set(TABLES) == names
 
 
 def test_runs_round_trip_and_listing(tmp_path):
     store = Store(tmp_path / "db.duckdb")
-    store.create_run("refdpo", method="refdpo", preset="toy", config={"method": {"tau": 16}}, seed=3,
-                     run_dir="runs/refdpo", git_revision="abc", versions={"torch": "2"})
+    store.create_run(
+        "refdpo",
+        method="refdpo",
+        preset="toy",
+        config={"method": {"tau": 16}},
+        seed=3,
+        run_dir="runs/refdpo",
+        git_revision="abc",
+        versions={"torch": "2"},
+    )
     store.upsert("train_metrics", [{"run": "refdpo", "step": s, "loss": 0.69, "accuracy": 0.5} for s in (1, 2, 3)])
     store.upsert("ref_events", [{"run": "refdpo", "step": 2, "kind": "sync", "divergence": 0.001}])
     store.set_run_status("refdpo", "finished")
@@ -65,7 +82,9 @@ connection.close()
 
 
 def _hold_lock(path, seconds):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "holding"
     return holder
 
@@ -106,10 +125,14 @@ def test_an_older_store_gains_the_new_columns_and_an_older_export_still_imports(
 
     old = tmp_path / "old.duckdb"
     with duckdb.connect(str(old)) as con:
-        con.execute("CREATE TABLE samples (sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, "
-                    "seed BIGINT, image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ)")
+        con.execute(
+            "CREATE TABLE samples (sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, "
+            "seed BIGINT, image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ)"
+        )
         con.execute("INSERT INTO samples VALUES ('s1', 'r', 'toy-test', 'p', 0, 'x.png', 3.0, 50, NULL)")
-        con.execute("CREATE TABLE scores (sample_id VARCHAR, metric VARCHAR, value DOUBLE, PRIMARY KEY (sample_id, metric))")
+        con.execute(
+            "CREATE TABLE scores (sample_id VARCHAR, metric VARCHAR, value DOUBLE, PRIMARY KEY (sample_id, metric))"
+        )
         con.execute("INSERT INTO scores VALUES ('s1', 'human', 0.5)")
         con.execute("COPY samples TO '%s' (FORMAT parquet)" % (tmp_path / "samples.parquet"))
     store = Store(old)
@@ -122,7 +145,9 @@ def test_an_older_store_gains_the_new_columns_and_an_older_export_still_imports(
     (tmp_path / "samples.parquet").rename(export / "samples.parquet")
     fresh = Store(tmp_path / "fresh.duckdb")
     assert fresh.import_parquet(export) == 1
-    assert fresh.query("select run, num_steps, height is null as missing from samples").values.tolist() == [["r", 50, True]]
+    assert fresh.query("select run, num_steps, height is null as missing from samples").values.tolist() == [
+        ["r", 50, True]
+    ]
 
 
 def test_held_serves_reads_from_one_connection_and_refuses_writes(tmp_path):

@@ -8,9 +8,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 # The profiler's C++ logging (kineto) is chatty on a machine without a GPU.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
@@ -63,8 +63,12 @@ def toy_world(root: Path, quick: bool) -> World:
 
     pairs = write_pairs(build_pairs(128, "train", seed=0), root / "toy-pairs.parquet")
     training = {"batch_size": 2, "monitor_size": 4} if quick else {}
-    world = World("toy", "toy", {"data": {"source": str(pairs)}, "method": {"delta": NEVER}, "training": training}, root, quick)
-    world.notes.append("toy: the toy preset (committed base model)" + (", batch 2 pairs and monitor 4 (--quick)" if quick else ""))
+    world = World(
+        "toy", "toy", {"data": {"source": str(pairs)}, "method": {"delta": NEVER}, "training": training}, root, quick
+    )
+    world.notes.append(
+        "toy: the toy preset (committed base model)" + (", batch 2 pairs and monitor 4 (--quick)" if quick else "")
+    )
     return world
 
 
@@ -77,20 +81,35 @@ def sd_world(root: Path, quick: bool) -> World:
 
     folder = build_tiny_pipeline(root / "sd15-tiny")
     pairs = write_pairs(build_pairs(32, "train", seed=1), root / "sd-pairs.parquet")
-    world = World("sd15-tiny", "sd15", {
-        "model": {"pretrained": str(folder), "resolution": 16, "gradient_checkpointing": False, "mixed_precision": "no"},
-        "data": {"source": str(pairs), "num_workers": 0, "random_flip": False},  # flips need images, not the cache
-        "method": {"tau": 8, "delta": NEVER},
-        "training": {"batch_size": 4, "gradient_accumulation_steps": 1, "monitor_every": 8, "lr_warmup_steps": 0},
-    }, root, quick, latent_cache=root / "sd15-tiny-latents")
-    world.notes.append("sd15-tiny: sd15 preset on a tiny random-weight pipeline, fp32, latents from the disk cache, "
-                       "batch 4 pairs, accumulation 1, tau 8, monitor every 8 (the preset's monitor set)")
+    world = World(
+        "sd15-tiny",
+        "sd15",
+        {
+            "model": {
+                "pretrained": str(folder),
+                "resolution": 16,
+                "gradient_checkpointing": False,
+                "mixed_precision": "no",
+            },
+            "data": {"source": str(pairs), "num_workers": 0, "random_flip": False},  # flips need images, not the cache
+            "method": {"tau": 8, "delta": NEVER},
+            "training": {"batch_size": 4, "gradient_accumulation_steps": 1, "monitor_every": 8, "lr_warmup_steps": 0},
+        },
+        root,
+        quick,
+        latent_cache=root / "sd15-tiny-latents",
+    )
+    world.notes.append(
+        "sd15-tiny: sd15 preset on a tiny random-weight pipeline, fp32, latents from the disk cache, "
+        "batch 4 pairs, accumulation 1, tau 8, monitor every 8 (the preset's monitor set)"
+    )
     return world
 
 
 # -- driving the real trainer --------------------------------------------------------------
-def make_trainer(world: World, method: str, accelerator, *, lora_rank: int = 0, sections: dict | None = None,
-                 cached: bool = True):
+def make_trainer(
+    world: World, method: str, accelerator, *, lora_rank: int = 0, sections: dict | None = None, cached: bool = True
+):
     from ..training.data import load_preference_pairs
     from ..training.run import open_latent_cache
     from ..training.trainer import Trainer
@@ -101,8 +120,15 @@ def make_trainer(world: World, method: str, accelerator, *, lora_rank: int = 0, 
     config = world.config(method, lora_rank=lora_rank, sections=sections)
     pairs = load_preference_pairs(config)
     cache = open_latent_cache(config, pairs, accelerator, progress=False)
-    trainer = Trainer(config, pairs, world.root / "runs" / config.name, None, accelerator=accelerator, progress=False,
-                      latent_cache=cache)
+    trainer = Trainer(
+        config,
+        pairs,
+        world.root / "runs" / config.name,
+        None,
+        accelerator=accelerator,
+        progress=False,
+        latent_cache=cache,
+    )
     trainer.save = lambda: None  # checkpoints are not part of a step
     return trainer
 
@@ -117,7 +143,9 @@ def cycle_length(trainer) -> int:
 def advance(trainer, steps: int) -> float:
     """Run ``steps`` more optimizer steps through ``Trainer.train()``; seconds per step."""
     config = trainer.config
-    trainer.config = dataclasses.replace(config, training=dataclasses.replace(config.training, max_steps=trainer.step + steps))
+    trainer.config = dataclasses.replace(
+        config, training=dataclasses.replace(config.training, max_steps=trainer.step + steps)
+    )
     start = time.perf_counter()
     trainer.train()
     return (time.perf_counter() - start) / steps
@@ -188,9 +216,14 @@ def logging_cost(log, logged_seconds: float, logged_steps: int, checkpoint_every
     step = logged_seconds / logged_steps
     per_step = log.append_seconds / logged_steps + per_row + fixed * (step / log.flush_seconds + 1 / checkpoint_every)
     total = log.append_seconds + sum(seconds[:-3])
-    return {"overhead": per_step / step, "short_bench": total / logged_seconds, "flush_fixed_seconds": fixed,
-            "flush_per_row_seconds": per_row, "append_seconds_per_row": log.append_seconds / logged_steps,
-            "flushes": log.flushes}
+    return {
+        "overhead": per_step / step,
+        "short_bench": total / logged_seconds,
+        "flush_fixed_seconds": fixed,
+        "flush_per_row_seconds": per_row,
+        "append_seconds_per_row": log.append_seconds / logged_steps,
+        "flushes": log.flushes,
+    }
 
 
 class BarePasses:
@@ -239,7 +272,7 @@ def interleave(cases: dict[str, Callable[[], float]], repetitions: int) -> dict[
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repetitions):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             times[name].append(cases[name]())
     return times

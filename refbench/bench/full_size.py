@@ -75,22 +75,30 @@ def build_full_size_pipeline(folder: Path, kind: str) -> Path:
         text.save_pretrained(str(folder / f"text_encoder{suffix}"))
     unet.save_pretrained(str(folder / "unet"))
     vae.save_pretrained(str(folder / "vae"))
-    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  clip_sample=False).save_pretrained(str(folder / "scheduler"))
+    DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False
+    ).save_pretrained(str(folder / "scheduler"))
     backend_class(kind).write_pipeline_index(folder)
     return folder
 
 
-def full_size_bench(root: Path, *, kinds=("sd15",), methods=("diff-dpo", "refdpo"), lora_ranks=(64,),
-                    optimizers=("adamw",), steps: int = 2) -> list[dict]:
+def full_size_bench(
+    root: Path,
+    *,
+    kinds=("sd15",),
+    methods=("diff-dpo", "refdpo"),
+    lora_ranks=(64,),
+    optimizers=("adamw",),
+    steps: int = 2,
+) -> list[dict]:
     """One row per case: seconds per optimizer step (after the first) and peak memory."""
     from accelerate import Accelerator
 
     from ..config import load_config
+    from ..toy.pairs import build_pairs, write_pairs
     from ..training.data import load_preference_pairs
     from ..training.trainer import Trainer
     from .common import advance
-    from ..toy.pairs import build_pairs, write_pairs
 
     gpu = torch.cuda.is_available()
     rows = []
@@ -100,26 +108,58 @@ def full_size_bench(root: Path, *, kinds=("sd15",), methods=("diff-dpo", "refdpo
         for method in methods:
             for rank in lora_ranks:
                 for optimizer in optimizers:
-                    config = load_config(method=method, preset=kind, name=f"full-{kind}-{method}", overrides={
-                        "model": {"pretrained": str(folder), "lora_rank": rank, "vae": None},
-                        "data": {"source": str(pairs_file), "num_workers": 0},
-                        "training": {"max_steps": steps, "batch_size": 1, "gradient_accumulation_steps": 1,
-                                     "optimizer": optimizer, "monitor_size": 1, "monitor_every": 1000,
-                                     "checkpoint_every": 1000, "lr_warmup_steps": 0}})
-                    accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu)
+                    config = load_config(
+                        method=method,
+                        preset=kind,
+                        name=f"full-{kind}-{method}",
+                        overrides={
+                            "model": {"pretrained": str(folder), "lora_rank": rank, "vae": None},
+                            "data": {"source": str(pairs_file), "num_workers": 0},
+                            "training": {
+                                "max_steps": steps,
+                                "batch_size": 1,
+                                "gradient_accumulation_steps": 1,
+                                "optimizer": optimizer,
+                                "monitor_size": 1,
+                                "monitor_every": 1000,
+                                "checkpoint_every": 1000,
+                                "lr_warmup_steps": 0,
+                            },
+                        },
+                    )
+                    accelerator = Accelerator(
+                        mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu
+                    )
                     if gpu:
                         torch.cuda.reset_peak_memory_stats()
-                    trainer = Trainer(config, load_preference_pairs(config), Path(root) / "runs" / config.name, None,
-                                      accelerator=accelerator, progress=False)
+                    trainer = Trainer(
+                        config,
+                        load_preference_pairs(config),
+                        Path(root) / "runs" / config.name,
+                        None,
+                        accelerator=accelerator,
+                        progress=False,
+                    )
                     trainer.save = lambda: None
                     times = [advance(trainer, 1) for _ in range(steps)]  # the first includes warm-up
-                    peak = (torch.cuda.max_memory_allocated() if gpu
-                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-                    rows.append({"model": kind, "method": method, "fine_tuning": f"LoRA {rank}" if rank else "full",
-                                 "optimizer": optimizer, "device": "gpu" if gpu else "cpu",
-                                 "precision": config.model.mixed_precision if gpu else "fp32",
-                                 "resolution": config.model.resolution, "step_seconds": times[1:] or times,
-                                 "peak_gb": round(peak / 2**30, 2)})
+                    peak = (
+                        torch.cuda.max_memory_allocated()
+                        if gpu
+                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                    )
+                    rows.append(
+                        {
+                            "model": kind,
+                            "method": method,
+                            "fine_tuning": f"LoRA {rank}" if rank else "full",
+                            "optimizer": optimizer,
+                            "device": "gpu" if gpu else "cpu",
+                            "precision": config.model.mixed_precision if gpu else "fp32",
+                            "resolution": config.model.resolution,
+                            "step_seconds": times[1:] or times,
+                            "peak_gb": round(peak / 2**30, 2),
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
                     del trainer
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Callable
+from collections.abc import Callable
 
 # The profiler's C++ logging (kineto) is chatty on a machine without a GPU.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
@@ -28,8 +28,9 @@ def _profiled_peak(build_and_step: Callable[[], object]) -> tuple[int, object]:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = build_and_step()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    )
     live = peak = 0
     for event in events:
         live += event.nbytes()
@@ -62,7 +63,9 @@ def _state_bytes(trainer) -> int:
         elif part is not None:
             modules.append(part)
     tensors = [t for m in modules if m is not None for t in (*m.parameters(), *m.buffers())]
-    tensors += [v for state in trainer.optimizer.state.values() for v in state.values() if hasattr(v, "untyped_storage")]
+    tensors += [
+        v for state in trainer.optimizer.state.values() for v in state.values() if hasattr(v, "untyped_storage")
+    ]
     return _unique_bytes(tensors)
 
 
@@ -70,8 +73,13 @@ def measure_memory(world: World, method: str, lora_rank: int, accelerator) -> di
     """Build the trainer and run 2 steps (tau = monitor_every = 2: step 2 syncs and measures)."""
 
     def build_and_step():
-        trainer = make_trainer(world, method, accelerator, lora_rank=lora_rank,
-                               sections={"method": {"tau": 2}, "training": {"monitor_every": 2}})
+        trainer = make_trainer(
+            world,
+            method,
+            accelerator,
+            lora_rank=lora_rank,
+            sections={"method": {"tau": 2}, "training": {"monitor_every": 2}},
+        )
         advance(trainer, 2)
         return trainer
 

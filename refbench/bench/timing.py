@@ -7,14 +7,24 @@ import gc
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # The profiler's C++ logging (kineto) is chatty on a machine without a GPU.
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 from ..method.reference_update import Action
-from .common import (BarePasses, TimedRunLog, World, _log, advance, cycle_length, interleave, logging_cost, make_trainer,
-                     paired_ratio)
+from .common import (
+    BarePasses,
+    TimedRunLog,
+    World,
+    _log,
+    advance,
+    cycle_length,
+    interleave,
+    logging_cost,
+    make_trainer,
+    paired_ratio,
+)
 
 
 # -- timing of one world ----------------------------------------------------------------------
@@ -176,18 +186,14 @@ def time_world(world: World, accelerator, repetitions: int, *, uncached: bool) -
     }
     result["analysis"] = analysis_throughput(world, ref, accelerator, repetitions) if world.name == "toy" else None
     Probe.release_accelerator(accelerator)
-    del diff, ref, other, bare
+    diff = ref = other = bare = None  # release the trainers (the cases' closures keep their names)
     gc.collect()
     return result
 
 
 # -- (g) timestep-analysis throughput -----------------------------------------------------------
-# HOOK for the lead: ``analysis_workload`` returns ``(run, None)``, where ``run()`` performs the
-# timestep analysis's evaluation once on the trainer's models, or ``(None, reason)`` to skip (the
-# bench prints the reason and reports ``analysis_over_bare_forward`` as null). The bare side
-# needs nothing more: the denoiser calls of one run are recorded and replayed as they were. Wire it to
-# refbench.experiments.timestep_analysis's entry point (name still to be announced); the tentative wiring
-# below calls ``evaluate_errors``.
+# The analysis (experiments.timestep_analysis.evaluate_errors) on the trainer's models, against
+# its own denoiser calls recorded and replayed bare.
 ANALYSIS_PAIRS = {True: 3, False: 24}  # validation pairs per analysis run (--quick, full)
 ANALYSIS_INTERVALS = 10
 ANALYSIS_BATCH_PAIRS = 120  # -> 12 pairs x 10 intervals x 2 images = 240 images per forward pass
@@ -195,23 +201,25 @@ ANALYSIS_BATCH_PAIRS = 120  # -> 12 pairs x 10 intervals x 2 images = 240 images
 
 def analysis_workload(world: World, trainer, quick: bool):
     """(run, None) for the timestep analysis on ``trainer``'s models, or (None, reason)."""
-    try:
-        from ..experiments import timestep_analysis
-    except ImportError:
-        return None, "refbench/experiments/timestep_analysis.py does not exist yet"
-    entry = getattr(timestep_analysis, "evaluate_errors", None)  # LEAD: the announced entry point
-    if entry is None:
-        return None, "refbench.experiments.timestep_analysis has no evaluate_errors (hook not wired)"
-    from ..training.modelset import POLICY, REFERENCE
+    from ..experiments.timestep_analysis import evaluate_errors as entry
     from ..training.data import load_preference_pairs
+    from ..training.modelset import POLICY, REFERENCE
 
     config = trainer.config
     validation = dataclasses.replace(config, data=dataclasses.replace(config.data, max_pairs=ANALYSIS_PAIRS[quick]))
     pairs = load_preference_pairs(validation)
 
     def run() -> None:
-        entry(trainer.backend, trainer.models, pairs, which=(POLICY, REFERENCE, "initial"), intervals=ANALYSIS_INTERVALS,
-              seed=0, batch_pairs=ANALYSIS_BATCH_PAIRS, progress=False)
+        entry(
+            trainer.backend,
+            trainer.models,
+            pairs,
+            which=(POLICY, REFERENCE, "initial"),
+            intervals=ANALYSIS_INTERVALS,
+            seed=0,
+            batch_pairs=ANALYSIS_BATCH_PAIRS,
+            progress=False,
+        )
 
     return run, None
 
@@ -253,8 +261,14 @@ def analysis_throughput(world: World, trainer, accelerator, repetitions: int) ->
         run()
         return time.perf_counter() - start
 
-    _log(f"[{world.name}] timestep analysis: {len(calls)} forward passes of up to {max(len(c[1]) for c in calls)} images")
+    _log(
+        f"[{world.name}] timestep analysis: {len(calls)} forward passes of up to {max(len(c[1]) for c in calls)} images"
+    )
     times = interleave({"bare-forward": bare, "analysis": analysis}, min(repetitions, 5))
-    return {"analysis_over_bare_forward": paired_ratio(times, "bare-forward", "analysis"),  # throughput ratio
-            "median_seconds": {k: statistics.median(v) for k, v in times.items()}, "seconds": times,
-            "images_per_run": sum(len(c[1]) for c in calls), "forward_passes": len(calls)}
+    return {
+        "analysis_over_bare_forward": paired_ratio(times, "bare-forward", "analysis"),  # throughput ratio
+        "median_seconds": {k: statistics.median(v) for k, v in times.items()},
+        "seconds": times,
+        "images_per_run": sum(len(c[1]) for c in calls),
+        "forward_passes": len(calls),
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,25 +10,46 @@ from ..defaults import DEFAULT_DB
 from ..errors import RefbenchError
 from .common import DB_HELP, parse_list
 
-PLOT_KINDS = ("kl", "divergence-vs-score", "timestep", "samples", "tau", "divergence-by-timestep", "table1", "table3",
-              "table4")
+PLOT_KINDS = (
+    "kl",
+    "divergence-vs-score",
+    "timestep",
+    "samples",
+    "tau",
+    "divergence-by-timestep",
+    "table1",
+    "table3",
+    "table4",
+)
 
 
 def plot(
-    figure: str = typer.Argument(..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, "
-                                         "table1, table3, table4."),
-    runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated runs or families (refdpo = refdpo-seed0, "
-                                       "-seed1, ... when those exist; default: the reproduction's). table1: the run "
-                                       "first, then its baselines (refdpo,diff-dpo,sft); divergence-by-timestep: the "
-                                       "run the others are relative to, first."),
+    figure: str = typer.Argument(
+        ..., help="kl, divergence-vs-score, timestep, samples, tau, divergence-by-timestep, table1, table3, table4."
+    ),
+    runs: str | None = typer.Option(
+        None,
+        "--runs",
+        help="Comma-separated runs or families (refdpo = refdpo-seed0, "
+        "-seed1, ... when those exist; default: the reproduction's). table1: the run "
+        "first, then its baselines (refdpo,diff-dpo,sft); divergence-by-timestep: the "
+        "run the others are relative to, first.",
+    ),
     prompts: str = typer.Option("toy-test", "--prompts", help="samples: the prompt set of the stored samples."),
     num: int = typer.Option(6, "--num", help="samples: rows, one per (prompt, seed)."),
     training_seed: int = typer.Option(0, "--training-seed", help="samples: which training seed's run of each family."),
     metric: str = typer.Option("human", "--metric", help="Score metric for score plots."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: figures/FIGURE.png beside the store; "
-                                       "runs/figures/ for the reproduction's)."),
-    db: Optional[Path] = typer.Option(None, "--db", help=DB_HELP + f" Default: {DEFAULT_DB} with --runs; "
-                                      "without, the reproduction's (results/reproduce.duckdb or results/data/)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="PNG to write (default: figures/FIGURE.png beside the store; runs/figures/ for the reproduction's).",
+    ),
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help=DB_HELP + f" Default: {DEFAULT_DB} with --runs; "
+        "without, the reproduction's (results/reproduce.duckdb or results/data/).",
+    ),
 ) -> None:
     """Draw a figure of the paper (PNG) or print a table (markdown), from the store."""
     from analysis import figures, load_results, tables
@@ -69,8 +89,9 @@ def plot(
         elif figure == "divergence-vs-score":
             figures.plot_divergence_vs_score(db, chosen or [s.name for s in plan.PLAN], metric=metric, out=out)
         elif figure == "samples":
-            figures.plot_samples(db, chosen or plan.FIG3, prompt_set=prompts, num=num, training_seed=training_seed,
-                                 out=out)
+            figures.plot_samples(
+                db, chosen or plan.FIG3, prompt_set=prompts, num=num, training_seed=training_seed, out=out
+            )
         elif figure == "timestep":
             figures.plot_timestep(db, chosen or plan.TIMESTEP_RUNS, out=out)
         elif figure == "tau":
@@ -78,8 +99,9 @@ def plot(
             figures.plot_tau(db, groups, baseline=plan.FIG4["baseline"], metric=metric, out=out)
         else:
             runs_map = {r: r for r in chosen[1:]} if chosen else plan.FIG5["runs"]
-            figures.plot_divergence_by_timestep(db, runs_map, relative_to=chosen[0] if chosen else plan.FIG5["relative_to"],
-                                                out=out)
+            figures.plot_divergence_by_timestep(
+                db, runs_map, relative_to=chosen[0] if chosen else plan.FIG5["relative_to"], out=out
+            )
     except ValueError as exc:
         raise RefbenchError(str(exc)) from None
     typer.echo(f"figure: {out}")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from ..defaults import DEFAULT_DB, DEFAULT_OUT
 from ..errors import RefbenchError
 
-DB_HELP = ("DuckDB file holding every run and metric. Commands that write create it when missing (and its "
-           "folder, saying so); commands that read what others wrote refuse a missing one.")
+DB_HELP = (
+    "DuckDB file holding every run and metric. Commands that write create it when missing (and its "
+    "folder, saying so); commands that read what others wrote refuse a missing one."
+)
 DB_OPTION = typer.Option(DEFAULT_DB, "--db", help=DB_HELP)
 OUT_OPTION = typer.Option(DEFAULT_OUT, "--out", help="Root folder of run folders.")
 FORMATS = ("table", "csv", "json", "markdown")
@@ -22,7 +22,7 @@ def parse_format(fmt: str) -> str:
     return fmt
 
 
-def parse_list(text: Optional[str], kind=str) -> list:
+def parse_list(text: str | None, kind=str) -> list:
     if not text:
         return []
     try:

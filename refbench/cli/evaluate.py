@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,14 +12,22 @@ from .common import DB_OPTION, OUT_OPTION, parse_format
 
 def generate(
     run: str = typer.Argument(..., help="A run name, or 'base' for the initial model."),
-    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set: toy-test, toy-train, toy-val, pickapic-test, hpdv2, partiprompts, or NAME=FILE."),
+    prompts: str = typer.Option(
+        "toy-test",
+        "--prompts",
+        help="Prompt set: toy-test, toy-train, toy-val, pickapic-test, hpdv2, partiprompts, or NAME=FILE.",
+    ),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt (0 .. N-1)."),
-    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps (default 50)."),
+    num_prompts: int | None = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
+    guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default 50)."),
     preset: str = typer.Option("toy", "--preset", help="For 'base': the preset whose model to sample."),
-    model: Optional[str] = typer.Option(None, "--model", help="For 'base': a hub id or local diffusers folder."),
-    regenerate: bool = typer.Option(False, "--regenerate", help="Remake the run's samples on this prompt set under the asked protocol (their old images and scores are removed)."),
+    model: str | None = typer.Option(None, "--model", help="For 'base': a hub id or local diffusers folder."),
+    regenerate: bool = typer.Option(
+        False,
+        "--regenerate",
+        help="Remake the run's samples on this prompt set under the asked protocol (their old images and scores are removed).",
+    ),
     db: Path = DB_OPTION,
     out: Path = typer.Option(DEFAULT_OUT, "--out", help="Root folder of run folders (images go to RUN/samples/)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -28,9 +35,20 @@ def generate(
     """Generate images for a prompt set (noise fixed by prompt and seed); skips what exists."""
     from ..evaluation.generate import generate as run_generate
 
-    counts = run_generate(run, prompt_set=prompts, db=db, out_root=out, seeds=seeds, num_prompts=num_prompts,
-                          guidance_scale=guidance_scale, steps=steps, progress=progress, preset=preset, model=model,
-                          regenerate=regenerate)
+    counts = run_generate(
+        run,
+        prompt_set=prompts,
+        db=db,
+        out_root=out,
+        seeds=seeds,
+        num_prompts=num_prompts,
+        guidance_scale=guidance_scale,
+        steps=steps,
+        progress=progress,
+        preset=preset,
+        model=model,
+        regenerate=regenerate,
+    )
     if counts["main"]:
         typer.echo(f"{run} on {prompts}: {counts['generated']} images generated, {counts['present']} already there")
 
@@ -46,20 +64,28 @@ def score(
 
     added = run_score(run, metrics=metrics, db=db, progress=progress)
     typer.echo(", ".join(f"{name}: {count} new" for name, count in added.items()))
-    typer.echo(f"means: refbench query \"select metric, avg(value) from scores join samples using (sample_id) "
-               f"where run = '{run}' group by metric\" --db {db}")
+    typer.echo(
+        f'means: refbench query "select metric, avg(value) from scores join samples using (sample_id) '
+        f"where run = '{run}' group by metric\" --db {db}"
+    )
 
 
 def winrate(
     run: str = typer.Argument(..., help="The run to evaluate."),
     baseline: str = typer.Option(..., "--baseline", help="A run name, or 'base' (the initial model)."),
     prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metrics (default: the toy's five)."),
+    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metrics (default: the toy's five)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt."),
-    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", help="Only the first N prompts."),
-    auto: bool = typer.Option(False, "--auto", help="Generate and score what is missing first (never mixing protocols)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="With --auto: sampling steps of the samples it makes (default 50)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="With --auto: guidance of the samples it makes."),
+    num_prompts: int | None = typer.Option(None, "--num-prompts", help="Only the first N prompts."),
+    auto: bool = typer.Option(
+        False, "--auto", help="Generate and score what is missing first (never mixing protocols)."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="With --auto: sampling steps of the samples it makes (default 50)."
+    ),
+    guidance_scale: float | None = typer.Option(
+        None, "--guidance-scale", help="With --auto: guidance of the samples it makes."
+    ),
     fmt: str = typer.Option("table", "--format", help="table, markdown, csv or json."),
     db: Path = DB_OPTION,
     out: Path = OUT_OPTION,
@@ -73,9 +99,20 @@ def winrate(
 
     fmt = parse_format(fmt)
     names = [m.strip() for m in metrics.split(",")] if metrics else None
-    results = compute_winrates(run, baseline, db=db, out_root=out, prompt_set=prompts, metrics=names, seeds=seeds,
-                               num_prompts=num_prompts, auto=auto, progress=fmt == "table",
-                               steps=steps, guidance_scale=guidance_scale)
+    results = compute_winrates(
+        run,
+        baseline,
+        db=db,
+        out_root=out,
+        prompt_set=prompts,
+        metrics=names,
+        seeds=seeds,
+        num_prompts=num_prompts,
+        auto=auto,
+        progress=fmt == "table",
+        steps=steps,
+        guidance_scale=guidance_scale,
+    )
     if fmt == "json":
         typer.echo(json_module.dumps([{"run": run, "baseline": baseline, **asdict(r)} for r in results], indent=2))
         return
@@ -87,8 +124,14 @@ def winrate(
 
 
 def doctor(
-    metrics: Optional[list[str]] = typer.Argument(None, help="Metrics, each NAME or NAME=/local/path (default: the paper's five)."),
-    online: bool = typer.Option(False, "--online", help="Let it reach the model hub for what is not on disk (default: offline, HF_HUB_OFFLINE=1)."),
+    metrics: list[str] | None = typer.Argument(
+        None, help="Metrics, each NAME or NAME=/local/path (default: the paper's five)."
+    ),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="Let it reach the model hub for what is not on disk (default: offline, HF_HUB_OFFLINE=1).",
+    ),
 ) -> None:
     """Check that reward models load here, offline, as `score` loads them: source, weights sha256, size, status."""
     import os

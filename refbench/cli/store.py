@@ -9,7 +9,9 @@ import typer
 from .common import DB_OPTION, parse_format
 
 
-def runs(db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown.")) -> None:
+def runs(
+    db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown.")
+) -> None:
     """List the runs in the store, with status and progress."""
     from ..display import render_frame
     from ..training.run_folder import runs_table
@@ -25,7 +27,7 @@ def runs(db: Path = DB_OPTION, fmt: str = typer.Option("table", "--format", help
 
 
 def query(
-    sql: str = typer.Argument(..., help='SQL to run, e.g. "select * from train_metrics where run = \'refdpo\'".'),
+    sql: str = typer.Argument(..., help="SQL to run, e.g. \"select * from train_metrics where run = 'refdpo'\"."),
     db: Path = DB_OPTION,
     fmt: str = typer.Option("table", "--format", help="table, csv, json or markdown."),
 ) -> None:

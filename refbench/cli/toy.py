@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-toy_app = typer.Typer(help="Build the embedded toy world: base model, its sample pool, preference pairs.", no_args_is_help=True)
+toy_app = typer.Typer(
+    help="Build the embedded toy world: base model, its sample pool, preference pairs.", no_args_is_help=True
+)
 
 
 @toy_app.command("pretrain")
 def toy_pretrain(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the training state and the model (default: runs/toy-pretrain, or runs/toy-flow-pretrain)."),
-    world: str = typer.Option("unet", "--world", help="unet (the toy preset's UNet) or flow (the toy-flow preset's SD3 transformer)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the committed model's)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for the training state and the model (default: runs/toy-pretrain, or runs/toy-flow-pretrain).",
+    ),
+    world: str = typer.Option(
+        "unet", "--world", help="unet (the toy preset's UNet) or flow (the toy-flow preset's SD3 transformer)."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (default: the committed model's)."),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the state in --out if there is one."),
     install: bool = typer.Option(False, "--install", help="Copy the result over the committed base checkpoint."),
@@ -66,7 +73,7 @@ def toy_grid_command(
 
 @toy_app.command("pairs")
 def toy_pairs(
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder (default: $REFBENCH_DATA/toy-pairs)."),
+    out: Path | None = typer.Option(None, "--out", help="Folder (default: $REFBENCH_DATA/toy-pairs)."),
     train_pairs: int = typer.Option(20_000, "--train-pairs"),
     validation_pairs: int = typer.Option(2_000, "--validation-pairs"),
     seed: int = typer.Option(0, "--seed"),
@@ -74,5 +81,7 @@ def toy_pairs(
     """Build the toy Pick-a-Pic: pairs in the Pick-a-Pic v2 schema, labelled by Bradley-Terry draws."""
     from ..toy.dataset import build_toy_pairs
 
-    for split, path in build_toy_pairs(out, train_pairs=train_pairs, validation_pairs=validation_pairs, seed=seed).items():
+    for split, path in build_toy_pairs(
+        out, train_pairs=train_pairs, validation_pairs=validation_pairs, seed=seed
+    ).items():
         typer.echo(f"{split}: {path}")

@@ -68,17 +68,31 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
         if not final.is_dir():
             from ..training.run_folder import resume_command
 
-            raise RefbenchError(f"run {run!r} has no final model yet (status {record['status']}); finish it with "
-                                f"`{resume_command(run, store.path, Path(record['run_dir']))}`")
+            raise RefbenchError(
+                f"run {run!r} has no final model yet (status {record['status']}); finish it with "
+                f"`{resume_command(run, store.path, Path(record['run_dir']))}`"
+            )
     backend = backend_class(config.model.kind)
     backend.check_source(config.model)
     return backend.sampler(config.model, final)
 
 
-def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int = 1, num_prompts: int | None = None,
-             guidance_scale: float | None = None, steps: int | None = None, batch_size: int = 64,
-             progress: bool = True, preset: str = "toy", model: str | None = None,
-             regenerate: bool = False) -> dict[str, int]:
+def generate(
+    run: str,
+    *,
+    prompt_set: str,
+    db: Path,
+    out_root: Path,
+    seeds: int = 1,
+    num_prompts: int | None = None,
+    guidance_scale: float | None = None,
+    steps: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    preset: str = "toy",
+    model: str | None = None,
+    regenerate: bool = False,
+) -> dict[str, int]:
     """Generate missing images; returns counts of generated and already present images. Samples of
     the run on the set made under another protocol are refused, or with ``regenerate`` removed (rows,
     scores and images) and made again."""
@@ -99,7 +113,9 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     prompts = every_prompt[:num_prompts]
     wanted = [(p, s) for p in prompts for s in range(seeds)]
     if guidance_scale is None:
-        guidance_scale = backend_class(run_config(run, store, preset=preset, model=model)[0].model.kind).default_guidance
+        guidance_scale = backend_class(
+            run_config(run, store, preset=preset, model=model)[0].model.kind
+        ).default_guidance
     state = PartialState(cpu=not _has_gpu())
     if regenerate:
         if state.is_main_process:
@@ -108,29 +124,47 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
         state.wait_for_everyone()
     else:  # one set of samples, one protocol: never top up samples made another way
         check_same_protocol(store, run, prompt_set, steps=steps, guidance_scale=guidance_scale, fingerprint=fingerprint)
-    done = set(store.query("SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?",
-                           [run, prompt_set]).itertuples(index=False, name=None))
+    done = set(
+        store.query(
+            "SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set]
+        ).itertuples(index=False, name=None)
+    )
     present = {(p, s) for p, s, path in done if Path(path).is_file()}
     todo = [(p, s) for p, s in wanted if (p, s) not in present]
     # Under `accelerate launch`, each process takes every n-th image; each writes its own rows
     # (the store serialises writers). Images depend only on (prompt, seed), not on the split.
-    todo_here = todo[state.process_index::state.num_processes]
+    todo_here = todo[state.process_index :: state.num_processes]
     folder = Path(out_root) / run / "samples" / prompt_set
     if todo_here:
         sampler = sampler_for(run, store, preset=preset, model=model)
         folder.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process))
+        bar = tqdm(
+            total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process)
+        )
         for start in range(0, len(todo_here), batch_size):
-            chunk = todo_here[start:start + batch_size]
+            chunk = todo_here[start : start + batch_size]
             images = sampler([p for p, _ in chunk], [s for _, s in chunk], guidance_scale=guidance_scale, steps=steps)
             rows = []
             for (prompt, seed), image in zip(chunk, images):
                 path = folder / f"{_slug(prompt)}-s{seed}.png"
                 Image.fromarray(image).save(path)
-                rows.append({"sample_id": sample_id(run, prompt_set, prompt, seed), "run": run, "prompt_set": prompt_set,
-                             "prompt": prompt, "seed": seed, "image_path": str(path), "guidance_scale": guidance_scale,
-                             "num_steps": steps, "created_at": now(), "sampler": sampler.name,
-                             "height": image.shape[0], "width": image.shape[1], "prompt_set_sha256": fingerprint})
+                rows.append(
+                    {
+                        "sample_id": sample_id(run, prompt_set, prompt, seed),
+                        "run": run,
+                        "prompt_set": prompt_set,
+                        "prompt": prompt,
+                        "seed": seed,
+                        "image_path": str(path),
+                        "guidance_scale": guidance_scale,
+                        "num_steps": steps,
+                        "created_at": now(),
+                        "sampler": sampler.name,
+                        "height": image.shape[0],
+                        "width": image.shape[1],
+                        "prompt_set_sha256": fingerprint,
+                    }
+                )
             store.upsert("samples", rows)  # per batch: an interruption keeps what was made
             bar.update(len(chunk))
         bar.close()
@@ -138,15 +172,19 @@ def generate(run: str, *, prompt_set: str, db: Path, out_root: Path, seeds: int 
     return {"generated": len(todo), "present": len(wanted) - len(todo), "main": state.is_main_process}
 
 
-def check_same_protocol(store: Store, run: str, prompt_set: str, *, steps: int, guidance_scale: float,
-                        fingerprint: str) -> None:
+def check_same_protocol(
+    store: Store, run: str, prompt_set: str, *, steps: int, guidance_scale: float, fingerprint: str
+) -> None:
     """Refuse, in one line, to add samples to a set that was made with other steps, guidance or prompts."""
     import math
 
     import pandas as pd
 
-    frame = store.query("SELECT num_steps, guidance_scale, prompt_set_sha256, count(*) AS n FROM samples "
-                        "WHERE run = ? AND prompt_set = ? GROUP BY ALL", [run, prompt_set])
+    frame = store.query(
+        "SELECT num_steps, guidance_scale, prompt_set_sha256, count(*) AS n FROM samples "
+        "WHERE run = ? AND prompt_set = ? GROUP BY ALL",
+        [run, prompt_set],
+    )
     for row in frame.itertuples(index=False):
         other = []
         if not pd.isna(row.num_steps) and int(row.num_steps) != steps:
@@ -159,7 +197,8 @@ def check_same_protocol(store: Store, run: str, prompt_set: str, *, steps: int, 
             raise RefbenchError(
                 f"{run} already has {int(row.n)} samples on {prompt_set} made with {', '.join(other)}; asked "
                 f"{steps} steps, guidance {guidance_scale:g}: add --regenerate to remake them all under the asked "
-                f"protocol, or ask for theirs (--steps, --guidance-scale)")
+                f"protocol, or ask for theirs (--steps, --guidance-scale)"
+            )
 
 
 def _has_gpu() -> bool:

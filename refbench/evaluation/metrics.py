@@ -110,7 +110,9 @@ def register_metric(
     def deco(fn: MetricFn) -> MetricFn:
         if name in _REGISTRY or name in _LOADERS:
             raise ValueError(f"metric {name!r} is already registered")
-        _REGISTRY[name] = Metric(name, fn, higher_is_better, aggregation, kind, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = Metric(
+            name, fn, higher_is_better, aggregation, kind, description or (fn.__doc__ or "").strip().split("\n")[0]
+        )
         return fn
 
     return deco
@@ -142,8 +144,9 @@ def register_loader(
         raise ValueError(f"metric name {name!r} must not contain '='")
     if name in _REGISTRY or name in _LOADERS:
         raise ValueError(f"metric {name!r} is already registered")
-    _LOADERS[name] = _LoaderSpec(loader, default_source, higher_is_better, aggregation, kind, description,
-                                 normalise or _normalise_source)
+    _LOADERS[name] = _LoaderSpec(
+        loader, default_source, higher_is_better, aggregation, kind, description, normalise or _normalise_source
+    )
 
 
 def _normalise_source(source: str) -> str:
@@ -179,9 +182,13 @@ def load_scorer(name: str, source: str | None = None) -> MetricFn:
                 raise MetricLoadError(f"{name}: {exc}; pass {name}=/local/path") from exc
             except OSError as exc:  # missing file, hub unreachable or repo/file not cached
                 if not os.path.exists(os.path.expanduser(source)):  # a path with a typo, or a hub id
-                    raise MetricLoadError(f"{name}: cannot load {source!r}: no file or folder of that name exists, and "
-                                          f"as a hub id it is offline or not found; pass {name}=/local/path") from exc
-                raise MetricLoadError(f"{name}: cannot load {source!r}: {(str(exc).splitlines() or [''])[0][:300]}") from exc
+                    raise MetricLoadError(
+                        f"{name}: cannot load {source!r}: no file or folder of that name exists, and "
+                        f"as a hub id it is offline or not found; pass {name}=/local/path"
+                    ) from exc
+                raise MetricLoadError(
+                    f"{name}: cannot load {source!r}: {(str(exc).splitlines() or [''])[0][:300]}"
+                ) from exc
             except Exception as exc:  # a file that exists but does not fit: say why, on one line
                 first = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise MetricLoadError(f"{name}: cannot load {source!r}: {type(exc).__name__}: {first}") from exc
@@ -210,8 +217,9 @@ def get_metric(name: str) -> Metric:
     base, source = base.strip(), source.strip()
     if base in _REGISTRY:
         if sep:
-            raise UnknownMetricError(f"metric {base!r} takes no source (got {name!r}); "
-                                     f"only reward models do: {', '.join(sorted(_LOADERS))}")
+            raise UnknownMetricError(
+                f"metric {base!r} takes no source (got {name!r}); only reward models do: {', '.join(sorted(_LOADERS))}"
+            )
         return _REGISTRY[base]
     if base not in _LOADERS:
         raise UnknownMetricError(f"unknown metric {name!r}; valid: {', '.join(_all_names())}")
@@ -221,8 +229,9 @@ def get_metric(name: str) -> Metric:
     source = spec.normalise(source or spec.default_source)
     key = (base, source)
     if key not in _METRICS:
-        _METRICS[key] = Metric(base, _lazy(base, source), spec.higher_is_better, spec.aggregation, spec.kind,
-                               spec.description, source)
+        _METRICS[key] = Metric(
+            base, _lazy(base, source), spec.higher_is_better, spec.aggregation, spec.kind, spec.description, source
+        )
     return _METRICS[key]
 
 

@@ -58,16 +58,34 @@ class PromptSetSpec:
     unique: bool = False  # keep only the first occurrence of each prompt
 
 
-PROMPT_SET_SPECS: dict[str, PromptSetSpec] = {s.name: s for s in (
-    PromptSetSpec("toy-train", "toy world: prompts of the training split"),
-    PromptSetSpec("toy-test", "toy world: held-out (colour, shape) combinations"),
-    PromptSetSpec("toy-val", "toy world: 42 toy-train prompts for tuning, left out of the regime's pairs"),
-    PromptSetSpec("pickapic-test", "Pick-a-Pic v2 test split, unique captions", 500, "yuvalkirstain/pickapic_v2",
-                  ("data/test_unique-*.parquet",), "caption", unique=True),
-    PromptSetSpec("hpdv2", "HPDv2 benchmark prompts (4 styles x 800)", 3200, "zhwang/HPDv2",
-                  tuple(f"benchmark/{s}.json" for s in HPD_STYLES), "prompt"),
-    PromptSetSpec("partiprompts", "PartiPrompts (P2)", 1632, "nateraw/parti-prompts", ("PartiPrompts.tsv",), "Prompt"),
-)}
+PROMPT_SET_SPECS: dict[str, PromptSetSpec] = {
+    s.name: s
+    for s in (
+        PromptSetSpec("toy-train", "toy world: prompts of the training split"),
+        PromptSetSpec("toy-test", "toy world: held-out (colour, shape) combinations"),
+        PromptSetSpec("toy-val", "toy world: 42 toy-train prompts for tuning, left out of the regime's pairs"),
+        PromptSetSpec(
+            "pickapic-test",
+            "Pick-a-Pic v2 test split, unique captions",
+            500,
+            "yuvalkirstain/pickapic_v2",
+            ("data/test_unique-*.parquet",),
+            "caption",
+            unique=True,
+        ),
+        PromptSetSpec(
+            "hpdv2",
+            "HPDv2 benchmark prompts (4 styles x 800)",
+            3200,
+            "zhwang/HPDv2",
+            tuple(f"benchmark/{s}.json" for s in HPD_STYLES),
+            "prompt",
+        ),
+        PromptSetSpec(
+            "partiprompts", "PartiPrompts (P2)", 1632, "nateraw/parti-prompts", ("PartiPrompts.tsv",), "Prompt"
+        ),
+    )
+}
 
 
 def prompt_set_names() -> list[str]:
@@ -93,8 +111,10 @@ def load_prompt_set(name: str, source: str | os.PathLike | None = None) -> list[
     else:
         path = Path(source).expanduser()
         if not path.exists():
-            raise PromptSetError(f"{name}: no such file or folder {source!r}; pass a local file ({FORMATS}) "
-                                 f"or folder, or a hub dataset id")
+            raise PromptSetError(
+                f"{name}: no such file or folder {source!r}; pass a local file ({FORMATS}) "
+                f"or folder, or a hub dataset id"
+            )
         prompts = _read_path(spec, path)
     prompts = [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
     if spec.unique:
@@ -107,8 +127,13 @@ def load_prompt_set(name: str, source: str | os.PathLike | None = None) -> list[
 def _looks_like_hub_id(source: str) -> bool:
     """``owner/name`` that is not an existing path and is not written like one."""
     parts = source.split("/")
-    return (len(parts) == 2 and all(parts) and not os.path.exists(os.path.expanduser(source))
-            and not source.startswith((".", "~")) and not source.lower().endswith(_SUFFIXES))
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not os.path.exists(os.path.expanduser(source))
+        and not source.startswith((".", "~"))
+        and not source.lower().endswith(_SUFFIXES)
+    )
 
 
 def _from_hub(spec: PromptSetSpec, repo: str) -> list[str]:
@@ -120,7 +145,8 @@ def _from_hub(spec: PromptSetSpec, repo: str) -> list[str]:
     except (OSError, errors.EntryNotFoundError, errors.HFValidationError) as exc:
         raise PromptSetError(
             f"{spec.name}: cannot load {repo!r} ({', '.join(spec.files)}) from the hub (offline, or not found); "
-            f"pass a local file or folder: load_prompt_set({spec.name!r}, source=PATH) with {FORMATS}") from exc
+            f"pass a local file or folder: load_prompt_set({spec.name!r}, source=PATH) with {FORMATS}"
+        ) from exc
     return _read_path(spec, Path(folder))
 
 
@@ -169,12 +195,18 @@ def _read_file(spec: PromptSetSpec, path: Path) -> list[str]:
             return pq.read_table(path, columns=[column]).column(column).to_pylist()  # never reads images
         if suffix in (".json", ".jsonl"):
             text = path.read_text(encoding="utf-8")
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()] if suffix == ".jsonl" else json.loads(text)
+            rows = (
+                [json.loads(line) for line in text.splitlines() if line.strip()]
+                if suffix == ".jsonl"
+                else json.loads(text)
+            )
             return _from_json(spec, rows, path)
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, PromptSetError):
             raise
-        raise PromptSetError(f"{spec.name}: cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise PromptSetError(
+            f"{spec.name}: cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     raise PromptSetError(f"{spec.name}: unsupported file {path.name}; use {FORMATS}")
 
 

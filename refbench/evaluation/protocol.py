@@ -33,8 +33,10 @@ def _sample_protocol(store: Store, run: str, other: str, prompt_set: str) -> dic
     for field in SAMPLE_FIELDS:
         values = sorted({_plain(v) for v in frame[field].dropna().tolist()}, key=str)
         if len(values) > 1:
-            raise RefbenchError(f"the samples of {run} on {prompt_set} were made under more than one protocol "
-                                f"({field}: {', '.join(map(str, values))}); regenerate them into one set")
+            raise RefbenchError(
+                f"the samples of {run} on {prompt_set} were made under more than one protocol "
+                f"({field}: {', '.join(map(str, values))}); regenerate them into one set"
+            )
         protocol[field] = values[0] if values else None
     protocol["seeds"] = sorted(set(frame["seed"].tolist()))
     return protocol
@@ -46,8 +48,11 @@ def _plain(value):
 
 
 def _score_source(store: Store, run: str, other: str, prompt_set: str, metric: str) -> tuple | None:
-    frame = store.query(f"SELECT DISTINCT s.source, s.weights_sha256 FROM scores s JOIN ({_PAIRED}) p USING (sample_id) "
-                        "WHERE s.metric = ?", [run, other, prompt_set, metric])
+    frame = store.query(
+        f"SELECT DISTINCT s.source, s.weights_sha256 FROM scores s JOIN ({_PAIRED}) p USING (sample_id) "
+        "WHERE s.metric = ?",
+        [run, other, prompt_set, metric],
+    )
     known = {(a, b) for a, b in frame.dropna(subset=["weights_sha256"]).itertuples(index=False, name=None)}
     if len(known) > 1:
         shown = ", ".join(f"{a} ({str(b)[:12]})" for a, b in sorted(known))
@@ -57,21 +62,30 @@ def _score_source(store: Store, run: str, other: str, prompt_set: str, metric: s
 
 def check_protocol(store: Store, run: str, baseline: str, prompt_set: str, metrics: list[str]) -> dict:
     """The protocol both sides share, or a RefbenchError naming the first difference."""
-    mine, theirs = _sample_protocol(store, run, baseline, prompt_set), _sample_protocol(store, baseline, run, prompt_set)
+    mine, theirs = (
+        _sample_protocol(store, run, baseline, prompt_set),
+        _sample_protocol(store, baseline, run, prompt_set),
+    )
     for field in SAMPLE_FIELDS:
         a, b = mine[field], theirs[field]
         if a is not None and b is not None and a != b:
-            raise RefbenchError(f"{run} and {baseline} were sampled under different protocols on {prompt_set}: "
-                                f"{field} {_short(a)} vs {_short(b)}; regenerate one of them with the other's settings")
+            raise RefbenchError(
+                f"{run} and {baseline} were sampled under different protocols on {prompt_set}: "
+                f"{field} {_short(a)} vs {_short(b)}; regenerate one of them with the other's settings"
+            )
     protocol = {field: mine[field] if mine[field] is not None else theirs[field] for field in SAMPLE_FIELDS}
     protocol["seeds"] = mine["seeds"]
     sources = {}
     for metric in metrics:
-        a, b = (_score_source(store, run, baseline, prompt_set, metric),
-                _score_source(store, baseline, run, prompt_set, metric))
+        a, b = (
+            _score_source(store, run, baseline, prompt_set, metric),
+            _score_source(store, baseline, run, prompt_set, metric),
+        )
         if a is not None and b is not None and a != b:
-            raise RefbenchError(f"{metric} scores of {run} and {baseline} come from different checkpoints: "
-                                f"{a[0]} ({a[1][:12]}) vs {b[0]} ({b[1][:12]}); rescore one of them")
+            raise RefbenchError(
+                f"{metric} scores of {run} and {baseline} come from different checkpoints: "
+                f"{a[0]} ({a[1][:12]}) vs {b[0]} ({b[1][:12]}); rescore one of them"
+            )
         sources[metric] = a or b
     protocol["scores"] = sources
     return protocol
@@ -84,14 +98,17 @@ def _short(value) -> str:
 
 def protocol_lines(protocol: dict, prompt_set: str) -> list[str]:
     """What a win-rate table prints above itself."""
+
     def shown(field):
         value = protocol.get(field)
         return "not recorded" if value is None else _short(value)
 
     seeds = protocol.get("seeds") or []
-    lines = [f"protocol: {shown('sampler')}, {shown('num_steps')} steps, guidance {shown('guidance_scale')}, "
-             f"{shown('width')}x{shown('height')} px, prompt set {prompt_set} (sha256 {shown('prompt_set_sha256')}), "
-             f"evaluation seeds {', '.join(map(str, seeds)) if seeds else '-'}"]
+    lines = [
+        f"protocol: {shown('sampler')}, {shown('num_steps')} steps, guidance {shown('guidance_scale')}, "
+        f"{shown('width')}x{shown('height')} px, prompt set {prompt_set} (sha256 {shown('prompt_set_sha256')}), "
+        f"evaluation seeds {', '.join(map(str, seeds)) if seeds else '-'}"
+    ]
     for metric, source in protocol.get("scores", {}).items():
         lines.append(f"  {metric}: " + (f"{source[0]} (sha256 {source[1][:12]})" if source else "source not recorded"))
     return lines

@@ -43,7 +43,9 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
     names = resolve_metrics(metrics)
     samples = store.query("SELECT sample_id, prompt, image_path FROM samples WHERE run = ? ORDER BY sample_id", [run])
     if samples.empty:
-        raise RefbenchError(f"run {run!r} has no samples in {db}; run `refbench generate {run} --prompts toy-test` first")
+        raise RefbenchError(
+            f"run {run!r} has no samples in {db}; run `refbench generate {run} --prompts toy-test` first"
+        )
     added = {}
     for requested in names:
         metric = get_metric(requested)
@@ -53,12 +55,16 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
             sha256 = record_source(store, name, source, db)
         else:
             source, sha256 = builtin_source(metric)
-        scored = set(store.query("SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) "
-                                 "WHERE m.run = ? AND s.metric = ?", [run, name])["sample_id"])
+        scored = set(
+            store.query(
+                "SELECT s.sample_id FROM scores s JOIN samples m USING (sample_id) WHERE m.run = ? AND s.metric = ?",
+                [run, name],
+            )["sample_id"]
+        )
         todo = samples[~samples["sample_id"].isin(scored)]
         bar = tqdm(total=len(todo), desc=f"score {name}", unit="img", disable=not progress or todo.empty)
         for start in range(0, len(todo), batch_size):
-            chunk = todo.iloc[start:start + batch_size]
+            chunk = todo.iloc[start : start + batch_size]
             images = []
             for path in chunk["image_path"]:
                 try:
@@ -66,9 +72,13 @@ def score(run: str, *, metrics: str = "all", db: Path, batch_size: int = 512, pr
                 except (OSError, ValueError) as exc:
                     raise RefbenchError(f"cannot read sample image {path}: {exc}") from None
             values = metric(np.stack(images), list(chunk["prompt"]))
-            store.upsert("scores", [{"sample_id": sid, "metric": name, "value": float(v), "source": source,
-                                     "weights_sha256": sha256}
-                                    for sid, v in zip(chunk["sample_id"], values)])
+            store.upsert(
+                "scores",
+                [
+                    {"sample_id": sid, "metric": name, "value": float(v), "source": source, "weights_sha256": sha256}
+                    for sid, v in zip(chunk["sample_id"], values)
+                ],
+            )
             bar.update(len(chunk))
         bar.close()
         added[name] = len(todo)
@@ -102,9 +112,13 @@ def record_source(store: Store, metric: str, source: str, db: Path) -> str:
     sha256, size = digest(files), sum(f.stat().st_size for f in files)
     known = store.query("SELECT source, weights_sha256 FROM metric_sources WHERE metric = ?", [metric])
     if not known.empty and (known["source"][0], known["weights_sha256"][0]) != (source, sha256):
-        raise RefbenchError(f"{metric} scores in {db} come from {known['source'][0]} (sha256 "
-                            f"{str(known['weights_sha256'][0])[:12]}), not {source} (sha256 {str(sha256)[:12]}); "
-                            f"score with that checkpoint, or use another --db")
-    store.upsert("metric_sources", [{"metric": metric, "source": source, "weights_sha256": sha256,
-                                     "size_bytes": size, "recorded_at": now()}])
+        raise RefbenchError(
+            f"{metric} scores in {db} come from {known['source'][0]} (sha256 "
+            f"{str(known['weights_sha256'][0])[:12]}), not {source} (sha256 {str(sha256)[:12]}); "
+            f"score with that checkpoint, or use another --db"
+        )
+    store.upsert(
+        "metric_sources",
+        [{"metric": metric, "source": source, "weights_sha256": sha256, "size_bytes": size, "recorded_at": now()}],
+    )
     return sha256

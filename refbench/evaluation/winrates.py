@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RefbenchError
-from ..store import Store, now
 from ..method.winrate import WinRate, paired_win_rate
+from ..store import Store, now
 
 TOY_METRICS = ("human", "colour", "count", "shape", "aesthetic")  # the toy's five "reward models"
 
@@ -36,20 +36,37 @@ def _missing(store: Store, name: str, prompt_set: str, wanted: int, metrics: lis
     """A sentence saying which command to run, or None when samples and scores are all there."""
     have = store.query("SELECT count(*) AS n FROM samples WHERE run = ? AND prompt_set = ?", [name, prompt_set])["n"][0]
     if have < wanted:
-        return (f"{name} has {have} of {wanted} samples on {prompt_set}: run "
-                f"`refbench generate {name} --prompts {prompt_set}{flags}` (or add --auto)")
+        return (
+            f"{name} has {have} of {wanted} samples on {prompt_set}: run "
+            f"`refbench generate {name} --prompts {prompt_set}{flags}` (or add --auto)"
+        )
     for metric in metrics:
-        scored = store.query("SELECT count(*) AS n FROM scores JOIN samples USING (sample_id) WHERE run = ? AND prompt_set = ? "
-                             "AND metric = ?", [name, prompt_set, metric])["n"][0]
+        scored = store.query(
+            "SELECT count(*) AS n FROM scores JOIN samples USING (sample_id) WHERE run = ? AND prompt_set = ? "
+            "AND metric = ?",
+            [name, prompt_set, metric],
+        )["n"][0]
         if scored < have:
             return f"{name} lacks {metric} scores: run `refbench score {name} --metrics {metric}` (or add --auto)"
     return None
 
 
-def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, prompt_set: str = "toy-test",
-                     metrics: list[str] | None = None, seeds: int = 1, num_prompts: int | None = None,
-                     auto: bool = False, progress: bool = True, resamples: int = 2000, steps: int | None = None,
-                     guidance_scale: float | None = None) -> list[WinRate]:
+def compute_winrates(
+    run: str,
+    baseline: str,
+    *,
+    db: Path,
+    out_root: Path,
+    prompt_set: str = "toy-test",
+    metrics: list[str] | None = None,
+    seeds: int = 1,
+    num_prompts: int | None = None,
+    auto: bool = False,
+    progress: bool = True,
+    resamples: int = 2000,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+) -> list[WinRate]:
     from .generate import generate, prompt_texts
     from .metrics import get_metric
     from .score import score
@@ -59,8 +76,17 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
     wanted = len(prompt_texts(prompt_set)[:num_prompts]) * seeds
     for name in (run, baseline):
         if auto:
-            generate(name, prompt_set=prompt_set, db=db, out_root=out_root, seeds=seeds, num_prompts=num_prompts,
-                     progress=progress, steps=steps, guidance_scale=guidance_scale)
+            generate(
+                name,
+                prompt_set=prompt_set,
+                db=db,
+                out_root=out_root,
+                seeds=seeds,
+                num_prompts=num_prompts,
+                progress=progress,
+                steps=steps,
+                guidance_scale=guidance_scale,
+            )
             score(name, metrics=",".join(metrics), db=db, progress=progress)
         flags = (f" --seeds {seeds}" if seeds != 1 else "") + (f" --num-prompts {num_prompts}" if num_prompts else "")
         problem = _missing(store, name, prompt_set, wanted, metrics, flags)
@@ -74,12 +100,35 @@ def compute_winrates(run: str, baseline: str, *, db: Path, out_root: Path, promp
         pairs = paired_scores(store, run, baseline, prompt_set, metric)
         if pairs.empty:
             raise RefbenchError(f"no (prompt, seed) pairs shared by {run} and {baseline} on {prompt_set}")
-        results.append(paired_win_rate(metric, pairs["run_value"].to_numpy(), pairs["baseline_value"].to_numpy(),
-                                       higher_is_better=get_metric(metric).higher_is_better, resamples=resamples))
+        results.append(
+            paired_win_rate(
+                metric,
+                pairs["run_value"].to_numpy(),
+                pairs["baseline_value"].to_numpy(),
+                higher_is_better=get_metric(metric).higher_is_better,
+                resamples=resamples,
+            )
+        )
     stamp = now()
-    store.upsert("winrates", [{"run": run, "baseline": baseline, "metric": r.metric, "prompt_set": prompt_set, "n": r.n,
-                               "rate": r.rate, "ci_low": r.ci_low, "ci_high": r.ci_high, "mean_run": r.mean_run,
-                               "mean_baseline": r.mean_baseline, "created_at": stamp} for r in results])
+    store.upsert(
+        "winrates",
+        [
+            {
+                "run": run,
+                "baseline": baseline,
+                "metric": r.metric,
+                "prompt_set": prompt_set,
+                "n": r.n,
+                "rate": r.rate,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "mean_run": r.mean_run,
+                "mean_baseline": r.mean_baseline,
+                "created_at": stamp,
+            }
+            for r in results
+        ],
+    )
     return results
 
 
@@ -100,6 +149,10 @@ def winrate_frames(run: str, baseline: str, results: list[WinRate]):
     averaged = [r.rate for r in results if r.metric != "human"] or [r.rate for r in results]
     cells["avg"] = f"{100 * np.mean(averaged):.1f}"
     table = pd.DataFrame([{"": f"{run} vs. {baseline}", **cells}])
-    means = pd.DataFrame([{"metric": r.metric, "n": r.n, f"mean {run}": r.mean_run, f"mean {baseline}": r.mean_baseline}
-                          for r in results])
+    means = pd.DataFrame(
+        [
+            {"metric": r.metric, "n": r.n, f"mean {run}": r.mean_run, f"mean {baseline}": r.mean_baseline}
+            for r in results
+        ]
+    )
     return table, means

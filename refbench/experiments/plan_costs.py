@@ -35,5 +35,12 @@ def split_seconds(timings: dict[str, dict], training_loop: dict[str, float], *, 
     busy = sum(row["wall"] for row in runs.values())
     other = busy - sum(totals.values())
     idle = wall * min(workers, max(1, len(runs))) - busy
-    return {"runs": runs, "totals": totals, "other": other, "other_per_run": other / max(1, len(runs)), "idle": idle,
-            "wall": wall, "workers": workers}
+    return {
+        "runs": runs,
+        "totals": totals,
+        "other": other,
+        "other_per_run": other / max(1, len(runs)),
+        "idle": idle,
+        "wall": wall,
+        "workers": workers,
+    }

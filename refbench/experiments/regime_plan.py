@@ -46,10 +46,33 @@ Pure data and pure functions, no I/O. Three rules, in the order they are used:
 
 from __future__ import annotations
 
-__all__ = ["PAPER_EPOCHS", "PAPER_SYNCS", "STEPS", "BATCH", "PAIRS", "TAUS", "VALIDATION", "VALIDATION_EVAL_SEEDS",
-           "CURVE_LRS", "CURVE_SNAPSHOTS", "CURVE_SEEDS", "TUNING_SEED", "DELTA_FRACTIONS", "NEEDS_OVER_OPTIMISATION",
-           "tuning_grids", "choose_curve_point", "choose_tuned", "EXCLUDED_PROMPTS", "MAIN_SEEDS", "SWEEP_ONLY_SEEDS",
-           "TEST_EVAL_SEEDS", "paper_specs", "regime_overrides", "SWEEP_ONLY", "over_optimisation"]
+__all__ = [
+    "PAPER_EPOCHS",
+    "PAPER_SYNCS",
+    "STEPS",
+    "BATCH",
+    "PAIRS",
+    "TAUS",
+    "VALIDATION",
+    "VALIDATION_EVAL_SEEDS",
+    "CURVE_LRS",
+    "CURVE_SNAPSHOTS",
+    "CURVE_SEEDS",
+    "TUNING_SEED",
+    "DELTA_FRACTIONS",
+    "NEEDS_OVER_OPTIMISATION",
+    "tuning_grids",
+    "choose_curve_point",
+    "choose_tuned",
+    "EXCLUDED_PROMPTS",
+    "MAIN_SEEDS",
+    "SWEEP_ONLY_SEEDS",
+    "TEST_EVAL_SEEDS",
+    "paper_specs",
+    "regime_overrides",
+    "SWEEP_ONLY",
+    "over_optimisation",
+]
 
 # The paper's (and the official Diffusion-DPO recipe's) numbers for SD1.5.
 PAPER_STEPS, PAPER_BATCH, PAPER_USABLE_PAIRS = 2000, 2048, 851_293
@@ -99,6 +122,7 @@ def tuning_grids(lr: float, dpo_divergence: float) -> dict[str, list[tuple[str, 
       and a reference that stops within Diffusion-DPO's own distance from the initial model is
       the paper's picture (Fig. 1(b)).
     """
+
     def betas(values):
         return [(f"beta{value:g}", {"method": {"beta": value}}) for value in values]
 
@@ -108,10 +132,13 @@ def tuning_grids(lr: float, dpo_divergence: float) -> dict[str, list[tuple[str, 
         "mapo": betas((0.1, 0.05, 0.2)),
         "dspo": betas((0.001, 0.01, 0.05)),
         "sft": [(f"lr{value:g}", {"training": {"learning_rate": value}}) for value in (lr, lr / 3, lr * 3)],
-        "refdpo-tau": [(f"tau{tau}", {"method": {"tau": tau, "delta": DELTA_FRACTIONS[0] * dpo_divergence}})
-                       for tau in (TAUS[1], TAUS[0], TAUS[2])],
-        "refdpo-delta": [(f"delta{fraction:g}D", {"method": {"delta": fraction * dpo_divergence}})
-                         for fraction in DELTA_FRACTIONS],
+        "refdpo-tau": [
+            (f"tau{tau}", {"method": {"tau": tau, "delta": DELTA_FRACTIONS[0] * dpo_divergence}})
+            for tau in (TAUS[1], TAUS[0], TAUS[2])
+        ],
+        "refdpo-delta": [
+            (f"delta{fraction:g}D", {"method": {"delta": fraction * dpo_divergence}}) for fraction in DELTA_FRACTIONS
+        ],
     }
 
 
@@ -155,8 +182,10 @@ def over_optimisation(scores: dict[tuple[float, int], list[float]], chosen: tupl
     the mean paired difference chosen - further and its one-sided p; ``shown`` when either axis has
     p < CURVE_ALPHA."""
     lr, steps = chosen
-    further = {"learning rate": (max(point[0] for point in scores), steps),
-               "length": (lr, max(point[1] for point in scores if point[0] == lr))}
+    further = {
+        "learning rate": (max(point[0] for point in scores), steps),
+        "length": (lr, max(point[1] for point in scores if point[0] == lr)),
+    }
     out: dict = {"shown": False}
     for axis, point in further.items():
         if point == chosen:
@@ -170,8 +199,12 @@ def over_optimisation(scores: dict[tuple[float, int], list[float]], chosen: tupl
 
 
 # What `refbench calibrate` decided (results/regime/decision.json, checked by a test): None until then.
-CALIBRATION: dict | None = {"learning_rate": 5e-05, "steps": 192, "dpo_divergence": 0.00613104272633791,
-                             "over_optimisation_shown": False}
+CALIBRATION: dict | None = {
+    "learning_rate": 5e-05,
+    "steps": 192,
+    "dpo_divergence": 0.00613104272633791,
+    "over_optimisation_shown": False,
+}
 
 # Rule 4: the budget of the main runs, written before any of them. Five training seeds for every run of
 # the plan, except the six runs that only Fig. 4's tau sweep uses (three seeds: the sweep's claims
@@ -185,12 +218,24 @@ SWEEP_ONLY_SEEDS = 3
 TEST_EVAL_SEEDS = 1
 
 
-def regime_overrides(learning_rate: float, *, steps: int = STEPS, snapshots: tuple[int, ...] = (),
-                     seed: int = 0, extra: dict | None = None) -> dict:
+def regime_overrides(
+    learning_rate: float,
+    *,
+    steps: int = STEPS,
+    snapshots: tuple[int, ...] = (),
+    seed: int = 0,
+    extra: dict | None = None,
+) -> dict:
     """Config overrides of a run in the regime: the pair subset without the validation prompts."""
-    overrides = {"data": {"max_pairs": PAIRS, "exclude_prompts": EXCLUDED_PROMPTS},
-                 "training": {"max_steps": steps, "learning_rate": learning_rate, "seed": seed,
-                              **({"snapshot_steps": list(snapshots)} if snapshots else {})}}
+    overrides = {
+        "data": {"max_pairs": PAIRS, "exclude_prompts": EXCLUDED_PROMPTS},
+        "training": {
+            "max_steps": steps,
+            "learning_rate": learning_rate,
+            "seed": seed,
+            **({"snapshot_steps": list(snapshots)} if snapshots else {}),
+        },
+    }
     for section, values in (extra or {}).items():
         overrides.setdefault(section, {}).update(values)
     return overrides

@@ -10,9 +10,31 @@ from __future__ import annotations
 from .regime_plan import SWEEP_ONLY, TAUS
 from .sweep import RunSpec
 
-__all__ = ["PLAN", "TABLE1", "TABLE3", "TABLE4", "FIG1B", "FIG4", "FIG5", "TIMESTEP_RUNS", "plan_specs",
-           "seeded_name", "DEFAULT_TRAINING_SEEDS", "EVAL_SEEDS", "FIG3", "WORLDS", "FLOW_RUNS", "FLOW_CLAIMS",
-           "world_runs", "table1_rows", "EQUIVALENCE_MARGINS", "REGIMES", "plan_names", "fig4", "detect_regime"]
+__all__ = [
+    "PLAN",
+    "TABLE1",
+    "TABLE3",
+    "TABLE4",
+    "FIG1B",
+    "FIG4",
+    "FIG5",
+    "TIMESTEP_RUNS",
+    "plan_specs",
+    "seeded_name",
+    "DEFAULT_TRAINING_SEEDS",
+    "EVAL_SEEDS",
+    "FIG3",
+    "WORLDS",
+    "FLOW_RUNS",
+    "FLOW_CLAIMS",
+    "world_runs",
+    "table1_rows",
+    "EQUIVALENCE_MARGINS",
+    "REGIMES",
+    "plan_names",
+    "fig4",
+    "detect_regime",
+]
 
 TOY_TAUS = (4, 8, 16)
 # Fixed before any multi-seed result was seen (issue 16): training seeds 0, 1, 2 of every run,
@@ -52,8 +74,10 @@ PLAN: list[RunSpec] = [
     # Fig. 1(b) and Fig. 4: unregularised updates, and the tau sweep with and without regularisation.
     _spec("ref-noreg", "ref-noreg"),
     *[_spec(f"refdpo-tau{tau}", "refdpo", method={"tau": tau}) for tau in TOY_TAUS if tau != 8],
-    *[_spec("refdpo-noreg" + (f"-tau{tau}" if tau != 8 else ""), "refdpo", method={"tau": tau, "on_exceed": "none"})
-      for tau in TOY_TAUS],
+    *[
+        _spec("refdpo-noreg" + (f"-tau{tau}" if tau != 8 else ""), "refdpo", method={"tau": tau, "on_exceed": "none"})
+        for tau in TOY_TAUS
+    ],
 ]
 
 # Equivalence margins of the claims of no effect (issue 25): (run a, run b) -> the margin on the
@@ -66,20 +90,42 @@ PLAN: list[RunSpec] = [
 EQUIVALENCE_MARGINS = {("diff-dpo", "timestep-only"): 0.010}
 
 # (row label, run) in the paper's order.
-TABLE1 = [("vs. SFT", "sft"), ("vs. Diff-DPO", "diff-dpo"), ("vs. DSPO", "dspo"), ("vs. Diff-KTO", "diff-kto"),
-          ("vs. MaPO", "mapo"), ("vs. base model", "base")]
+TABLE1 = [
+    ("vs. SFT", "sft"),
+    ("vs. Diff-DPO", "diff-dpo"),
+    ("vs. DSPO", "dspo"),
+    ("vs. Diff-KTO", "diff-kto"),
+    ("vs. MaPO", "mapo"),
+    ("vs. base model", "base"),
+]
 TABLE1_RUN = "refdpo"
-TABLE3 = [("Diff-DPO", "diff-dpo"), ("LR x5", "diff-dpo-lr5x"), ("beta = 1000", "diff-dpo-beta1000"),
-          ("Re-Init", "ref-reinit"), ("Ours", "refdpo")]
-TABLE4 = [("Diff-DPO", "diff-dpo"), ("Time. only", "timestep-only"), ("Exploration only", "ref-explore"),
-          ("gamma = 0.8", "refdpo-gamma0.8-constant"), ("gamma = 0.8 + Scale", "refdpo-gamma0.8"),
-          ("gamma = 0.9", "refdpo-constant"), ("gamma = 0.9 + Scale (Ours)", "refdpo")]
+TABLE3 = [
+    ("Diff-DPO", "diff-dpo"),
+    ("LR x5", "diff-dpo-lr5x"),
+    ("beta = 1000", "diff-dpo-beta1000"),
+    ("Re-Init", "ref-reinit"),
+    ("Ours", "refdpo"),
+]
+TABLE4 = [
+    ("Diff-DPO", "diff-dpo"),
+    ("Time. only", "timestep-only"),
+    ("Exploration only", "ref-explore"),
+    ("gamma = 0.8", "refdpo-gamma0.8-constant"),
+    ("gamma = 0.8 + Scale", "refdpo-gamma0.8"),
+    ("gamma = 0.9", "refdpo-constant"),
+    ("gamma = 0.9 + Scale (Ours)", "refdpo"),
+]
 FIG1B = ["diff-dpo", "ref-noreg", "refdpo"]
-FIG4 = {"with regularisation": [f"refdpo-tau{t}" if t != 8 else "refdpo" for t in TOY_TAUS],
-        "without regularisation": ["refdpo-noreg" + (f"-tau{t}" if t != 8 else "") for t in TOY_TAUS],
-        "baseline": "diff-dpo"}
+FIG4 = {
+    "with regularisation": [f"refdpo-tau{t}" if t != 8 else "refdpo" for t in TOY_TAUS],
+    "without regularisation": ["refdpo-noreg" + (f"-tau{t}" if t != 8 else "") for t in TOY_TAUS],
+    "baseline": "diff-dpo",
+}
 # Fig. 5: divergence per interval relative to the reference-update-only run (100%).
-FIG5 = {"relative_to": "ref-explore", "runs": {"gamma 0.9 without scale": "refdpo-constant", "gamma 0.9 + scale": "refdpo"}}
+FIG5 = {
+    "relative_to": "ref-explore",
+    "runs": {"gamma 0.9 without scale": "refdpo-constant", "gamma 0.9 + scale": "refdpo"},
+}
 TIMESTEP_RUNS = ["diff-dpo", "ref-explore", "refdpo-constant", "refdpo"]
 # Fig. 3: the same prompt and seed under each method (the paper's columns).
 FIG3 = ["base", "diff-dpo", "dspo", "diff-kto", "refdpo"]
@@ -90,8 +136,18 @@ FIG3 = ["base", "diff-dpo", "dspo", "diff-kto", "refdpo"]
 # refdpo-vs-Diff-DPO row, Fig. 1(b), Fig. 2 (ref-explore's analysis) and Fig. 4 only: the question
 # there is whether the paper's central findings carry over to rectified flow.
 WORLDS = ("toy", "toy-flow")
-FLOW_RUNS = list(dict.fromkeys(["refdpo", "diff-dpo", "ref-noreg", "ref-explore", *FIG4["with regularisation"],
-                                *FIG4["without regularisation"]]))
+FLOW_RUNS = list(
+    dict.fromkeys(
+        [
+            "refdpo",
+            "diff-dpo",
+            "ref-noreg",
+            "ref-explore",
+            *FIG4["with regularisation"],
+            *FIG4["without regularisation"],
+        ]
+    )
+)
 FLOW_CLAIMS = ("Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4")  # the claims the flow plan measures
 
 
@@ -100,8 +156,11 @@ FLOW_CLAIMS = ("Table 1", "Fig. 1(b)", "Fig. 2", "Fig. 4")  # the claims the flo
 # alike (``regime_plan``), with the same names except Fig. 4's tau sweep, which covers the regime's
 # taus (2, 4, 8) by name: its "refdpo" is the tuned tau's.
 REGIMES = ("paper", "early")
-PAPER_FIG4 = {"with regularisation": [f"refdpo-tau{t}" for t in TAUS],
-              "without regularisation": [f"refdpo-noreg-tau{t}" for t in TAUS], "baseline": "diff-dpo"}
+PAPER_FIG4 = {
+    "with regularisation": [f"refdpo-tau{t}" for t in TAUS],
+    "without regularisation": [f"refdpo-noreg-tau{t}" for t in TAUS],
+    "baseline": "diff-dpo",
+}
 PAPER_NAMES = [s.name for s in PLAN if not s.name.startswith(("refdpo-tau", "refdpo-noreg"))] + list(SWEEP_ONLY)
 
 
@@ -136,16 +195,23 @@ def table1_rows(world: str = "toy") -> list[tuple[str, str]]:
     return [(label, run) for label, run in TABLE1 if run in names]
 
 
-def plan_specs(max_steps: int | None = None, only: list[str] | None = None,
-               seeds: int = DEFAULT_TRAINING_SEEDS, world: str = "toy") -> list[RunSpec]:
+def plan_specs(
+    max_steps: int | None = None, only: list[str] | None = None, seeds: int = DEFAULT_TRAINING_SEEDS, world: str = "toy"
+) -> list[RunSpec]:
     """The plan's specs under training seeds 0..seeds-1 (seed-major: every run of seed 0 first, so
     a partial reproduction has whole seeds), optionally with another step budget or a subset."""
     chosen = [s for s in world_runs(world) if only is None or s.name in only]
     specs = []
     for seed in range(seeds):
         for spec in chosen:
-            training = {**spec.overrides.get("training", {}), "seed": seed,
-                        **({"max_steps": max_steps} if max_steps is not None else {})}
-            specs.append(RunSpec(seeded_name(spec.name, seed), spec.method, {**spec.overrides, "training": training},
-                                 spec.preset))
+            training = {
+                **spec.overrides.get("training", {}),
+                "seed": seed,
+                **({"max_steps": max_steps} if max_steps is not None else {}),
+            }
+            specs.append(
+                RunSpec(
+                    seeded_name(spec.name, seed), spec.method, {**spec.overrides, "training": training}, spec.preset
+                )
+            )
     return specs

@@ -49,20 +49,37 @@ class Step:
         getattr(self, "_" + self.command.replace("-", "_"))(**self.options)
         return time.perf_counter() - started
 
-    def _train(self, *, method: str, preset: str, config: str, db: str, out: str, resume: bool = False,
-               no_progress: bool = True) -> None:
+    def _train(
+        self,
+        *,
+        method: str,
+        preset: str,
+        config: str,
+        db: str,
+        out: str,
+        resume: bool = False,
+        no_progress: bool = True,
+    ) -> None:
         from ..config import load_config
         from ..training.run import run_training
 
         resolved = load_config(method=method, preset=preset, config_file=config, name=self.run)
         run_training(resolved, db=Path(db), out_root=Path(out), resume=resume, progress=not no_progress)
 
-    def _generate(self, *, prompts: str, seeds: int, db: str, out: str, num_prompts: int | None = None,
-                  no_progress: bool = True) -> None:
+    def _generate(
+        self, *, prompts: str, seeds: int, db: str, out: str, num_prompts: int | None = None, no_progress: bool = True
+    ) -> None:
         from ..evaluation.generate import generate
 
-        generate(self.run, prompt_set=prompts, db=Path(db), out_root=Path(out), seeds=seeds, num_prompts=num_prompts,
-                 progress=not no_progress)
+        generate(
+            self.run,
+            prompt_set=prompts,
+            db=Path(db),
+            out_root=Path(out),
+            seeds=seeds,
+            num_prompts=num_prompts,
+            progress=not no_progress,
+        )
 
     def _score(self, *, metrics: str, db: str, no_progress: bool = True) -> None:
         from ..evaluation.score import score

@@ -23,8 +23,13 @@ from .steps import Step
 __all__ = ["RunSpec", "grid_specs", "run_specs", "spec_status"]
 
 # CLI flag -> (config section, field) for the axes a grid can cross.
-AXES = {"tau": ("method", "tau"), "gamma": ("method", "gamma"), "beta": ("method", "beta"),
-        "lr": ("training", "learning_rate"), "seed": ("training", "seed")}
+AXES = {
+    "tau": ("method", "tau"),
+    "gamma": ("method", "gamma"),
+    "beta": ("method", "beta"),
+    "lr": ("training", "learning_rate"),
+    "seed": ("training", "seed"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,9 @@ def _label(axis: str, value) -> str:
     return f"{axis}{text}"
 
 
-def grid_specs(methods: list[str], *, preset: str = "toy", max_steps: int | None = None,
-               extra: dict | None = None, **axes: list) -> list[RunSpec]:
+def grid_specs(
+    methods: list[str], *, preset: str = "toy", max_steps: int | None = None, extra: dict | None = None, **axes: list
+) -> list[RunSpec]:
     """The cross product of methods and the given axes (tau, gamma, beta, lr, seed -> lists)."""
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
@@ -54,8 +60,10 @@ def grid_specs(methods: list[str], *, preset: str = "toy", max_steps: int | None
 
     unknown_methods = [m for m in methods if m not in method_names()]
     if unknown_methods or not methods:
-        raise RefbenchError(f"unknown method {unknown_methods[0] if unknown_methods else '(none)'!r}; "
-                            f"valid: {', '.join(method_names())}")
+        raise RefbenchError(
+            f"unknown method {unknown_methods[0] if unknown_methods else '(none)'!r}; "
+            f"valid: {', '.join(method_names())}"
+        )
     given = [(axis, axes[axis]) for axis in AXES if axes.get(axis)]  # fixed order: one grid, one set of names
     specs = []
     for method in methods:
@@ -93,8 +101,18 @@ def _config_file(spec: RunSpec, folder: Path) -> Path:
     return path
 
 
-def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, threads: int = 1, progress: bool = True,
-              log_folder: Path | None = None, then=None, timings: dict | None = None) -> dict[str, str]:
+def run_specs(
+    specs: list[RunSpec],
+    *,
+    db: Path,
+    out_root: Path,
+    jobs: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+    log_folder: Path | None = None,
+    then=None,
+    timings: dict | None = None,
+) -> dict[str, str]:
     """Train every spec that is not finished; returns name -> outcome ('skipped', 'trained', 'done', 'failed: ...').
 
     ``then(spec)`` may give more steps (``Step``) to run after a spec's training in the same
@@ -118,10 +136,25 @@ def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, 
         if status == "diverged":  # recorded as such; its evaluation has no final model to use
             outcomes[spec.name] = "diverged"
             continue
-        steps = [] if status == "finished" else [
-            Step("train", spec.name, {"method": spec.method, "preset": spec.preset,
-                                      "config": str(_config_file(spec, log_folder)), "db": str(db), "out": str(out_root),
-                                      "no_progress": True, "resume": status == "partial"})]
+        steps = (
+            []
+            if status == "finished"
+            else [
+                Step(
+                    "train",
+                    spec.name,
+                    {
+                        "method": spec.method,
+                        "preset": spec.preset,
+                        "config": str(_config_file(spec, log_folder)),
+                        "db": str(db),
+                        "out": str(out_root),
+                        "no_progress": True,
+                        "resume": status == "partial",
+                    },
+                )
+            ]
+        )
         steps += list(then(spec) if then else [])
         if status != "finished":
             trained.add(spec.name)
@@ -130,8 +163,14 @@ def run_specs(specs: list[RunSpec], *, db: Path, out_root: Path, jobs: int = 1, 
         else:
             outcomes[spec.name] = "skipped"
     del store  # the workers write; this process holds no connection meanwhile
-    bar = tqdm(total=len(specs), initial=len(specs) - len(queue), desc="sweep", unit="run", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(specs),
+        initial=len(specs) - len(queue),
+        desc="sweep",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
 
     def on_result(result, busy: list[str]) -> None:
         if result.status == "done":

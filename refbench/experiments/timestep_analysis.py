@@ -45,8 +45,12 @@ def _build_models(config, checkpoint: Path, device: str):
 
     backend = load_backend(config.model, device=device)
     reference_mode = "sync" if config.method.reference == "sync" else "fixed"
-    models = build_model_set(backend.denoiser, reference_mode=reference_mode, lora_rank=config.model.lora_rank,
-                             lora_targets=backend.lora_targets)
+    models = build_model_set(
+        backend.denoiser,
+        reference_mode=reference_mode,
+        lora_rank=config.model.lora_rank,
+        lora_targets=backend.lora_targets,
+    )
     models.load_policy_state(load_file(str(checkpoint / "policy.safetensors")))
     if reference_mode == "sync" and (checkpoint / "reference.safetensors").is_file():
         models.load_reference_state(load_file(str(checkpoint / "reference.safetensors")))
@@ -54,7 +58,9 @@ def _build_models(config, checkpoint: Path, device: str):
     return backend, models, reference_mode
 
 
-def pair_draws(seed: int, pair_index: int, intervals: int, bounds: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_draws(
+    seed: int, pair_index: int, intervals: int, bounds: torch.Tensor, shape
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The K timesteps (one uniform draw inside each interval) and K noises of one pair: a function
     of (seed, pair) alone, so the result does not depend on the batch size."""
     from ..training.seeding import step_generator
@@ -66,8 +72,17 @@ def pair_draws(seed: int, pair_index: int, intervals: int, bounds: torch.Tensor,
 
 
 @torch.no_grad()
-def evaluate_errors(backend, models, pairs, *, which: tuple[str, ...], intervals: int, seed: int,
-                    batch_pairs: int, progress: bool = True) -> dict[str, torch.Tensor]:
+def evaluate_errors(
+    backend,
+    models,
+    pairs,
+    *,
+    which: tuple[str, ...],
+    intervals: int,
+    seed: int,
+    batch_pairs: int,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
     """Errors of each named model on every (pair, interval): chunks of pairs are encoded once and
     evaluated in all K intervals in one batch of 2 x chunk x K images per model.
 
@@ -76,8 +91,8 @@ def evaluate_errors(backend, models, pairs, *, which: tuple[str, ...], intervals
     """
     from tqdm.auto import tqdm
 
-    from ..training.data import PreferencePairs
     from ..method.interval_stats import interval_bounds
+    from ..training.data import PreferencePairs
 
     device = backend.device
     bounds = torch.tensor(interval_bounds(backend.num_train_timesteps, intervals))
@@ -105,7 +120,9 @@ def evaluate_errors(backend, models, pairs, *, which: tuple[str, ...], intervals
         target = backend.target(x0_all, noise_all, timesteps_all)
         for name in which:
             with models.use(name) as module:
-                errors[name].append(backend.errors(module, x_t, timesteps_all, cond_all, target).float().cpu().view(2, -1))
+                errors[name].append(
+                    backend.errors(module, x_t, timesteps_all, cond_all, target).float().cpu().view(2, -1)
+                )
         interval_index.append(torch.arange(intervals).repeat(len(usable)))
         timestep_list.append(timesteps.cpu())
     bar.close()
@@ -124,9 +141,18 @@ def _sigma_range(backend, t_low: int, t_high: int) -> dict:
     return {"sigma_low": float(sigmas[t_low]), "sigma_high": float(sigmas[t_high - 1])}
 
 
-def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: int | None = None,
-                intervals: int = DEFAULT_INTERVALS, batch_pairs: int = 128, seed: int = 0, data: str | None = None,
-                progress: bool = True):
+def analyse_run(
+    run: str,
+    *,
+    db: Path,
+    against: str = "reference",
+    num_pairs: int | None = None,
+    intervals: int = DEFAULT_INTERVALS,
+    batch_pairs: int = 128,
+    seed: int = 0,
+    data: str | None = None,
+    progress: bool = True,
+):
     """Run the analysis, store it in ``timestep_stats`` (replacing an earlier one) and return its rows.
 
     The pairs are the validation split of the run's data (the toy world's validation pairs, or a
@@ -134,10 +160,10 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
     import pandas as pd
 
     from ..method.interval_stats import interval_statistics
-    from ..training.backends import backend_class
-    from ..training.modelset import POLICY, REFERENCE
     from ..method.timesteps import reward_scale
+    from ..training.backends import backend_class
     from ..training.data import load_preference_pairs
+    from ..training.modelset import POLICY, REFERENCE
 
     if against not in ("reference", "init"):
         raise RefbenchError(f"--against must be 'reference' or 'init'; got {against!r}")
@@ -151,21 +177,32 @@ def analyse_run(run: str, *, db: Path, against: str = "reference", num_pairs: in
     if intervals > backend.num_train_timesteps:
         raise RefbenchError(f"--intervals must be at most {backend.num_train_timesteps}")
     source = {"source": data} if data else {}
-    validation = dataclasses.replace(config, data=dataclasses.replace(config.data, split="validation", max_pairs=num_pairs,
-                                                                      **source))
+    validation = dataclasses.replace(
+        config, data=dataclasses.replace(config.data, split="validation", max_pairs=num_pairs, **source)
+    )
     pairs = load_preference_pairs(validation)
     # With a fixed reference (or --against init) the reference is the initial model: one pass fewer.
     reference = REFERENCE if (against == "reference" and reference_mode == "sync") else "initial"
     which = (POLICY, reference) if reference == "initial" else (POLICY, reference, "initial")
-    errors = evaluate_errors(backend, models, pairs, which=which, intervals=intervals, seed=seed,
-                             batch_pairs=batch_pairs, progress=progress)
+    errors = evaluate_errors(
+        backend, models, pairs, which=which, intervals=intervals, seed=seed, batch_pairs=batch_pairs, progress=progress
+    )
     stats = interval_statistics(
-        interval=errors["interval"], timesteps=errors["timesteps"],
-        model_w=errors[POLICY][0], model_l=errors[POLICY][1], ref_w=errors[reference][0], ref_l=errors[reference][1],
-        init_w=errors["initial"][0], lambdas=reward_scale("inv-sqrt-snr", backend.alphas_cumprod),
-        num_train_timesteps=backend.num_train_timesteps, intervals=intervals)
-    rows = [{"run": run, "analysis": against, **dataclasses.asdict(s), **_sigma_range(backend, s.t_low, s.t_high)}
-            for s in stats]
+        interval=errors["interval"],
+        timesteps=errors["timesteps"],
+        model_w=errors[POLICY][0],
+        model_l=errors[POLICY][1],
+        ref_w=errors[reference][0],
+        ref_l=errors[reference][1],
+        init_w=errors["initial"][0],
+        lambdas=reward_scale("inv-sqrt-snr", backend.alphas_cumprod),
+        num_train_timesteps=backend.num_train_timesteps,
+        intervals=intervals,
+    )
+    rows = [
+        {"run": run, "analysis": against, **dataclasses.asdict(s), **_sigma_range(backend, s.t_low, s.t_high)}
+        for s in stats
+    ]
     store.delete("timestep_stats", run=run, analysis=against)
     store.upsert("timestep_stats", rows)
     return pd.DataFrame(rows)

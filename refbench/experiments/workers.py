@@ -170,9 +170,14 @@ def run_jobs(jobs: list[Job], *, workers: int, threads: int = 1, on_result=None)
                         pass
                 if worker.process.sentinel in ready or not worker.process.is_alive():
                     worker.process.join()
-                    finish(worker, JobResult(worker.job.name, "failed",
-                                             f"its worker process died (exit code {worker.process.exitcode}); "
-                                             f"log: {worker.job.log}"))
+                    finish(
+                        worker,
+                        JobResult(
+                            worker.job.name,
+                            "failed",
+                            f"its worker process died (exit code {worker.process.exitcode}); log: {worker.job.log}",
+                        ),
+                    )
                     worker.connection.close()
                     pool.remove(worker)
                     if pending:  # a fresh process for the jobs left

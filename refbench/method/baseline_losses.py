@@ -39,10 +39,18 @@ def _scale(beta: float, weight: torch.Tensor | float | None, shape: torch.Size) 
     return beta * weight
 
 
-def _summary(loss: torch.Tensor, reward_w: torch.Tensor, reward_l: torch.Tensor, logits: torch.Tensor) -> PreferenceLoss:
+def _summary(
+    loss: torch.Tensor, reward_w: torch.Tensor, reward_l: torch.Tensor, logits: torch.Tensor
+) -> PreferenceLoss:
     margin = (reward_w - reward_l).detach()
-    return PreferenceLoss(loss=loss, margin=margin, accuracy=(margin > 0).float().mean(),
-                          reward_w=reward_w.detach(), reward_l=reward_l.detach(), logits=logits.detach())
+    return PreferenceLoss(
+        loss=loss,
+        margin=margin,
+        accuracy=(margin > 0).float().mean(),
+        reward_w=reward_w.detach(),
+        reward_l=reward_l.detach(),
+        logits=logits.detach(),
+    )
 
 
 def dspo_loss(
@@ -78,8 +86,14 @@ def dspo_loss(
     search {0.001, 0.01, 0.05}) for every model. Its implicit accuracy is ``inside_term > 0``,
     the same as ``margin > 0`` here.
     """
-    preds = dict(model_pred_w=model_pred_w, model_pred_l=model_pred_l, ref_pred_w=ref_pred_w,
-                 ref_pred_l=ref_pred_l, target_w=target_w, target_l=target_l)
+    preds = dict(
+        model_pred_w=model_pred_w,
+        model_pred_l=model_pred_l,
+        ref_pred_w=ref_pred_w,
+        ref_pred_l=ref_pred_l,
+        target_w=target_w,
+        target_l=target_l,
+    )
     shapes = {name: tuple(p.shape) for name, p in preds.items()}
     if len(set(shapes.values())) != 1 or model_pred_w.dim() < 2:
         raise ValueError(f"predictions and targets must share one shape (batch, ...), got {shapes}")
@@ -127,7 +141,9 @@ def kto_image_losses(
     if desirable.shape != model_err.shape or desirable.dtype != torch.bool:
         raise ValueError(f"desirable must be a bool tensor of shape {tuple(model_err.shape)}")
     if desirable_weight <= 0 or undesirable_weight <= 0:
-        raise ValueError(f"desirable_weight and undesirable_weight must be > 0, got {desirable_weight}, {undesirable_weight}")
+        raise ValueError(
+            f"desirable_weight and undesirable_weight must be > 0, got {desirable_weight}, {undesirable_weight}"
+        )
     reward = -(model_err - ref_err.detach())
     if kl is None:
         kl = reward.detach().mean().clamp(min=0)
@@ -171,8 +187,15 @@ def diffusion_kto_loss(
         per_image = weight.repeat(2) if isinstance(weight, torch.Tensor) and weight.dim() == 1 else weight
     desirable = torch.arange(2 * pairs, device=model_err_w.device) < pairs
     losses, logits, _ = kto_image_losses(
-        torch.cat([model_err_w, model_err_l]), torch.cat([ref_err_w, ref_err_l]), desirable, beta=beta,
-        desirable_weight=desirable_weight, undesirable_weight=undesirable_weight, weight=per_image, kl=kl)
+        torch.cat([model_err_w, model_err_l]),
+        torch.cat([ref_err_w, ref_err_l]),
+        desirable,
+        beta=beta,
+        desirable_weight=desirable_weight,
+        undesirable_weight=undesirable_weight,
+        weight=per_image,
+        kl=kl,
+    )
     reward_w = -(model_err_w - ref_err_w.detach())
     reward_l = -(model_err_l - ref_err_l.detach())
     return _summary(losses.mean(), reward_w, reward_l, logits)

@@ -45,16 +45,18 @@ class HierarchicalEstimate:
     seed_means: tuple[float, ...]
 
 
-def hierarchical_bootstrap(groups, *, resamples: int = 2000, confidence: float = 0.95,
-                           seed: int = 0) -> HierarchicalEstimate:
+def hierarchical_bootstrap(
+    groups, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> HierarchicalEstimate:
     """Effect and percentile interval of the mean of ``groups`` (one 1-D array per training seed)."""
     values = [np.asarray(g, dtype=np.float64) for g in groups]
     if not values:
         raise ValueError("no training seeds to bootstrap")
     sizes = {v.size for v in values}
     if any(v.ndim != 1 for v in values) or len(sizes) != 1 or 0 in sizes:
-        raise ValueError(f"every training seed needs the same number (> 0) of 1-D values; got sizes "
-                         f"{sorted(v.size for v in values)}")
+        raise ValueError(
+            f"every training seed needs the same number (> 0) of 1-D values; got sizes {sorted(v.size for v in values)}"
+        )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     matrix = np.stack(values)  # (S, n)
@@ -67,8 +69,14 @@ def hierarchical_bootstrap(groups, *, resamples: int = 2000, confidence: float =
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     seed_means = matrix.mean(axis=1)
-    return HierarchicalEstimate(effect=float(seed_means.mean()), ci_low=float(low), ci_high=float(high), seeds=count,
-                                samples=size, seed_means=tuple(float(m) for m in seed_means))
+    return HierarchicalEstimate(
+        effect=float(seed_means.mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        seeds=count,
+        samples=size,
+        seed_means=tuple(float(m) for m in seed_means),
+    )
 
 
 def verdict(ci_low: float, ci_high: float, *, null: float = 0.0) -> str:

@@ -60,8 +60,18 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["Interval", "t_cdf", "t_quantile", "t_interval", "crossed_interval", "two_sided_p", "holm",
-           "Equivalence", "tost", "minimum_detectable_effect"]
+__all__ = [
+    "Interval",
+    "t_cdf",
+    "t_quantile",
+    "t_interval",
+    "crossed_interval",
+    "two_sided_p",
+    "holm",
+    "Equivalence",
+    "tost",
+    "minimum_detectable_effect",
+]
 
 
 @dataclass(frozen=True)
@@ -157,8 +167,17 @@ def _check_confidence(confidence: float) -> None:
 
 def _interval(effect, se, df, confidence, seeds, samples, method) -> Interval:
     half = t_quantile(0.5 + confidence / 2, df) * se
-    return Interval(effect=float(effect), ci_low=float(effect - half), ci_high=float(effect + half), se=float(se),
-                    df=float(df), p_value=two_sided_p(float(effect), float(se), df), seeds=seeds, samples=samples, method=method)
+    return Interval(
+        effect=float(effect),
+        ci_low=float(effect - half),
+        ci_high=float(effect + half),
+        se=float(se),
+        df=float(df),
+        p_value=two_sided_p(float(effect), float(se), df),
+        seeds=seeds,
+        samples=samples,
+        method=method,
+    )
 
 
 # -- intervals --------------------------------------------------------------------------------------
@@ -198,16 +217,27 @@ def crossed_interval(values, *, confidence: float = 0.95) -> Interval:
     ms_s = prompts * float(((seed_means - grand) ** 2).sum()) / (seeds - 1)
     ms_p = seeds * float(((prompt_means - grand) ** 2).sum()) / (prompts - 1)
     residual = cells - seed_means[:, None] - prompt_means[None, :] + grand
-    ms_sp = float((residual ** 2).sum()) / ((seeds - 1) * (prompts - 1))
+    ms_sp = float((residual**2).sum()) / ((seeds - 1) * (prompts - 1))
     v_seeds, v_prompts = ms_s / (seeds * prompts), max(ms_p - ms_sp, 0.0) / (seeds * prompts)
     level = 0.5 + confidence / 2
     se = math.sqrt(v_seeds + v_prompts)
     half = math.sqrt(_quantile(level, seeds - 1) ** 2 * v_seeds + _quantile(level, prompts - 1) ** 2 * v_prompts)
-    df = (_effective_df(half / se, level, low=min(seeds, prompts) - 1, high=max(seeds, prompts) - 1)
-          if se > 0 else math.inf)
-    return Interval(effect=grand, ci_low=grand - half, ci_high=grand + half, se=se, df=df,
-                    p_value=two_sided_p(grand, se, df), seeds=seeds, samples=prompts * evals,
-                    method="crossed t (seeds x prompts)")
+    df = (
+        _effective_df(half / se, level, low=min(seeds, prompts) - 1, high=max(seeds, prompts) - 1)
+        if se > 0
+        else math.inf
+    )
+    return Interval(
+        effect=grand,
+        ci_low=grand - half,
+        ci_high=grand + half,
+        se=se,
+        df=df,
+        p_value=two_sided_p(grand, se, df),
+        seeds=seeds,
+        samples=prompts * evals,
+        method="crossed t (seeds x prompts)",
+    )
 
 
 @lru_cache(maxsize=256)

@@ -75,14 +75,19 @@ def interval_statistics(
         count = int(mask.sum())
         if count == 0:
             continue
-        out.append(IntervalStats(
-            bin=index, t_low=int(t_low), t_high=int(t_high), n=count,
-            loss=float(torch.cat([model_w[mask], model_l[mask]]).double().mean()),
-            reward_scale=float(torch.cat([reward_w[mask], reward_l[mask]]).abs().mean()),
-            accuracy=float((reward_w[mask] > reward_l[mask]).double().mean()),
-            lambda_t=float(lambdas[timesteps[mask]].double().mean()),
-            divergence=float((model_w[mask].double() - init_w[mask].double()).mean()),
-        ))
+        out.append(
+            IntervalStats(
+                bin=index,
+                t_low=int(t_low),
+                t_high=int(t_high),
+                n=count,
+                loss=float(torch.cat([model_w[mask], model_l[mask]]).double().mean()),
+                reward_scale=float(torch.cat([reward_w[mask], reward_l[mask]]).abs().mean()),
+                accuracy=float((reward_w[mask] > reward_l[mask]).double().mean()),
+                lambda_t=float(lambdas[timesteps[mask]].double().mean()),
+                divergence=float((model_w[mask].double() - init_w[mask].double()).mean()),
+            )
+        )
     return out
 
 

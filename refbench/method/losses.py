@@ -107,4 +107,3 @@ def sft_loss(model_err_w: torch.Tensor) -> torch.Tensor:
     if model_err_w.dim() != 1:
         raise ValueError(f"model_err_w must be 1-D, got shape {tuple(model_err_w.shape)}")
     return model_err_w.mean()
-

@@ -15,16 +15,23 @@ resolved by ``refbench.extensions``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import torch
 
 from .baseline_losses import diffusion_kto_loss, dspo_loss, mapo_loss
 from .losses import PreferenceLoss, diffusion_dpo_loss, per_sample_error, sft_loss
 
-__all__ = ["PairForward", "Objective", "OBJECTIVES", "register_objective", "preference_objective", "objective_from_function"]
+__all__ = [
+    "PairForward",
+    "Objective",
+    "OBJECTIVES",
+    "register_objective",
+    "preference_objective",
+    "objective_from_function",
+]
 
 
 @dataclass(frozen=True)
@@ -85,14 +92,24 @@ def preference_objective(*, needs_reference: bool = True, winners_only: bool = F
     return mark
 
 
-def objective_from_function(name: str, fn, *, builtin: bool = False, reads: tuple[str, ...] = (), summary: str = "") -> Objective:
+def objective_from_function(
+    name: str, fn, *, builtin: bool = False, reads: tuple[str, ...] = (), summary: str = ""
+) -> Objective:
     """An ``Objective`` from a (marked) function: its declarations are the function's attributes."""
-    return Objective(name, fn, bool(getattr(fn, "needs_reference", True)), bool(getattr(fn, "winners_only", False)),
-                     reads, summary or (fn.__doc__ or "").strip().split("\n")[0], builtin)
+    return Objective(
+        name,
+        fn,
+        bool(getattr(fn, "needs_reference", True)),
+        bool(getattr(fn, "winners_only", False)),
+        reads,
+        summary or (fn.__doc__ or "").strip().split("\n")[0],
+        builtin,
+    )
 
 
-def register_objective(name: str, *, needs_reference: bool = True, winners_only: bool = False,
-                       reads: tuple[str, ...] = ()):
+def register_objective(
+    name: str, *, needs_reference: bool = True, winners_only: bool = False, reads: tuple[str, ...] = ()
+):
     """Add a built-in objective under ``name`` (its first docstring line is its summary)."""
 
     def add(fn):
@@ -120,20 +137,33 @@ def _sft(forward: PairForward, method) -> PreferenceLoss:
 def _dspo(forward: PairForward, method) -> PreferenceLoss:
     """DSPO: a denoising loss on the winners whose target moves along the policy-minus-reference score."""
     f = forward
-    return dspo_loss(*f.halves(f.model_pred), *f.halves(f.ref_pred), *f.halves(f.target), beta=method.beta, weight=f.weight)
+    return dspo_loss(
+        *f.halves(f.model_pred), *f.halves(f.ref_pred), *f.halves(f.target), beta=method.beta, weight=f.weight
+    )
 
 
 @register_objective("kto", reads=("beta", "desirable_weight", "undesirable_weight"))
 def _kto(forward: PairForward, method) -> PreferenceLoss:
     """Diffusion-KTO: winners desirable, losers undesirable, each against a batch reference point."""
     f = forward
-    return diffusion_kto_loss(*f.halves(f.model_err), *f.halves(f.ref_err), beta=method.beta, weight=f.weight,
-                              desirable_weight=method.desirable_weight, undesirable_weight=method.undesirable_weight)
+    return diffusion_kto_loss(
+        *f.halves(f.model_err),
+        *f.halves(f.ref_err),
+        beta=method.beta,
+        weight=f.weight,
+        desirable_weight=method.desirable_weight,
+        undesirable_weight=method.undesirable_weight,
+    )
 
 
 @register_objective("mapo", needs_reference=False, reads=("beta", "mapo_snr"))
 def _mapo(forward: PairForward, method) -> PreferenceLoss:
     """MaPO: the winners' denoising loss plus a margin on the odds f(e) of winner against loser."""
     f = forward
-    return mapo_loss(*f.halves(f.model_err), beta=method.beta, snr=method.mapo_snr,
-                     num_timesteps=f.num_train_timesteps, weight=f.weight)
+    return mapo_loss(
+        *f.halves(f.model_err),
+        beta=method.beta,
+        snr=method.mapo_snr,
+        num_timesteps=f.num_train_timesteps,
+        weight=f.weight,
+    )

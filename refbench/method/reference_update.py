@@ -16,9 +16,10 @@ in ``events`` with its step and divergence.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 
@@ -28,7 +29,7 @@ ReferenceMode = Literal["none", "fixed", "sync"]
 OnExceed = Literal["freeze", "reinit", "none"]
 
 
-class Action(str, Enum):
+class Action(str, Enum):  # noqa: UP042 (a StrEnum would change what str() and f-strings of a member give)
     NONE = "none"
     SYNC = "sync"
     FREEZE = "freeze"

@@ -8,7 +8,8 @@ bins taken in denoising order (bin 0 = noisiest) and scales the DPO logit by
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -94,7 +95,9 @@ class GammaBinnedSampler(_CategoricalSampler):
         self.bin_probabilities = bin_probability.flip(0)  # indexed by k, denoising order
 
 
-def make_timestep_sampler(name: str, num_train_timesteps: int, *, gamma: float = 0.9, bins: int = 50) -> TimestepSampler:
+def make_timestep_sampler(
+    name: str, num_train_timesteps: int, *, gamma: float = 0.9, bins: int = 50
+) -> TimestepSampler:
     """``uniform`` or ``gamma`` (the paper's Cat(gamma^k) over ``bins`` bins)."""
     if name == "uniform":
         return UniformSampler(num_train_timesteps)

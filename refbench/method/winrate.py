@@ -42,7 +42,9 @@ def win_rate(run_scores, baseline_scores, *, higher_is_better: bool = True) -> f
     return float(result.mean())
 
 
-def bootstrap_interval(values, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling with replacement)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
@@ -56,9 +58,17 @@ def bootstrap_interval(values, *, resamples: int = 2000, confidence: float = 0.9
     return float(low), float(high)
 
 
-def paired_win_rate(metric: str, run_scores, baseline_scores, *, higher_is_better: bool = True,
-                    resamples: int = 2000, seed: int = 0) -> WinRate:
+def paired_win_rate(
+    metric: str, run_scores, baseline_scores, *, higher_is_better: bool = True, resamples: int = 2000, seed: int = 0
+) -> WinRate:
     result = outcomes(run_scores, baseline_scores, higher_is_better=higher_is_better)
     low, high = bootstrap_interval(result, resamples=resamples, seed=seed)
-    return WinRate(metric=metric, n=int(result.size), rate=float(result.mean()), ci_low=low, ci_high=high,
-                   mean_run=float(np.mean(run_scores)), mean_baseline=float(np.mean(baseline_scores)))
+    return WinRate(
+        metric=metric,
+        n=int(result.size),
+        rate=float(result.mean()),
+        ci_low=low,
+        ci_high=high,
+        mean_run=float(np.mean(run_scores)),
+        mean_baseline=float(np.mean(baseline_scores)),
+    )

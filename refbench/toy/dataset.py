@@ -77,8 +77,15 @@ def base_model_generator(path: Path = POOL_PATH):
     return generate
 
 
-def build_toy_pairs(folder: Path | None = None, *, train_pairs: int = TRAIN_PAIRS, validation_pairs: int = VALIDATION_PAIRS,
-                    seed: int = 0, with_base_samples: bool = True, progress: bool = True) -> dict[str, Path]:
+def build_toy_pairs(
+    folder: Path | None = None,
+    *,
+    train_pairs: int = TRAIN_PAIRS,
+    validation_pairs: int = VALIDATION_PAIRS,
+    seed: int = 0,
+    with_base_samples: bool = True,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Write ``train.parquet`` and ``validation.parquet``; returns their paths."""
     from .pairs import build_pairs, write_pairs
 

@@ -48,9 +48,19 @@ class ToyFlowComponents:
 
 
 def transformer_config() -> dict:
-    return dict(sample_size=16, patch_size=2, in_channels=3, out_channels=3, num_layers=6, attention_head_dim=32,
-                num_attention_heads=3, joint_attention_dim=TEXT_HIDDEN, caption_projection_dim=96,
-                pooled_projection_dim=TEXT_HIDDEN, pos_embed_max_size=8)
+    return dict(
+        sample_size=16,
+        patch_size=2,
+        in_channels=3,
+        out_channels=3,
+        num_layers=6,
+        attention_head_dim=32,
+        num_attention_heads=3,
+        joint_attention_dim=TEXT_HIDDEN,
+        caption_projection_dim=96,
+        pooled_projection_dim=TEXT_HIDDEN,
+        pos_embed_max_size=8,
+    )
 
 
 def scheduler_config() -> dict:
@@ -71,7 +81,9 @@ def build_flow_components(seed: int, text_from: Path | None = None) -> ToyFlowCo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = SD3Transformer2DModel(**transformer_config())
-    return ToyFlowComponents(tokenizer, text_encoder, transformer, FlowMatchEulerDiscreteScheduler(**scheduler_config()))
+    return ToyFlowComponents(
+        tokenizer, text_encoder, transformer, FlowMatchEulerDiscreteScheduler(**scheduler_config())
+    )
 
 
 def save_flow_components(components: ToyFlowComponents, folder: Path | str, text_from: Path | None = None) -> Path:
@@ -93,7 +105,9 @@ def load_flow_components(folder: Path | str | None = None) -> ToyFlowComponents:
 
     folder = Path(folder) if folder is not None else FLOW_CHECKPOINT
     if not (folder / "transformer" / "config.json").exists():
-        raise FileNotFoundError(f"no flow toy model at {folder} (expected transformer/, text_encoder/, tokenizer/, scheduler/)")
+        raise FileNotFoundError(
+            f"no flow toy model at {folder} (expected transformer/, text_encoder/, tokenizer/, scheduler/)"
+        )
     tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
     with _quiet_transformers():
         text_encoder = CLIPTextModel.from_pretrained(str(folder / "text_encoder"))

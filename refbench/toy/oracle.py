@@ -161,7 +161,9 @@ def _analyse_chunk(images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarr
 
     # --- colour: pixels near the segment background -> target colour, and the core colour
     seg = target - bg
-    t = np.clip(np.einsum("nhwc,nc->nhw", xs - bg[:, None, None], seg) / np.maximum((seg**2).sum(1), 1e-6)[:, None, None], 0, 1)
+    t = np.clip(
+        np.einsum("nhwc,nc->nhw", xs - bg[:, None, None], seg) / np.maximum((seg**2).sum(1), 1e-6)[:, None, None], 0, 1
+    )
     resid = np.linalg.norm(xs - (bg[:, None, None] + t[..., None] * seg[:, None, None]), axis=-1)
     om = wf**2
     seg_term = (om * np.exp(-(resid**2) / (2 * 0.12**2))).sum((1, 2)) / (om.sum((1, 2)) + 1e-9)
@@ -193,14 +195,25 @@ def _analyse_chunk(images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarr
     sharp = np.clip(top / np.maximum(contrast_raw, 0.1), 0, 1)
     # Immerkaer's noise kernel (L2 norm 6); 20th percentile of |response| is robust
     # to the edge pixels; for gaussian noise that percentile is 0.2533 sigma * 6.
-    lap = (x[:, :-2, :-2] + x[:, :-2, 2:] + x[:, 2:, :-2] + x[:, 2:, 2:]
-           - 2 * (x[:, 1:-1, :-2] + x[:, 1:-1, 2:] + x[:, :-2, 1:-1] + x[:, 2:, 1:-1]) + 4 * x[:, 1:-1, 1:-1])
+    lap = (
+        x[:, :-2, :-2]
+        + x[:, :-2, 2:]
+        + x[:, 2:, :-2]
+        + x[:, 2:, 2:]
+        - 2 * (x[:, 1:-1, :-2] + x[:, 1:-1, 2:] + x[:, :-2, 1:-1] + x[:, 2:, 1:-1])
+        + 4 * x[:, 1:-1, 1:-1]
+    )
     noise = np.percentile(np.abs(lap).reshape(n, -1, 3), 20, axis=1).mean(1) / (6 * 0.2533)
     aesthetic = sharp * (1 - np.exp(-d_ref / 0.25)) * np.exp(-noise / 0.03)
 
     return {
-        "colour": colour, "count": count, "shape": shape_score, "background": background,
-        "aesthetic": aesthetic, "composition": composition, "n_components": n_comp,
+        "colour": colour,
+        "count": count,
+        "shape": shape_score,
+        "background": background,
+        "aesthetic": aesthetic,
+        "composition": composition,
+        "n_components": n_comp,
     }
 
 
@@ -211,7 +224,9 @@ def analyse(images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
         raise ValueError(f"expected uint8 (N, H, W, 3) images, got {images.dtype} {images.shape}")
     if len(prompts) != len(images):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    parts = [_analyse_chunk(images[s: s + _CHUNK], list(prompts[s: s + _CHUNK])) for s in range(0, len(images), _CHUNK)]
+    parts = [
+        _analyse_chunk(images[s : s + _CHUNK], list(prompts[s : s + _CHUNK])) for s in range(0, len(images), _CHUNK)
+    ]
     if not parts:
         return {k: np.zeros(0) for k in [*HUMAN_WEIGHTS, "n_components", "human"]}
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

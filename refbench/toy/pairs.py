@@ -122,8 +122,15 @@ def build_pairs(
         png[rows, sides] = [to_png_bytes(im) for im in images]
 
     labels = bt_labels(human[:, 0], human[:, 1], label_rng)
-    meta = {"seed": seed, "split": split, "generators": names, "prompt_set": PROMPT_SET,
-            "temperature": TEMPERATURE, "tie_max": TIE_MAX, "tie_scale": TIE_SCALE}
+    meta = {
+        "seed": seed,
+        "split": split,
+        "generators": names,
+        "prompt_set": PROMPT_SET,
+        "temperature": TEMPERATURE,
+        "tie_max": TIE_MAX,
+        "tie_scale": TIE_SCALE,
+    }
     return pa.table(
         {
             "caption": pa.array(captions, pa.string()),

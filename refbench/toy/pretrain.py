@@ -172,9 +172,18 @@ def pretrain(
     (float sums depend on the thread count) and behaves well on a busy shared machine.
     """
     config = PretrainSettings(
-        steps=steps, batch_size=batch_size, lr=lr, seed=seed, warmup=warmup, caption_dropout=caption_dropout,
-        offset_noise=offset_noise, snr_gamma=snr_gamma, ema_decay=ema_decay, weight_decay=weight_decay,
-        grad_clip=grad_clip, world=world,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        warmup=warmup,
+        caption_dropout=caption_dropout,
+        offset_noise=offset_noise,
+        snr_gamma=snr_gamma,
+        ema_decay=ema_decay,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        world=world,
     )
     if checkpoint_every < 1:
         raise ValueError("checkpoint_every must be >= 1")
@@ -235,12 +244,22 @@ def _pretrain(
         start, history, elapsed, running = state["step"], state["history"], state["elapsed"], state["running"]
 
     def save(step: int) -> None:
-        _save_state(state_path, {
-            "step": step, "settings": settings, "num_threads": torch.get_num_threads(),
-            **{k: m.state_dict() for k, m in modules.items()}, "ema": ema,
-            "optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict(),
-            "rng": _rng_states(), "history": history, "elapsed": elapsed, "running": running,
-        })
+        _save_state(
+            state_path,
+            {
+                "step": step,
+                "settings": settings,
+                "num_threads": torch.get_num_threads(),
+                **{k: m.state_dict() for k, m in modules.items()},
+                "ema": ema,
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_sched.state_dict(),
+                "rng": _rng_states(),
+                "history": history,
+                "elapsed": elapsed,
+                "running": running,
+            },
+        )
 
     alphas = None if flow else sched.alphas_cumprod
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -314,6 +333,10 @@ def _flow_errors(comps, x0: torch.Tensor, noise: torch.Tensor, texts: list[str],
     sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
     hidden, pooled = encode_flow_prompts(comps, texts)
     timestep = model_timesteps(sigma, comps.noise_scheduler.config.num_train_timesteps)
-    pred = comps.transformer(hidden_states=flow_noisy(x0, noise, sigma), timestep=timestep,
-                             encoder_hidden_states=hidden, pooled_projections=pooled).sample
+    pred = comps.transformer(
+        hidden_states=flow_noisy(x0, noise, sigma),
+        timestep=timestep,
+        encoder_hidden_states=hidden,
+        pooled_projections=pooled,
+    ).sample
     return (pred.float() - flow_velocity(x0, noise)).pow(2).mean(dim=(1, 2, 3))

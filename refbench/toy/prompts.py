@@ -44,9 +44,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 
 # (colour, shape) pairs seen only at test time: one per shape and a different
 # colour each, so every colour and every shape still appears in training.
-HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
-    {("red", "triangle"), ("blue", "square"), ("yellow", "circle")}
-)
+HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("blue", "square"), ("yellow", "circle")})
 
 PROMPT_SETS: tuple[str, ...] = ("toy-train", "toy-test", "toy-val")
 VALIDATION_SIZE, VALIDATION_SEED = 42, 2025  # as many prompts as toy-test
@@ -70,9 +68,7 @@ class ToyPrompt:
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}; valid: {', '.join(SHAPES)}")
         if self.background not in BACKGROUNDS:
-            raise ValueError(
-                f"unknown background {self.background!r}; valid: {', '.join(BACKGROUNDS)}"
-            )
+            raise ValueError(f"unknown background {self.background!r}; valid: {', '.join(BACKGROUNDS)}")
         if self.colour == self.background:
             raise ValueError(f"object colour and background are both {self.colour!r}")
 
@@ -98,9 +94,7 @@ def parse_prompt(text: str) -> ToyPrompt:
     norm = " ".join(text.strip().lower().split())
     m = _PATTERN.match(norm)
     if m is None:
-        raise ValueError(
-            f"not a toy prompt: {text!r} (expected e.g. 'two red circles on a blue background')"
-        )
+        raise ValueError(f"not a toy prompt: {text!r} (expected e.g. 'two red circles on a blue background')")
     count = COUNTS.index(m["count"]) + 1
     if (count == 1) == bool(m["plural"]):
         raise ValueError(f"not a toy prompt: {text!r} (count and plural disagree)")

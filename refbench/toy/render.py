@@ -85,9 +85,7 @@ def _inside(shape: str, dy: np.ndarray, dx: np.ndarray, half: float) -> np.ndarr
     raise ValueError(f"unknown shape {shape!r}; valid: {', '.join(SHAPES)}")
 
 
-def shape_coverage(
-    shape: str, centres_px: np.ndarray, size: int, half_px: float | None = None
-) -> np.ndarray:
+def shape_coverage(shape: str, centres_px: np.ndarray, size: int, half_px: float | None = None) -> np.ndarray:
     """Anti-aliased coverage in [0, 1], shape (k, size, size), one map per centre.
 
     ``centres_px`` is (k, 2) of (y, x) in pixel units (pixel i spans [i, i+1)).
@@ -117,8 +115,8 @@ def _coverage_sum(shape: str, centres_px: np.ndarray, size: int) -> np.ndarray:
     for j in range(k):
         ys, xs = y0[j] + win, x0[j] + win
         if 0 <= ys <= size + win and 0 <= xs <= size + win:
-            out[ys: ys + win, xs: xs + win] += stamps[j]
-    return out[win: win + size, win: win + size]
+            out[ys : ys + win, xs : xs + win] += stamps[j]
+    return out[win : win + size, win : win + size]
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -151,9 +149,7 @@ def _layout(count: int, rng: np.random.Generator | None) -> np.ndarray:
     return centres
 
 
-def _draw(
-    centres: np.ndarray, colour: np.ndarray, shape: str, background: np.ndarray, size: int
-) -> np.ndarray:
+def _draw(centres: np.ndarray, colour: np.ndarray, shape: str, background: np.ndarray, size: int) -> np.ndarray:
     """Float image in [0, 1], (size, size, 3); ``centres`` in fractions of size."""
     img = np.broadcast_to(background, (size, size, 3)).copy()
     if len(centres):
@@ -166,9 +162,7 @@ def _quantise(img: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(np.rint(img * 255.0), 0), 255).astype(np.uint8)
 
 
-def render_clean(
-    prompt: ToyPrompt, rng: np.random.Generator | None = None, size: int = IMAGE_SIZE
-) -> np.ndarray:
+def render_clean(prompt: ToyPrompt, rng: np.random.Generator | None = None, size: int = IMAGE_SIZE) -> np.ndarray:
     """The correct image for ``prompt``; rng=None gives the canonical layout."""
     centres = _layout(prompt.count, rng)
     img = _draw(centres, rgb(prompt.colour), prompt.shape, rgb(prompt.background), size)

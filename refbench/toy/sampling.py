@@ -29,7 +29,7 @@ DEFAULT_STEPS = 50
 
 def noise_seed(prompt: str, seed: int) -> int:
     """Stable 63-bit generator seed for one (prompt, seed)."""
-    digest = hashlib.sha256(f"{prompt}|{int(seed)}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{prompt}|{int(seed)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -151,7 +151,9 @@ def sample_flow_images(
             bp, bs = prompts[start : start + batch_size], seeds[start : start + batch_size]
             n = len(bp)
             noise = [initial_noise(p, s, shape) for p, s in zip(bp, bs)] + [torch.zeros(shape)] * (batch_size - n)
-            hidden, pooled = (t.to(device, dtype) for t in encode_flow_prompts(components, bp + [""] * (batch_size - n)))
+            hidden, pooled = (
+                t.to(device, dtype) for t in encode_flow_prompts(components, bp + [""] * (batch_size - n))
+            )
             if use_cfg:
                 hidden = torch.cat([uncond[0].expand(batch_size, -1, -1), hidden])
                 pooled = torch.cat([uncond[1].expand(batch_size, -1), pooled])
@@ -161,8 +163,12 @@ def sample_flow_images(
             x = torch.stack(noise).to(device, dtype)
             for t in scheduler.timesteps:
                 model_in = torch.cat([x, x]) if use_cfg else x
-                velocity = transformer(hidden_states=model_in, timestep=t.expand(model_in.shape[0]),
-                                       encoder_hidden_states=hidden, pooled_projections=pooled).sample
+                velocity = transformer(
+                    hidden_states=model_in,
+                    timestep=t.expand(model_in.shape[0]),
+                    encoder_hidden_states=hidden,
+                    pooled_projections=pooled,
+                ).sample
                 if use_cfg:
                     v_uncond, v_cond = velocity.chunk(2)
                     velocity = v_uncond + guidance_scale * (v_cond - v_uncond)

@@ -70,27 +70,45 @@ class _DecodedPairs(torch.utils.data.Dataset):
 def _collate(items) -> dict:
     """In the worker: stack the readable pairs as uint8 tensors (pinnable), list the unreadable."""
     readable = [(i, item) for i, item in items if item is not None]
-    out = {"indices": [i for i, _ in readable], "unreadable": [i for i, item in items if item is None],
-           "captions": [item[0] for _, item in readable], "winners": None, "losers": None}
+    out = {
+        "indices": [i for i, _ in readable],
+        "unreadable": [i for i, item in items if item is None],
+        "captions": [item[0] for _, item in readable],
+        "winners": None,
+        "losers": None,
+    }
     if readable:
         out["winners"] = torch.from_numpy(np.stack([item[1] for _, item in readable]))
         out["losers"] = torch.from_numpy(np.stack([item[2] for _, item in readable]))
     return out
 
 
-def decoded_pair_loader(pairs: PreferencePairs, batches, *, num_workers: int, pin_memory: bool = False,
-                        flip_seed: int | None = None):
+def decoded_pair_loader(
+    pairs: PreferencePairs, batches, *, num_workers: int, pin_memory: bool = False, flip_seed: int | None = None
+):
     """A DataLoader yielding, in order, one collated dict per list of keys in ``batches``."""
-    return torch.utils.data.DataLoader(_DecodedPairs(pairs, flip_seed), batch_sampler=batches, num_workers=num_workers,
-                                       collate_fn=_collate, pin_memory=pin_memory,
-                                       prefetch_factor=2 if num_workers else None)
+    return torch.utils.data.DataLoader(
+        _DecodedPairs(pairs, flip_seed),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if num_workers else None,
+    )
 
 
 class _MicroBatchIndices:
     """The batch sampler: pair indices of micro-steps start, start + 1, ... (without end)."""
 
-    def __init__(self, order: PairOrder, start: int, batch_size: int, process: int, num_processes: int,
-                 with_positions: bool = False):
+    def __init__(
+        self,
+        order: PairOrder,
+        start: int,
+        batch_size: int,
+        process: int,
+        num_processes: int,
+        with_positions: bool = False,
+    ):
         self.order, self.start, self.args = order, start, (batch_size, process, num_processes)
         self.with_positions = with_positions  # keys (index, micro-step, slot), for the flips
 
@@ -105,9 +123,21 @@ class _MicroBatchIndices:
 class BatchSource:
     """Encoded micro-batches for one process: ``micro_batch(k)`` is the k-th of the run."""
 
-    def __init__(self, pairs: PreferencePairs, backend: Backend, *, batch_size: int, seed: int, winners_only: bool,
-                 num_workers: int = 0, latent_cache: LatentCache | None = None, random_flip: bool = False,
-                 process_index: int = 0, num_processes: int = 1, device="cpu"):
+    def __init__(
+        self,
+        pairs: PreferencePairs,
+        backend: Backend,
+        *,
+        batch_size: int,
+        seed: int,
+        winners_only: bool,
+        num_workers: int = 0,
+        latent_cache: LatentCache | None = None,
+        random_flip: bool = False,
+        process_index: int = 0,
+        num_processes: int = 1,
+        device="cpu",
+    ):
         self.pairs, self.backend, self.batch_size, self.seed = pairs, backend, batch_size, seed
         self.random_flip = random_flip
         self._empty = None  # the empty prompt's conditioning (caption dropout), encoded once
@@ -120,15 +150,25 @@ class BatchSource:
     def micro_batch(self, micro_step: int) -> StepBatch | None:
         """The micro-batch's pairs, encoded; None when every image in it was unreadable."""
         if self.cache is not None:
-            return self.encoded_pairs(self.order.indices(micro_step, self.batch_size, self.process_index,
-                                                         self.num_processes))
+            return self.encoded_pairs(
+                self.order.indices(micro_step, self.batch_size, self.process_index, self.num_processes)
+            )
         if self._loader_iter is None or micro_step != self._next_micro_step:  # first use, or a jump (resume)
             self.close()
-            sampler = _MicroBatchIndices(self.order, micro_step, self.batch_size, self.process_index, self.num_processes,
-                                         with_positions=self.random_flip)
+            sampler = _MicroBatchIndices(
+                self.order,
+                micro_step,
+                self.batch_size,
+                self.process_index,
+                self.num_processes,
+                with_positions=self.random_flip,
+            )
             pin = torch.device(self.device).type == "cuda"
-            self._loader_iter = iter(decoded_pair_loader(self.pairs, sampler, num_workers=self.num_workers, pin_memory=pin,
-                                                         flip_seed=self.seed))
+            self._loader_iter = iter(
+                decoded_pair_loader(
+                    self.pairs, sampler, num_workers=self.num_workers, pin_memory=pin, flip_seed=self.seed
+                )
+            )
         self._next_micro_step = micro_step + 1
         return self._encode_collated(next(self._loader_iter))
 

@@ -28,10 +28,16 @@ CHUNK_CAPTIONS = 256
 def cache_fingerprint(config: RunConfig, data_fingerprint: str) -> dict:
     """Everything the cache's contents depend on, as strings (compared key by key)."""
     model = config.model
-    return {"model": model.kind, **backend_class(model.kind).encoder_fingerprint(model),
-            "vae_dtype": "fp32" if model.vae_fp32 else model.mixed_precision,
-            "resolution": str(model.resolution), "crop": "center", "flip": "off",
-            "dtype": config.data.latent_dtype, "data": data_fingerprint}
+    return {
+        "model": model.kind,
+        **backend_class(model.kind).encoder_fingerprint(model),
+        "vae_dtype": "fp32" if model.vae_fp32 else model.mixed_precision,
+        "resolution": str(model.resolution),
+        "crop": "center",
+        "flip": "off",
+        "dtype": config.data.latent_dtype,
+        "data": data_fingerprint,
+    }
 
 
 def build_latent_cache(config: RunConfig, folder: Path, *, accelerator=None, progress: bool = True) -> Path:
@@ -48,8 +54,10 @@ def build_latent_cache(config: RunConfig, folder: Path, *, accelerator=None, pro
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         if meta.get("fingerprint") != fingerprint:
-            raise CacheMismatch(f"{folder} holds a latent cache made with other settings: "
-                                f"{describe_difference(meta.get('fingerprint', {}), fingerprint)}; pick another --out")
+            raise CacheMismatch(
+                f"{folder} holds a latent cache made with other settings: "
+                f"{describe_difference(meta.get('fingerprint', {}), fingerprint)}; pick another --out"
+            )
         if meta.get("complete"):
             return folder
     backend = load_backend(config.model, device=str(acc.device), denoiser=False)
@@ -101,12 +109,22 @@ def _allocate(folder: Path, pairs, backend, fingerprint: dict, dtype: str) -> No
     open_memmap(folder / "status.npy", mode="w+", dtype=np.uint8, shape=(len(pairs),)).flush()
     np.save(folder / "caption_index.npy", caption_index)
     (folder / "captions.json").write_text(json.dumps(unique))
-    open_memmap(folder / "text_hidden.npy", mode="w+", dtype=dtype, shape=(len(unique), *empty.hidden.shape[1:])).flush()
+    open_memmap(
+        folder / "text_hidden.npy", mode="w+", dtype=dtype, shape=(len(unique), *empty.hidden.shape[1:])
+    ).flush()
     for key, value in empty.added.items():
-        open_memmap(folder / f"{TEXT_PREFIX}{key}.npy", mode="w+", dtype=dtype, shape=(len(unique), *value.shape[1:])).flush()
+        open_memmap(
+            folder / f"{TEXT_PREFIX}{key}.npy", mode="w+", dtype=dtype, shape=(len(unique), *value.shape[1:])
+        ).flush()
     open_memmap(folder / "text_status.npy", mode="w+", dtype=np.uint8, shape=(len(unique),)).flush()
-    meta = {"fingerprint": fingerprint, "pairs": len(pairs), "captions": len(unique), "latent_shape": list(latent_shape),
-            "added_keys": sorted(empty.added), "complete": False}
+    meta = {
+        "fingerprint": fingerprint,
+        "pairs": len(pairs),
+        "captions": len(unique),
+        "latent_shape": list(latent_shape),
+        "added_keys": sorted(empty.added),
+        "complete": False,
+    }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -118,8 +136,11 @@ def _fill(folder: Path, pairs, backend, config: RunConfig, acc, progress: bool) 
     latents = np.load(folder / "latents.npy", mmap_mode="r+")
     status = np.load(folder / "status.npy", mmap_mode="r+")
     rank, processes = acc.process_index, acc.num_processes
-    chunks = [c for c in range(rank, -(-len(pairs) // CHUNK_PAIRS), processes)
-              if not np.asarray(status[c * CHUNK_PAIRS:(c + 1) * CHUNK_PAIRS]).all()]
+    chunks = [
+        c
+        for c in range(rank, -(-len(pairs) // CHUNK_PAIRS), processes)
+        if not np.asarray(status[c * CHUNK_PAIRS : (c + 1) * CHUNK_PAIRS]).all()
+    ]
     keys = [list(range(c * CHUNK_PAIRS, min(len(pairs), (c + 1) * CHUNK_PAIRS))) for c in chunks]
     bar = tqdm(total=len(keys), desc="latents", unit="chunk", disable=not (progress and acc.is_main_process))
     for batch in decoded_pair_loader(pairs, keys, num_workers=config.data.resolved_num_workers(processes)):
@@ -143,8 +164,11 @@ def _fill_text(folder: Path, backend, rank: int, processes: int) -> None:
     captions = json.loads((folder / "captions.json").read_text())
     hidden = np.load(folder / "text_hidden.npy", mmap_mode="r+")
     text_status = np.load(folder / "text_status.npy", mmap_mode="r+")
-    added = {path.stem[len(TEXT_PREFIX):]: np.load(path, mmap_mode="r+") for path in folder.glob(f"{TEXT_PREFIX}*.npy")
-             if path.stem not in ("text_hidden", "text_status")}
+    added = {
+        path.stem[len(TEXT_PREFIX) :]: np.load(path, mmap_mode="r+")
+        for path in folder.glob(f"{TEXT_PREFIX}*.npy")
+        if path.stem not in ("text_hidden", "text_status")
+    }
     for chunk in range(rank, -(-len(captions) // CHUNK_CAPTIONS), processes):
         rows = slice(chunk * CHUNK_CAPTIONS, min(len(captions), (chunk + 1) * CHUNK_CAPTIONS))
         if np.asarray(text_status[rows]).all():
@@ -158,4 +182,3 @@ def _fill_text(folder: Path, backend, rank: int, processes: int) -> None:
         hidden.flush()
         text_status[rows] = 1
         text_status.flush()
-

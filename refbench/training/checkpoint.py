@@ -32,8 +32,15 @@ STATE_FILE = "state.json"
 STATE_KEYS = ("step", "elapsed", "skipped_steps", "updater")
 
 
-def save_checkpoint(folder: Path, *, policy: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None,
-                    optimizer: dict, lr_scheduler: dict, state: dict[str, Any]) -> None:
+def save_checkpoint(
+    folder: Path,
+    *,
+    policy: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor] | None,
+    optimizer: dict,
+    lr_scheduler: dict,
+    state: dict[str, Any],
+) -> None:
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -42,7 +49,9 @@ def save_checkpoint(folder: Path, *, policy: dict[str, torch.Tensor], reference:
     partial.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in policy.items()}, str(partial / "policy.safetensors"))
     if reference is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in reference.items()}, str(partial / "reference.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in reference.items()}, str(partial / "reference.safetensors")
+        )
     torch.save({"optimizer": optimizer, "lr_scheduler": lr_scheduler}, partial / "optimizer.pt")
     (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
     previous = folder.with_name(folder.name + ".previous")
@@ -67,8 +76,10 @@ def has_checkpoint(folder: Path) -> bool:
 
 def _unusable(path: Path, folder: Path, what: str) -> CheckpointError:
     """The one-line error for a checkpoint file: which file, what is wrong, what to do."""
-    return CheckpointError(f"the checkpoint file {path} {what}; restore it from a copy, or delete {folder} and resume "
-                           f"again to restart the run from step 0 (its logged metrics stay in the store)")
+    return CheckpointError(
+        f"the checkpoint file {path} {what}; restore it from a copy, or delete {folder} and resume "
+        f"again to restart the run from step 0 (its logged metrics stay in the store)"
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -98,8 +109,9 @@ def _read_optimizer(path: Path, folder: Path) -> dict:
         # torch's message goes on to explain how to load the file unsafely: quote only what was refused.
         found = re.search(r"GLOBAL (\S+)", str(exc))
         refused = f"it names {found.group(1)[:120]}" if found else "not plain data"
-        raise _unusable(path, folder, f"holds objects or code that a weights-only load refuses, so it was not "
-                                      f"loaded ({refused})") from None
+        raise _unusable(
+            path, folder, f"holds objects or code that a weights-only load refuses, so it was not loaded ({refused})"
+        ) from None
     except Exception as exc:  # a truncated zip archive, an empty file
         raise _unusable(path, folder, f"is corrupt or truncated ({_first_line(exc)})") from None
     if not isinstance(saved, dict) or not {"optimizer", "lr_scheduler"} <= set(saved):

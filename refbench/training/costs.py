@@ -40,8 +40,23 @@ class PassCounts:
 
     def rows(self, run: str, *, processes: int, seconds: float) -> list[dict]:
         """``run_costs`` rows: one per kind, and 'total' with the wall seconds of training."""
-        rows = [{"run": run, "kind": kind, "forward_images": self.forward[kind] * processes,
-                 "backward_images": self.backward[kind] * processes, "seconds": None} for kind in COST_KINDS]
-        rows.append({"run": run, "kind": "total", "forward_images": sum(r["forward_images"] for r in rows),
-                     "backward_images": sum(r["backward_images"] for r in rows), "seconds": seconds})
+        rows = [
+            {
+                "run": run,
+                "kind": kind,
+                "forward_images": self.forward[kind] * processes,
+                "backward_images": self.backward[kind] * processes,
+                "seconds": None,
+            }
+            for kind in COST_KINDS
+        ]
+        rows.append(
+            {
+                "run": run,
+                "kind": "total",
+                "forward_images": sum(r["forward_images"] for r in rows),
+                "backward_images": sum(r["backward_images"] for r in rows),
+                "seconds": seconds,
+            }
+        )
         return rows

@@ -27,8 +27,16 @@ import numpy as np
 
 from .sources import REQUIRED_COLUMNS, DataError, PairSource, TableSource, open_pair_source
 
-__all__ = ["DataError", "PreferencePairs", "SkipCounts", "open_pair_source", "decode_image", "REQUIRED_COLUMNS",
-           "load_preference_pairs", "flips"]
+__all__ = [
+    "DataError",
+    "PreferencePairs",
+    "SkipCounts",
+    "open_pair_source",
+    "decode_image",
+    "REQUIRED_COLUMNS",
+    "load_preference_pairs",
+    "flips",
+]
 
 # Pairs screened per scan batch: bounded memory for captions and labels while screening.
 SCAN_BATCH_ROWS = 65_536
@@ -66,7 +74,9 @@ def decode_image(data: bytes, size: int | None = None, *, flip: bool = False) ->
                 if flip:
                     image = TF.hflip(image)
                 return np.asarray(image, dtype=np.uint8)
-    except Exception as exc:  # web data: besides OSError, PIL's plugins raise SyntaxError, struct.error, EOFError, bombs...
+    except (
+        Exception
+    ) as exc:  # web data: besides OSError, PIL's plugins raise SyntaxError, struct.error, EOFError, bombs...
         raise ValueError(f"not a readable image ({type(exc).__name__})") from None
 
 
@@ -87,8 +97,14 @@ class PreferencePairs:
     ``fingerprint`` is a hash of the screened rows (captions, labels, source files and sizes).
     """
 
-    def __init__(self, source: PairSource, *, resolution: int | None = None, max_pairs: int | None = None,
-                 exclude: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        source: PairSource,
+        *,
+        resolution: int | None = None,
+        max_pairs: int | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ):
         import pyarrow as pa
 
         if isinstance(source, pa.Table):
@@ -116,7 +132,9 @@ class PreferencePairs:
         self.rows = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
         self.winner_is_0 = np.concatenate(winner_first).astype(bool) if winner_first else np.zeros(0, bool)
         if not len(self.rows):
-            raise DataError(f"no usable preference pairs (skipped: {self.skipped.as_dict() or 'none, the data is empty'})")
+            raise DataError(
+                f"no usable preference pairs (skipped: {self.skipped.as_dict() or 'none, the data is empty'})"
+            )
         digest.update(self.rows.tobytes())
         self.fingerprint = digest.hexdigest()
         self._unreadable: set[int] = set()  # pairs found unreadable: counted once, not decoded again here
@@ -124,7 +142,7 @@ class PreferencePairs:
     def _undo_skips_after(self, captions, labels, last_kept: int, exclude: frozenset[str]) -> None:
         """With ``max_pairs``, rows after the last kept one were screened but are not part of the
         data: their skips are not counted (as a row-by-row screen that stops there would do)."""
-        _, _, later = screen(captions[last_kept + 1:], labels[last_kept + 1:], exclude)
+        _, _, later = screen(captions[last_kept + 1 :], labels[last_kept + 1 :], exclude)
         for reason, n in later.items():
             self.skipped.counts[reason] -= n
             if not self.skipped.counts[reason]:
@@ -174,8 +192,10 @@ class PreferencePairs:
         """One DataError before training if none of the first ``probe`` pairs has readable images
         (a wrong image column, a data set of broken files); some unreadable pairs are skips."""
         if all(self[i] is None for i in range(min(probe, len(self)))):
-            raise DataError(f"none of the first {min(probe, len(self))} usable pairs has readable images in jpg_0 and "
-                            f"jpg_1 (encoded image bytes expected)")
+            raise DataError(
+                f"none of the first {min(probe, len(self))} usable pairs has readable images in jpg_0 and "
+                f"jpg_1 (encoded image bytes expected)"
+            )
 
     @staticmethod
     def collate(items):
@@ -187,7 +207,9 @@ class PreferencePairs:
         return list(captions), np.stack(winners), np.stack(losers)
 
 
-def screen(captions: list, labels: list, exclude: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, Counter]:
+def screen(
+    captions: list, labels: list, exclude: frozenset[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray, Counter]:
     """Positions of the usable rows, whether image 0 wins there, and the skips by reason (a caption
     in ``exclude``, e.g. a validation prompt, is a skip too)."""
     counts: Counter = Counter()
@@ -214,8 +236,12 @@ def load_preference_pairs(config):
         from ..toy.dataset import ensure_toy_pairs, pairs_path
 
         source = str(pairs_path(config.data.split, ensure_toy_pairs()))
-    return PreferencePairs(open_pair_source(source, config.data.split), resolution=config.model.resolution,
-                           max_pairs=config.data.max_pairs, exclude=excluded_prompts(config.data.exclude_prompts))
+    return PreferencePairs(
+        open_pair_source(source, config.data.split),
+        resolution=config.model.resolution,
+        max_pairs=config.data.max_pairs,
+        exclude=excluded_prompts(config.data.exclude_prompts),
+    )
 
 
 def excluded_prompts(name: str | None) -> frozenset[str]:
@@ -232,6 +258,8 @@ def excluded_prompts(name: str | None) -> frozenset[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise DataError(f"data.exclude_prompts: {name!r} is neither a toy prompt set ({', '.join(PROMPT_SETS)}) "
-                        f"nor a readable text file of prompts ({reason})") from None
+        raise DataError(
+            f"data.exclude_prompts: {name!r} is neither a toy prompt set ({', '.join(PROMPT_SETS)}) "
+            f"nor a readable text file of prompts ({reason})"
+        ) from None
     return frozenset(line.strip() for line in lines if line.strip())

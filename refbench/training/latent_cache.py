@@ -43,8 +43,11 @@ class CacheMismatch(RefbenchError):
 
 def describe_difference(stored: dict, wanted: dict) -> str:
     keys = sorted(set(stored) | set(wanted))
-    return ", ".join(f"{k} ({stored.get(k)!r} in the cache, {wanted.get(k)!r} for this run)"
-                     for k in keys if stored.get(k) != wanted.get(k))
+    return ", ".join(
+        f"{k} ({stored.get(k)!r} in the cache, {wanted.get(k)!r} for this run)"
+        for k in keys
+        if stored.get(k) != wanted.get(k)
+    )
 
 
 class LatentCache:
@@ -57,20 +60,26 @@ class LatentCache:
         self.status = np.load(self.folder / "status.npy", mmap_mode="r")
         self.caption_index = np.load(self.folder / "caption_index.npy", mmap_mode="r")
         self.hidden = np.load(self.folder / "text_hidden.npy", mmap_mode="r")
-        self.added = {key: np.load(self.folder / f"{TEXT_PREFIX}{key}.npy", mmap_mode="r") for key in self.meta["added_keys"]}
+        self.added = {
+            key: np.load(self.folder / f"{TEXT_PREFIX}{key}.npy", mmap_mode="r") for key in self.meta["added_keys"]
+        }
 
     @classmethod
-    def open(cls, folder: Path, fingerprint: dict) -> "LatentCache":
+    def open(cls, folder: Path, fingerprint: dict) -> LatentCache:
         folder = Path(folder)
         meta_file = folder / "meta.json"
         if not meta_file.is_file():
             raise CacheMismatch(f"no latent cache in {folder}; build it with refbench cache-latents")
         meta = json.loads(meta_file.read_text())
         if meta.get("fingerprint") != fingerprint:
-            raise CacheMismatch(f"the latent cache {folder} was made with other settings: "
-                                f"{describe_difference(meta.get('fingerprint', {}), fingerprint)}")
+            raise CacheMismatch(
+                f"the latent cache {folder} was made with other settings: "
+                f"{describe_difference(meta.get('fingerprint', {}), fingerprint)}"
+            )
         if not meta.get("complete"):
-            raise CacheMismatch(f"the latent cache {folder} is not finished; run refbench cache-latents again to resume it")
+            raise CacheMismatch(
+                f"the latent cache {folder} is not finished; run refbench cache-latents again to resume it"
+            )
         return cls(folder)
 
     def __len__(self) -> int:
@@ -81,8 +90,10 @@ class LatentCache:
 
     def conditioning(self, caption_rows: np.ndarray) -> Conditioning:
         rows = np.asarray(caption_rows)
-        return Conditioning(torch.from_numpy(np.ascontiguousarray(self.hidden[rows])).float(),
-                            {k: torch.from_numpy(np.ascontiguousarray(v[rows])).float() for k, v in self.added.items()})
+        return Conditioning(
+            torch.from_numpy(np.ascontiguousarray(self.hidden[rows])).float(),
+            {k: torch.from_numpy(np.ascontiguousarray(v[rows])).float() for k, v in self.added.items()},
+        )
 
     def empty_conditioning(self, count: int = 1) -> Conditioning:
         """The empty prompt's conditioning, repeated ``count`` times (caption dropout)."""

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
@@ -96,13 +96,19 @@ class LoraModelSet:
     lora = True
     reference_version = 0  # bumped whenever the reference adapter changes (cached outputs of it expire)
 
-    def __init__(self, denoiser: torch.nn.Module, *, reference_mode: str, rank: int,
-                 target_modules: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
+    def __init__(
+        self,
+        denoiser: torch.nn.Module,
+        *,
+        reference_mode: str,
+        rank: int,
+        target_modules: tuple[str, ...] | list[str] = UNET_LORA_TARGETS,
+        seed: int = 0,
+    ):
         from peft import LoraConfig
 
         denoiser.requires_grad_(False)
-        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                            target_modules=list(target_modules))
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(target_modules))
         # The adapters' random A matrices come from ``seed`` (the run's training seed), not from
         # whatever state the global generator is in: two runs of one seed start from the same LoRA.
         with torch.random.fork_rng():
@@ -182,8 +188,16 @@ class LoraModelSet:
                 self._policy_params[name].copy_(value)
 
 
-def build_model_set(denoiser: torch.nn.Module, *, reference_mode: str, lora_rank: int,
-                    lora_targets: tuple[str, ...] | list[str] = UNET_LORA_TARGETS, seed: int = 0):
+def build_model_set(
+    denoiser: torch.nn.Module,
+    *,
+    reference_mode: str,
+    lora_rank: int,
+    lora_targets: tuple[str, ...] | list[str] = UNET_LORA_TARGETS,
+    seed: int = 0,
+):
     if lora_rank > 0:
-        return LoraModelSet(denoiser, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed)
+        return LoraModelSet(
+            denoiser, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed
+        )
     return FullModelSet(denoiser, reference_mode=reference_mode)

@@ -18,9 +18,19 @@ from .seeding import step_generator
 
 __all__ = ["DivergenceMonitor"]
 
+
 class DivergenceMonitor:
-    def __init__(self, batches: BatchSource, backend: Backend, models, accelerator, *, size: int, seed: int,
-                 reference_syncs: bool):
+    def __init__(
+        self,
+        batches: BatchSource,
+        backend: Backend,
+        models,
+        accelerator,
+        *,
+        size: int,
+        seed: int,
+        reference_syncs: bool,
+    ):
         self.batches, self.pairs = batches, batches.pairs
         self.backend, self.models, self.accelerator = backend, models, accelerator
         self.size, self.seed = size, seed
@@ -47,9 +57,9 @@ class DivergenceMonitor:
         """Encoded winners of the first ``size`` readable pairs among ``candidates``."""
         parts, found = [], 0
         for start in range(0, len(candidates), size):
-            batch = self.batches.encoded_pairs(candidates[start:start + size - found])
+            batch = self.batches.encoded_pairs(candidates[start : start + size - found])
             if batch is not None:
-                parts.append((batch.x0[:batch.num_pairs], batch.cond))
+                parts.append((batch.x0[: batch.num_pairs], batch.cond))
                 found += batch.num_pairs
             if found >= size:
                 break

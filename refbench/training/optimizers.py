@@ -25,15 +25,25 @@ def make_optimizer(training: TrainingConfig, parameters, learning_rate: float) -
     if training.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
-        return Adafactor(parameters, lr=learning_rate, weight_decay=training.weight_decay, clip_threshold=1.0,
-                         scale_parameter=False, relative_step=False)
+        return Adafactor(
+            parameters,
+            lr=learning_rate,
+            weight_decay=training.weight_decay,
+            clip_threshold=1.0,
+            scale_parameter=False,
+            relative_step=False,
+        )
     if training.optimizer == "adamw8bit":
         try:
             import bitsandbytes
         except ImportError:
-            raise ConfigError("training.optimizer: adamw8bit needs the bitsandbytes package (pip install bitsandbytes); "
-                              "use adamw or adafactor without it") from None
-        return bitsandbytes.optim.AdamW8bit(parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8,
-                                            weight_decay=training.weight_decay)
-    return torch.optim.AdamW(parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True,
-                             weight_decay=training.weight_decay)
+            raise ConfigError(
+                "training.optimizer: adamw8bit needs the bitsandbytes package (pip install bitsandbytes); "
+                "use adamw or adafactor without it"
+            ) from None
+        return bitsandbytes.optim.AdamW8bit(
+            parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=training.weight_decay
+        )
+    return torch.optim.AdamW(
+        parameters, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True, weight_decay=training.weight_decay
+    )

@@ -35,9 +35,15 @@ def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
     """The stored config, with only ``training.max_steps`` and ``report_to`` allowed to change on resume."""
     preset = overrides.get("preset")
     if preset is not None and preset != stored.get("preset"):
-        raise ConfigError(f"--resume continues a run with its stored config; these differ: preset "
-                          f"({stored.get('preset')!r} stored, {preset!r} asked)")
-    overrides = {s: {k: v for k, v in values.items() if v is not None} for s, values in overrides.items() if isinstance(values, dict)}
+        raise ConfigError(
+            f"--resume continues a run with its stored config; these differ: preset "
+            f"({stored.get('preset')!r} stored, {preset!r} asked)"
+        )
+    overrides = {
+        s: {k: v for k, v in values.items() if v is not None}
+        for s, values in overrides.items()
+        if isinstance(values, dict)
+    }
     max_steps = overrides.get("training", {}).pop("max_steps", None)
     report_to = overrides.get("training", {}).pop("report_to", None)  # where the curves go may change
     conflicts = _diff(stored, {s: v for s, v in overrides.items() if v})
@@ -49,8 +55,15 @@ def resolve_resumed_config(stored: dict, overrides: dict) -> RunConfig:
     return config_from_dict(stored)
 
 
-def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, resume: bool | None = False,
-                 progress: bool = True, overrides: dict | None = None) -> Path | None:
+def run_training(
+    config: RunConfig,
+    *,
+    db: Path,
+    out_root: Path | None = None,
+    resume: bool | None = False,
+    progress: bool = True,
+    overrides: dict | None = None,
+) -> Path | None:
     """Train; returns the run folder on the main process and None on the others.
 
     ``out_root`` None means the default (``runs``) for a new run and the recorded folder for a
@@ -62,9 +75,8 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
     pairs with readable images. What only the main process checks (the store, the lock, an existing
     run) is shared with the others, so every process ends with the same error instead of waiting
     for a peer that has stopped."""
-    from accelerate import Accelerator, PartialState
-
     import torch
+    from accelerate import Accelerator, PartialState
 
     # Half precision is for GPUs; on a CPU the same run goes in fp32 (accelerate refuses fp16 there).
     # cpu=True without a GPU also makes accelerate set up gloo when launched with several processes.
@@ -83,8 +95,12 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
     if failure:
         raise RefbenchError(failure)
     report_to = config.training.report_to
-    accelerator = Accelerator(mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu,
-                              log_with=None if report_to == "none" else report_to, project_dir=str(run_dir / "logs"))
+    accelerator = Accelerator(
+        mixed_precision=config.model.mixed_precision if gpu else "no",
+        cpu=not gpu,
+        log_with=None if report_to == "none" else report_to,
+        project_dir=str(run_dir / "logs"),
+    )
     with ExitStack() as held:
         if main:
             try:
@@ -97,8 +113,17 @@ def run_training(config: RunConfig, *, db: Path, out_root: Path | None = None, r
         (failure,) = from_main_process(failure)
         if failure:
             raise RefbenchError(failure)
-        finished = _run_training(config, accelerator, store, run_dir, db=db, existing=existing, resume=resume,
-                                 progress=progress, overrides=overrides)
+        finished = _run_training(
+            config,
+            accelerator,
+            store,
+            run_dir,
+            db=db,
+            existing=existing,
+            resume=resume,
+            progress=progress,
+            overrides=overrides,
+        )
     _end_process_group()
     return finished
 
@@ -131,16 +156,20 @@ def start_trackers(accelerator, config: RunConfig) -> None:
     flattened to scalars as hyperparameters. A tracker whose package is missing is one line."""
     flat = {}
     for section, values in config.to_dict().items():
-        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
+        for key, value in values.items() if isinstance(values, dict) else [(None, values)]:
             name = f"{section}.{key}" if key else section
             flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
     try:
-        accelerator.init_trackers(config.name if config.training.report_to == "tensorboard" else "refbench",
-                                  config=flat, init_kwargs={"wandb": {"name": config.name}})
+        accelerator.init_trackers(
+            config.name if config.training.report_to == "tensorboard" else "refbench",
+            config=flat,
+            init_kwargs={"wandb": {"name": config.name}},
+        )
     except (ImportError, ModuleNotFoundError) as exc:
         package = "tensorboard" if config.training.report_to == "tensorboard" else "wandb"
-        raise RefbenchError(f"training.report_to {config.training.report_to} needs the {package} package "
-                            f"(pip install {package}): {exc}") from None
+        raise RefbenchError(
+            f"training.report_to {config.training.report_to} needs the {package} package (pip install {package}): {exc}"
+        ) from None
 
 
 def open_latent_cache(config: RunConfig, pairs, accelerator, progress: bool):
@@ -171,13 +200,23 @@ def _resumed_config(run_dir: Path, overrides: dict | None) -> RunConfig:
     return resolve_resumed_config(stored, overrides or {})
 
 
-def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: Path, *, db: Path, existing,
-                  resume: bool, progress: bool, overrides: dict | None) -> Path | None:
+def _run_training(
+    config: RunConfig,
+    accelerator,
+    store: Store | None,
+    run_dir: Path,
+    *,
+    db: Path,
+    existing,
+    resume: bool,
+    progress: bool,
+    overrides: dict | None,
+) -> Path | None:
     from ..provenance import git_revision, package_versions
     from .checkpoint import has_checkpoint, load_checkpoint
+    from .data import load_preference_pairs
     from .run_log import RunLog
     from .stopping import TrainingDiverged, TrainingInterrupted
-    from .data import load_preference_pairs
     from .trainer import Trainer
 
     main = accelerator.is_main_process
@@ -190,8 +229,11 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
             done = saved["state"]["step"]
             if existing and existing["status"] == "finished" and done >= config.training.max_steps:
                 if main:
-                    print(f"run {config.name} already finished at step {done}; nothing to do "
-                          f"(--max-steps above {done} trains it further)", flush=True)
+                    print(
+                        f"run {config.name} already finished at step {done}; nothing to do "
+                        f"(--max-steps above {done} trains it further)",
+                        flush=True,
+                    )
                 return run_dir if main else None
         elif main:
             print(f"{config.name}: no checkpoint yet in {checkpoint}; starting from step 0", flush=True)
@@ -210,9 +252,16 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
         except OSError as exc:
             raise RefbenchError(f"cannot write the run folder {run_dir}: {exc.strerror}") from None
         if not existing:
-            store.create_run(config.name, method=config.method.name, preset=config.preset, config=config.to_dict(),
-                             seed=config.training.seed, run_dir=str(run_dir.resolve()), git_revision=git_revision(),
-                             versions=package_versions())
+            store.create_run(
+                config.name,
+                method=config.method.name,
+                preset=config.preset,
+                config=config.to_dict(),
+                seed=config.training.seed,
+                run_dir=str(run_dir.resolve()),
+                git_revision=git_revision(),
+                versions=package_versions(),
+            )
         else:  # a resume may raise max_steps: the store's copy of the config follows the folder's
             store.set_run_config(config.name, config.to_dict())
         # Skips found on load are stored now, so a killed run keeps them too.
@@ -233,8 +282,16 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
         accelerator.wait_for_everyone()
 
     try:
-        trainer = Trainer(config, pairs, run_dir, run_log, accelerator=accelerator, progress=progress,
-                          latent_cache=latent_cache, on_snapshot=save_snapshot)
+        trainer = Trainer(
+            config,
+            pairs,
+            run_dir,
+            run_log,
+            accelerator=accelerator,
+            progress=progress,
+            latent_cache=latent_cache,
+            on_snapshot=save_snapshot,
+        )
         if saved is not None and trainer.restore(saved) and main:
             print(f"resuming {config.name} from step {trainer.step}", flush=True)
         trainer.train()
@@ -245,13 +302,15 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
             run_log.flush()
             store.set_run_status(config.name, "interrupted", f"stopped at step {step}; {_skips(trainer, pairs)}")
         what = "checkpoint saved" if saved_now else "the last periodic checkpoint is kept"
-        raise RunInterrupted(f"interrupted at step {step}; {what}. Continue with: "
-                             f"{resume_command(config.name, db, run_dir)}") from None
+        raise RunInterrupted(
+            f"interrupted at step {step}; {what}. Continue with: {resume_command(config.name, db, run_dir)}"
+        ) from None
     except TrainingDiverged as exc:
         if main:
             store.set_run_status(config.name, "diverged", f"{exc}; {_skips(trainer, pairs)}"[:1000])
-        raise RefbenchError(f"run {config.name} diverged: {exc}; its metrics and events are in the store "
-                            f"(status 'diverged')") from None
+        raise RefbenchError(
+            f"run {config.name} diverged: {exc}; its metrics and events are in the store (status 'diverged')"
+        ) from None
     except CheckpointError:
         if main:  # the checkpoint did not fit: the run is where it was
             store.set_run_status(config.name, existing["status"], existing["message"])
@@ -280,7 +339,11 @@ def _run_training(config: RunConfig, accelerator, store: Store | None, run_dir: 
 
 def _skips(trainer, pairs) -> str:
     """What was left out, for the run's message in the store and the end of the run."""
-    steps = f"{trainer.skipped_steps} steps skipped ({trainer.nonfinite_steps} non-finite)" if trainer else "0 steps skipped"
+    steps = (
+        f"{trainer.skipped_steps} steps skipped ({trainer.nonfinite_steps} non-finite)"
+        if trainer
+        else "0 steps skipped"
+    )
     return f"{steps}; data skips: {pairs.skipped.as_dict()}"
 
 
@@ -301,12 +364,20 @@ def _save_snapshot(trainer, store: Store, run_dir: Path, step: int) -> None:
     folder = run_dir / "snapshots" / f"step-{step}"
     _save_final(trainer, folder / "final")
     name = snapshot_name(config.name, step)
-    short = dataclasses.replace(config, name=name,
-                                training=dataclasses.replace(config.training, max_steps=step, snapshot_steps=()))
+    short = dataclasses.replace(
+        config, name=name, training=dataclasses.replace(config.training, max_steps=step, snapshot_steps=())
+    )
     if store.get_run(name) is None:
-        store.create_run(name, method=config.method.name, preset=config.preset, config=short.to_dict(),
-                         seed=config.training.seed, run_dir=str(folder.resolve()), git_revision=git_revision(),
-                         versions=package_versions())
+        store.create_run(
+            name,
+            method=config.method.name,
+            preset=config.preset,
+            config=short.to_dict(),
+            seed=config.training.seed,
+            run_dir=str(folder.resolve()),
+            git_revision=git_revision(),
+            versions=package_versions(),
+        )
     store.set_run_status(name, "finished", f"the first {step} steps of {config.name}")
 
 

@@ -45,17 +45,26 @@ def locate_run(name: str, *, store: Store, db: Path, out_root: Path | None, resu
     if not resume:
         return asked, False
     if existing is None:
-        elsewhere = (f"; the folder {asked} holds a run of that name: resume it with the --db it was trained with"
-                     if (asked / "config.json").is_file() else "")
-        raise RefbenchError(f"--resume: the store {db} holds no run named {name!r}{elsewhere}; `refbench runs --db {db}` "
-                            f"lists its runs (without --resume, a new run starts)")
+        elsewhere = (
+            f"; the folder {asked} holds a run of that name: resume it with the --db it was trained with"
+            if (asked / "config.json").is_file()
+            else ""
+        )
+        raise RefbenchError(
+            f"--resume: the store {db} holds no run named {name!r}{elsewhere}; `refbench runs --db {db}` "
+            f"lists its runs (without --resume, a new run starts)"
+        )
     run_dir = Path(existing["run_dir"]) if existing.get("run_dir") else asked
     if out_root is not None and asked.resolve() != run_dir.resolve():
-        raise RefbenchError(f"--resume: run {name!r} lives in {run_dir}, not under --out {out_root}; "
-                            f"continue it with `{resume_command(name, db, run_dir)}`")
+        raise RefbenchError(
+            f"--resume: run {name!r} lives in {run_dir}, not under --out {out_root}; "
+            f"continue it with `{resume_command(name, db, run_dir)}`"
+        )
     if not (run_dir / "config.json").is_file():
-        raise RefbenchError(f"--resume: run {name!r}'s folder {run_dir} is gone or holds no config.json (moved or "
-                            f"deleted?); put it back, or train anew under another --name")
+        raise RefbenchError(
+            f"--resume: run {name!r}'s folder {run_dir} is gone or holds no config.json (moved or "
+            f"deleted?); put it back, or train anew under another --name"
+        )
     return run_dir, True
 
 
@@ -64,12 +73,16 @@ def refuse_overwrite(name: str, *, existing: dict | None, db: Path, run_dir: Pat
     run (of another store). Called with the run's lock held, so that a run being started by another
     process at this moment is refused by the lock, not mistaken for a stranger's folder."""
     if existing:
-        raise RefbenchError(f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
-                            f"`{resume_command(name, db, Path(existing['run_dir'] or run_dir))}`, or pick another --name")
+        raise RefbenchError(
+            f"run {name!r} already exists in {db} (status {existing['status']}); continue it with "
+            f"`{resume_command(name, db, Path(existing['run_dir'] or run_dir))}`, or pick another --name"
+        )
     if (run_dir / "config.json").is_file():
-        raise RefbenchError(f"the folder {run_dir} already holds a run named {name!r} that the store {db} does not "
-                            f"know; resume it with the --db it was trained with and --resume, or pick another "
-                            f"--name or --out")
+        raise RefbenchError(
+            f"the folder {run_dir} already holds a run named {name!r} that the store {db} does not "
+            f"know; resume it with the --db it was trained with and --resume, or pick another "
+            f"--name or --out"
+        )
 
 
 @contextmanager
@@ -99,8 +112,9 @@ def run_lock(run_dir: Path, name: str):
                 handle.seek(0)
                 holder = handle.read().strip()
                 who = f" (process {holder})" if holder.isdigit() else ""
-                raise RefbenchError(f"run {name!r} is being trained by another process{who}; "
-                                    f"wait for it to end, or pick another --name") from None
+                raise RefbenchError(
+                    f"run {name!r} is being trained by another process{who}; wait for it to end, or pick another --name"
+                ) from None
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -53,8 +54,10 @@ class ParquetSource:
                 names = set(metadata.schema.names)
                 missing = [c for c in REQUIRED_COLUMNS if c not in names]
                 if missing:
-                    raise DataError(f"{path} lacks the column(s) {', '.join(missing)}; the Pick-a-Pic v2 schema needs "
-                                    f"{', '.join(REQUIRED_COLUMNS)}")
+                    raise DataError(
+                        f"{path} lacks the column(s) {', '.join(missing)}; the Pick-a-Pic v2 schema needs "
+                        f"{', '.join(REQUIRED_COLUMNS)}"
+                    )
                 for group in range(metadata.num_row_groups):
                     counts.append(metadata.row_group(group).num_rows)
                     self._file_of_group.append(index)
@@ -125,8 +128,10 @@ class TableSource:
     def __init__(self, table, name: str = "table"):
         missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing:
-            raise DataError(f"{name} lacks the column(s) {', '.join(missing)}; the Pick-a-Pic v2 schema needs "
-                            f"{', '.join(REQUIRED_COLUMNS)}")
+            raise DataError(
+                f"{name} lacks the column(s) {', '.join(missing)}; the Pick-a-Pic v2 schema needs "
+                f"{', '.join(REQUIRED_COLUMNS)}"
+            )
         self.table, self.name, self.num_rows = table, name, table.num_rows
 
     def description(self) -> str:
@@ -160,8 +165,10 @@ def open_pair_source(source: str | Path, split: str = "train") -> PairSource:
         return ParquetSource(files)
     if "/" in str(source) and not str(source).startswith((".", "/", "~")) and str(source).count("/") == 1:
         return TableSource(_load_hub_dataset(str(source), split), name=str(source))
-    raise DataError(f"preference data not found: no file or folder {source} exists"
-                    + ("" if "/" not in str(source) else "; it is not a hub data set id (owner/name) either"))
+    raise DataError(
+        f"preference data not found: no file or folder {source} exists"
+        + ("" if "/" not in str(source) else "; it is not a hub data set id (owner/name) either")
+    )
 
 
 def _load_hub_dataset(name: str, split: str):
@@ -170,6 +177,8 @@ def _load_hub_dataset(name: str, split: str):
 
         dataset = datasets.load_dataset(name, split=split)
     except Exception as exc:  # the hub raises many kinds; the user needs one sentence
-        raise DataError(f"no file or folder {name} exists, and as a hub data set it cannot be loaded "
-                        f"(split {split!r}): {str(exc).splitlines()[0]}") from None
+        raise DataError(
+            f"no file or folder {name} exists, and as a hub data set it cannot be loaded "
+            f"(split {split!r}): {str(exc).splitlines()[0]}"
+        ) from None
     return dataset.data.table

@@ -34,8 +34,8 @@ from ..method.reference_update import Action, ReferenceUpdater
 from ..method.timesteps import make_timestep_sampler, reward_scale
 from .backends import Backend, Conditioning, load_backend
 from .batches import BatchSource, StepBatch
-from .costs import PassCounts
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .costs import PassCounts
 from .data import PreferencePairs
 from .latent_cache import LatentCache
 from .modelset import POLICY, REFERENCE, build_model_set
@@ -49,16 +49,25 @@ __all__ = ["Trainer"]
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, pairs: PreferencePairs, run_dir: Path, run_log: RunLog | None,
-                 accelerator=None, progress: bool = True, latent_cache: LatentCache | None = None,
-                 on_snapshot=None):
+    def __init__(
+        self,
+        config: RunConfig,
+        pairs: PreferencePairs,
+        run_dir: Path,
+        run_log: RunLog | None,
+        accelerator=None,
+        progress: bool = True,
+        latent_cache: LatentCache | None = None,
+        on_snapshot=None,
+    ):
         from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
 
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.on_snapshot = on_snapshot  # called with the step at each of training.snapshot_steps
-        self.accelerator = acc = accelerator or Accelerator(mixed_precision=config.model.mixed_precision,
-                                                            cpu=not torch.cuda.is_available())
+        self.accelerator = acc = accelerator or Accelerator(
+            mixed_precision=config.model.mixed_precision, cpu=not torch.cuda.is_available()
+        )
         self.log = run_log if acc.is_main_process else None
         method, training = config.method, config.training
         self.objective = method.resolved_objective()
@@ -66,26 +75,51 @@ class Trainer:
         self.backend: Backend = load_backend(config.model, device=str(acc.device), encoders=latent_cache is None)
         if config.model.gradient_checkpointing:
             self.backend.denoiser.enable_gradient_checkpointing()
-        self.models = build_model_set(self.backend.denoiser, reference_mode=method.reference, lora_rank=config.model.lora_rank,
-                                      lora_targets=self.backend.lora_targets, seed=training.seed)
-        self.sampler = make_timestep_sampler(method.timestep_sampler, self.backend.num_train_timesteps,
-                                             gamma=method.gamma, bins=method.bins)
+        self.models = build_model_set(
+            self.backend.denoiser,
+            reference_mode=method.reference,
+            lora_rank=config.model.lora_rank,
+            lora_targets=self.backend.lora_targets,
+            seed=training.seed,
+        )
+        self.sampler = make_timestep_sampler(
+            method.timestep_sampler, self.backend.num_train_timesteps, gamma=method.gamma, bins=method.bins
+        )
         self.lambdas = reward_scale(method.reward_scale, self.backend.alphas_cumprod).to(acc.device)
         self.updater = ReferenceUpdater(method.reference_rule())
         self.learning_rate = training.effective_learning_rate(acc.num_processes)
         self.accumulation = training.accumulation(acc.num_processes)
         optimizer = make_optimizer(training, self.models.trainable_parameters(), self.learning_rate)
-        self.lr_scheduler = get_scheduler(training.lr_scheduler, optimizer, num_warmup_steps=training.lr_warmup_steps,
-                                          num_training_steps=training.max_steps)
+        self.lr_scheduler = get_scheduler(
+            training.lr_scheduler,
+            optimizer,
+            num_warmup_steps=training.lr_warmup_steps,
+            num_training_steps=training.max_steps,
+        )
         # Only the policy is wrapped (DDP across processes); the frozen models run locally.
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
-        self.batches = BatchSource(pairs, self.backend, batch_size=training.batch_size, seed=training.seed,
-                                   winners_only=self.objective.winners_only, latent_cache=latent_cache,
-                                   random_flip=config.data.random_flip,
-                                   num_workers=config.data.resolved_num_workers(acc.num_processes),
-                                   process_index=acc.process_index, num_processes=acc.num_processes, device=acc.device)
-        self.monitor = DivergenceMonitor(self.batches, self.backend, self.models, acc, size=training.monitor_size,
-                                         seed=training.seed, reference_syncs=method.reference == "sync")
+        self.batches = BatchSource(
+            pairs,
+            self.backend,
+            batch_size=training.batch_size,
+            seed=training.seed,
+            winners_only=self.objective.winners_only,
+            latent_cache=latent_cache,
+            random_flip=config.data.random_flip,
+            num_workers=config.data.resolved_num_workers(acc.num_processes),
+            process_index=acc.process_index,
+            num_processes=acc.num_processes,
+            device=acc.device,
+        )
+        self.monitor = DivergenceMonitor(
+            self.batches,
+            self.backend,
+            self.models,
+            acc,
+            size=training.monitor_size,
+            seed=training.seed,
+            reference_syncs=method.reference == "sync",
+        )
         self.passes = self.monitor.passes = PassCounts()
         self.step, self.elapsed, self.skipped_steps = 0, 0.0, 0
         self.nonfinite_steps = 0  # skipped for a non-finite loss or gradient (also in skipped_steps)
@@ -109,7 +143,9 @@ class Trainer:
             with torch.no_grad(), self.accelerator.autocast(), self.models.use(REFERENCE) as reference:
                 ref_pred = backend.predict(reference, x_t, timesteps_all, cond)
             self.passes.add("reference", x_t.shape[0])
-        forward = PairForward(num_pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps)
+        forward = PairForward(
+            num_pairs, target, model_pred, ref_pred, self.lambdas[timesteps], backend.num_train_timesteps
+        )
         out = self._checked(self.objective(forward, method, **method.params))
         values = {"loss": out.loss}
         if out.accuracy is not None:  # objectives on pairs; a winners-only one has no margin
@@ -126,9 +162,15 @@ class Trainer:
     def _checked(self, out) -> PreferenceLoss:
         """An objective of the user's own must return a PreferenceLoss with a scalar loss: one line if not."""
         if not isinstance(out, PreferenceLoss) or not torch.is_tensor(out.loss) or out.loss.dim() != 0:
-            got = type(out).__name__ if not isinstance(out, PreferenceLoss) else f"a loss of shape {tuple(torch.as_tensor(out.loss).shape)}"
-            raise ConfigError(f"method.objective: {self.objective.name} returned {got}; it must return a "
-                              "refbench.method.losses.PreferenceLoss whose loss is a scalar tensor")
+            got = (
+                type(out).__name__
+                if not isinstance(out, PreferenceLoss)
+                else f"a loss of shape {tuple(torch.as_tensor(out.loss).shape)}"
+            )
+            raise ConfigError(
+                f"method.objective: {self.objective.name} returned {got}; it must return a "
+                "refbench.method.losses.PreferenceLoss whose loss is a scalar tensor"
+            )
         return out
 
     def _drop_captions(self, batch: StepBatch, step: int, micro: int) -> StepBatch:
@@ -138,15 +180,21 @@ class Trainer:
         share = self.config.data.caption_dropout
         if not share:
             return batch
-        generator = step_generator(self.config.training.seed, "caption-dropout", step, micro, self.accelerator.process_index)
+        generator = step_generator(
+            self.config.training.seed, "caption-dropout", step, micro, self.accelerator.process_index
+        )
         dropped = torch.rand(batch.num_pairs, generator=generator) < share
         if not dropped.any():  # decided on the CPU, where the coins are: no wait for the device
             return batch
         dropped = dropped.to(batch.cond.hidden.device)
         empty = self.batches.empty_conditioning(batch.num_pairs)
-        keep = lambda mine, other: torch.where(dropped.view(-1, *[1] * (mine.dim() - 1)), other.to(mine.dtype), mine)
-        cond = Conditioning(keep(batch.cond.hidden, empty.hidden),
-                            {k: keep(v, empty.added[k]) for k, v in batch.cond.added.items()})
+
+        def keep(mine, other):
+            return torch.where(dropped.view(-1, *[1] * (mine.dim() - 1)), other.to(mine.dtype), mine)
+
+        cond = Conditioning(
+            keep(batch.cond.hidden, empty.hidden), {k: keep(v, empty.added[k]) for k, v in batch.cond.added.items()}
+        )
         return StepBatch(batch.x0, cond, batch.num_pairs)
 
     # -- one optimizer step ---------------------------------------------------------------
@@ -178,7 +226,9 @@ class Trainer:
         if acc.num_processes > 1:
             nonfinite_loss = acc.reduce(nonfinite_loss, reduction="sum")
         # Both checks in one read from the device (the step's only wait for it, besides logging).
-        finite = torch.stack([nonfinite_loss.sum() == 0, torch.isfinite(torch.as_tensor(grad_norm)).to(acc.device).all()])
+        finite = torch.stack(
+            [nonfinite_loss.sum() == 0, torch.isfinite(torch.as_tensor(grad_norm)).to(acc.device).all()]
+        )
         loss_ok, grad_ok = finite.tolist()
         nonfinite = None
         if batch is None:
@@ -230,18 +280,25 @@ class Trainer:
         # committed, since a run resumed from it starts at N + 1 and never logs them again. While the
         # store stays busy, the previous checkpoint is kept and the next one tries again.
         if self.log:
-            self.log.costs(self.passes.rows(self.config.name, processes=self.accelerator.num_processes,
-                                            seconds=self.elapsed))
+            self.log.costs(
+                self.passes.rows(self.config.name, processes=self.accelerator.num_processes, seconds=self.elapsed)
+            )
         committed = self.log.flush() if self.log else True
         if self.accelerator.is_main_process and committed:
             save_checkpoint(
                 self._checkpoint_dir(),
                 policy=self.models.policy_state(),
                 reference=self.models.reference_state() if self.config.method.reference == "sync" else None,
-                optimizer=self.optimizer.state_dict(), lr_scheduler=self.lr_scheduler.state_dict(),
-                state={"step": self.step, "elapsed": self.elapsed, "skipped_steps": self.skipped_steps,
-                       "nonfinite_steps": self.nonfinite_steps, "passes": self.passes.state_dict(),
-                       "updater": self.updater.state_dict()},
+                optimizer=self.optimizer.state_dict(),
+                lr_scheduler=self.lr_scheduler.state_dict(),
+                state={
+                    "step": self.step,
+                    "elapsed": self.elapsed,
+                    "skipped_steps": self.skipped_steps,
+                    "nonfinite_steps": self.nonfinite_steps,
+                    "passes": self.passes.state_dict(),
+                    "updater": self.updater.state_dict(),
+                },
             )
         self.accelerator.wait_for_everyone()
 
@@ -260,8 +317,10 @@ class Trainer:
             self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"the checkpoint in {self._checkpoint_dir()} does not fit this run's model or "
-                                  f"optimizer ({reason}); it was made by another configuration") from None
+            raise CheckpointError(
+                f"the checkpoint in {self._checkpoint_dir()} does not fit this run's model or "
+                f"optimizer ({reason}); it was made by another configuration"
+            ) from None
         state = saved["state"]
         self.step, self.elapsed, self.skipped_steps = state["step"], state["elapsed"], state["skipped_steps"]
         self.nonfinite_steps = state.get("nonfinite_steps", 0)
@@ -278,8 +337,12 @@ class Trainer:
             return float(sum(t.detach().double().abs().sum() for t in tensors))
 
         reference = self.models.reference_state().values() if self.config.method.reference == "sync" else []
-        mine = {"process": self.accelerator.process_index, "policy_checksum": checksum(self.models.policy_state().values()),
-                "reference_checksum": checksum(reference), "events": [vars(e) for e in self.updater.events]}
+        mine = {
+            "process": self.accelerator.process_index,
+            "policy_checksum": checksum(self.models.policy_state().values()),
+            "reference_checksum": checksum(reference),
+            "events": [vars(e) for e in self.updater.events],
+        }
         return gather_object([mine])
 
     # -- the loop -------------------------------------------------------------------------
@@ -287,8 +350,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         training, acc = self.config.training, self.accelerator
-        bar = tqdm(total=training.max_steps, initial=self.step, desc=self.config.name, unit="step",
-                   disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
+        bar = tqdm(
+            total=training.max_steps,
+            initial=self.step,
+            desc=self.config.name,
+            unit="step",
+            disable=not (self.progress and acc.is_main_process),
+            dynamic_ncols=True,
+        )
         last_divergence: dict[str, float | None] = {}
         # closing(bar): the bar ends its line even when the loop stops early, so what follows starts a line.
         with stop_requests() as requested, closing(self.batches), closing(bar):
@@ -314,11 +383,17 @@ class Trainer:
                     metrics = dict(zip(totals, acc.reduce(stacked, reduction="mean").cpu().tolist()))
                 if logged:
                     row = {**metrics, **(last_divergence if measured else {})}
-                    row = {k: v if v is None or math.isfinite(v) else None for k, v in row.items()}  # NULL, not NaN, in SQL
+                    row = {
+                        k: v if v is None or math.isfinite(v) else None for k, v in row.items()
+                    }  # NULL, not NaN, in SQL
                     self.log.metrics(step, **row, lr=self.lr_scheduler.get_last_lr()[0], seconds=self.elapsed)
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", acc=f"{metrics.get('accuracy', float('nan')):.2f}",
-                                d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{metrics.get('loss', float('nan')):.4f}",
+                    acc=f"{metrics.get('accuracy', float('nan')):.2f}",
+                    d_ref=f"{(last_divergence.get('div_ref') or 0.0):.2e}",
+                    refresh=False,
+                )
                 # Before the step's checkpoint: a run resumed from step c has every snapshot up to c.
                 if self.on_snapshot and step in training.snapshot_steps:
                     self.on_snapshot(step)
@@ -336,7 +411,8 @@ class Trainer:
                 self.log.flush()
             raise TrainingDiverged(
                 f"{self.nonfinite_steps} steps had a non-finite loss or gradient, the last at step {step} "
-                f"(training.max_nonfinite_steps = {training.max_nonfinite_steps}); none of them reached the weights")
+                f"(training.max_nonfinite_steps = {training.max_nonfinite_steps}); none of them reached the weights"
+            )
         if stop or step % training.checkpoint_every == 0 or step == training.max_steps:
             self.save()
         if stop:

@@ -41,14 +41,20 @@ def assert_png(path):
 
 # -- figures ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("draw", [
-    lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out),
-    lambda db, out: figures.plot_divergence_vs_score(db, [s.name for s in plan.PLAN], out=out),
-    lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out),
-    lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"}, out=out),
-    lambda db, out: figures.plot_divergence_by_timestep(db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"],
-                                                        out=out),
-], ids=["kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep"])
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda db, out: figures.plot_kl(db, plan.FIG1B, out=out),
+        lambda db, out: figures.plot_divergence_vs_score(db, [s.name for s in plan.PLAN], out=out),
+        lambda db, out: figures.plot_timestep(db, plan.TIMESTEP_RUNS, out=out),
+        lambda db, out: figures.plot_tau(db, {k: v for k, v in plan.FIG4.items() if k != "baseline"}, out=out),
+        lambda db, out: figures.plot_divergence_by_timestep(
+            db, plan.FIG5["runs"], relative_to=plan.FIG5["relative_to"], out=out
+        ),
+    ],
+    ids=["kl", "divergence-vs-score", "timestep", "tau", "divergence-by-timestep"],
+)
 def test_every_figure_writes_a_png(synthetic_store, tmp_path, draw):
     out = tmp_path / "sub" / "figure.png"  # the folder is created
     figure = draw(synthetic_store, out)
@@ -82,9 +88,14 @@ def test_relative_divergence_percentages(synthetic_store):
 
 # -- tables ------------------------------------------------------------------------------------------
 
+
 def bold_cells(frame):
-    return {(row["run"], metric) for _, row in frame.iterrows() for metric in tables.TOY_METRICS
-            if str(row[metric]).startswith("**")}
+    return {
+        (row["run"], metric)
+        for _, row in frame.iterrows()
+        for metric in tables.TOY_METRICS
+        if str(row[metric]).startswith("**")
+    }
 
 
 def test_raw_score_table3_bolds_the_best_value_of_each_metric(synthetic_store):
@@ -103,8 +114,13 @@ def test_raw_score_table3_bolds_the_best_value_of_each_metric(synthetic_store):
     frame = tables.raw_score_table(synthetic_store, plan.TABLE3)
     assert list(frame.columns) == ["model", "run", *tables.TOY_METRICS, "seeds"]
     assert list(frame["model"]) == ["Diff-DPO", "LR x5", "beta = 1000", "Re-Init", "Ours"]
-    assert bold_cells(frame) == {("refdpo", "human"), ("diff-dpo-beta1000", "colour"), ("refdpo", "count"),
-                                 ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
+    assert bold_cells(frame) == {
+        ("refdpo", "human"),
+        ("diff-dpo-beta1000", "colour"),
+        ("refdpo", "count"),
+        ("diff-dpo", "shape"),
+        ("refdpo", "aesthetic"),
+    }
     cells = frame.set_index("run")
     assert cells.loc["diff-dpo-beta1000", "colour"].startswith("**0.710** [")
     assert cells.loc["diff-dpo", "shape"].startswith("**0.750** [")
@@ -130,8 +146,13 @@ def test_raw_score_table4_bolds_the_best_value_of_each_metric(synthetic_store):
     """
     frame = tables.raw_score_table(synthetic_store, plan.TABLE4)
     assert len(frame) == 7
-    assert bold_cells(frame) == {("refdpo", "human"), ("refdpo", "colour"), ("timestep-only", "count"),
-                                 ("diff-dpo", "shape"), ("refdpo", "aesthetic")}
+    assert bold_cells(frame) == {
+        ("refdpo", "human"),
+        ("refdpo", "colour"),
+        ("timestep-only", "count"),
+        ("diff-dpo", "shape"),
+        ("refdpo", "aesthetic"),
+    }
     cells = frame.set_index("run")
     assert cells.loc["timestep-only", "count"].startswith("**0.605** [")
     assert cells.loc["refdpo-gamma0.8", "human"].startswith("0.660 [")
@@ -153,32 +174,49 @@ def test_winrate_table_cells(synthetic_store):
     sft 8 winners = 8+8; mapo no reference = 16+16; base is not trained. The average leaves out human
     (the weighted sum of the others): diff-dpo (100 + 100 + 0 + 100) / 4 = 75.0."""
     frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, plan.TABLE1)
-    assert list(frame.columns) == ["", *tables.TOY_METRICS, "avg of sub-scores", "seeds x n", "cost (fwd+bwd passes/step)"]
+    assert list(frame.columns) == [
+        "",
+        *tables.TOY_METRICS,
+        "avg of sub-scores",
+        "seeds x n",
+        "cost (fwd+bwd passes/step)",
+    ]
     assert list(frame[""]) == [f"refdpo {label}" for label, _ in plan.TABLE1]
     rows = frame.set_index("")
     diff_dpo = rows.loc["refdpo vs. Diff-DPO"]
     assert [diff_dpo[m] for m in tables.TOY_METRICS] == [
-        "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "100.0 [100.0, 100.0]", "0.0 [0.0, 0.0]", "100.0 [100.0, 100.0]"]
+        "100.0 [100.0, 100.0]",
+        "100.0 [100.0, 100.0]",
+        "100.0 [100.0, 100.0]",
+        "0.0 [0.0, 0.0]",
+        "100.0 [100.0, 100.0]",
+    ]
     assert diff_dpo["avg of sub-scores"] == "75.0" and diff_dpo["seeds x n"] == "1 x 4"
     assert rows.loc["refdpo vs. MaPO", "avg of sub-scores"] == "100.0"
     assert rows.loc["refdpo vs. base model", "human"] == "100.0 [100.0, 100.0]"
-    assert [rows.loc[f"refdpo vs. {b}", "cost (fwd+bwd passes/step)"] for b in ("Diff-DPO", "SFT", "MaPO", "base model")] \
-        == ["32+16", "8+8", "16+16", ""]
+    assert [
+        rows.loc[f"refdpo vs. {b}", "cost (fwd+bwd passes/step)"] for b in ("Diff-DPO", "SFT", "MaPO", "base model")
+    ] == ["32+16", "8+8", "16+16", ""]
     markdown = tables.to_markdown(frame).splitlines()
-    assert markdown[0] == ("|  | human | colour | count | shape | aesthetic | avg of sub-scores | seeds x n | "
-                           "cost (fwd+bwd passes/step) |")
+    assert markdown[0] == (
+        "|  | human | colour | count | shape | aesthetic | avg of sub-scores | seeds x n | cost (fwd+bwd passes/step) |"
+    )
     assert markdown[1] == "|---|---|---|---|---|---|---|---|---|"
     assert len(markdown) == 2 + len(plan.TABLE1)
 
 
 def test_winrate_table_skips_baselines_without_rows(synthetic_store):
-    frame = tables.winrate_table(synthetic_store, plan.TABLE1_RUN, [("vs. SFT", "sft"), ("vs. nobody", "nobody")],
-                                 metrics=["human"])
+    frame = tables.winrate_table(
+        synthetic_store, plan.TABLE1_RUN, [("vs. SFT", "sft"), ("vs. nobody", "nobody")], metrics=["human"]
+    )
     assert list(frame.columns) == ["", "human", "avg of sub-scores", "seeds x n", "cost (fwd+bwd passes/step)"]
-    assert list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg of sub-scores"] == ""  # human alone: no sub-scores
+    assert (
+        list(frame[""]) == ["refdpo vs. SFT"] and frame.loc[0, "avg of sub-scores"] == ""
+    )  # human alone: no sub-scores
 
 
 # -- claims ------------------------------------------------------------------------------------------
+
 
 def assert_verdicts(claims, expected):
     assert len(claims) == len(expected)
@@ -217,8 +255,10 @@ def test_claims_without_a_run_are_not_measured(store_copy):
     claims = check_claims(store_copy)
     assert_verdicts(claims, _expect_not_measured(["noisy start", "early timesteps", "5x learning rate"]))
     assert [c.measured for c in claims if c.verdict == "not measured"] == [
-        "needs the timestep analysis of ref-explore", "needs human scores of diff-dpo and diff-dpo-lr5x",
-        "needs timestep analyses"]
+        "needs the timestep analysis of ref-explore",
+        "needs human scores of diff-dpo and diff-dpo-lr5x",
+        "needs timestep analyses",
+    ]
 
 
 def test_claims_without_any_timestep_analysis_are_not_measured(store_copy):
@@ -234,6 +274,7 @@ def test_claims_on_an_empty_store_are_all_not_measured(tmp_path):
 
 # -- report, parquet, load_results ---------------------------------------------------------------------
 
+
 def test_write_report(synthetic_store, tmp_path):
     results = tmp_path / "results"
     written = write_report(synthetic_store, results, seconds=90.0, failed={"mapo": "failed (exit 1)"})
@@ -242,19 +283,25 @@ def test_write_report(synthetic_store, tmp_path):
     for name in FIGURES:
         assert_png(results / name)
     assert sorted(p.name for p in (results / "data").iterdir()) == sorted(f"{t}.parquet" for t in TABLES)
-    assert (results / "table3.md").read_text() == tables.to_markdown(tables.raw_score_table(synthetic_store, plan.TABLE3)) + "\n"
+    assert (results / "table3.md").read_text() == tables.to_markdown(
+        tables.raw_score_table(synthetic_store, plan.TABLE3)
+    ) + "\n"
     readme = (results / "README.md").read_text()
     counted = {v: sum(1 for _, _, e in EXPECTED_VERDICTS if e == v) for v in ("holds", "inconclusive", "contradicted")}
-    assert (f"**{counted['holds']} holds, {counted['inconclusive']} inconclusive, {counted['contradicted']} contradicted** "
-            f"(of {len(EXPECTED_VERDICTS)} claims, after Holm's adjustment)") in readme
+    assert (
+        f"**{counted['holds']} holds, {counted['inconclusive']} inconclusive, {counted['contradicted']} contradicted** "
+        f"(of {len(EXPECTED_VERDICTS)} claims, after Holm's adjustment)"
+    ) in readme
     assert "1.5 minutes" in readme and "- mapo: failed (exit 1)" in readme
     assert "not drawn" not in readme
     assert "| refdpo vs. Diff-DPO | 100.0 [100.0, 100.0] |" in readme
     # 32 pairs at accuracy 0.5: Wilson 95% centre (0.5 + z^2/64) / (1 + z^2/32) = 0.5, half-width
     # z sqrt(0.25/32 + z^2/4096) / (1 + z^2/32) = 1.95996 * sqrt(0.0078125 + 0.0009379) / 1.120046
     # = 1.95996 * 0.093543 / 1.120046 = 0.163692
-    assert "| ref-explore | 900-1000 | 32 | 2.000e-02 | 1.000e-04 | 0.500 [0.336, 0.664] |" in \
-        (results / "timestep_analysis.md").read_text()
+    assert (
+        "| ref-explore | 900-1000 | 32 | 2.000e-02 | 1.000e-04 | 0.500 [0.336, 0.664] |"
+        in (results / "timestep_analysis.md").read_text()
+    )
     copied = sorted((results / "samples").rglob("*.png"))  # Fig. 3's images, for a clone without runs/
     assert len(copied) == len(plan.FIG3) * 4
 
@@ -264,7 +311,9 @@ def test_write_report_on_an_empty_store_reports_instead_of_failing(tmp_path):
     write_report(Store(tmp_path / "empty.duckdb"), results)
     assert (results / "table1.md").read_text() == "(no data)\n"
     readme = (results / "README.md").read_text()
-    assert "**0 holds, 0 inconclusive, 0 contradicted, 18 not measured**" in readme and readme.count("not drawn: nothing to plot") == len(FIGURES)
+    assert "**0 holds, 0 inconclusive, 0 contradicted, 18 not measured**" in readme and readme.count(
+        "not drawn: nothing to plot"
+    ) == len(FIGURES)
 
 
 def counts(store):
@@ -329,12 +378,17 @@ def test_load_results_without_any_store_says_where_it_looked(clean_env):
 
 # -- refbench plot ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ("kl",),  # the reproduction's runs
-    ("tau", "--runs", "refdpo-tau4,refdpo,refdpo-tau16"),
-    ("divergence-by-timestep", "--runs", "ref-explore,refdpo"),  # the first run is the 100%
-    ("samples", "--runs", "base,diff-dpo,refdpo", "--num", "2"),
-], ids=lambda args: args[0])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("kl",),  # the reproduction's runs
+        ("tau", "--runs", "refdpo-tau4,refdpo,refdpo-tau16"),
+        ("divergence-by-timestep", "--runs", "ref-explore,refdpo"),  # the first run is the 100%
+        ("samples", "--runs", "base,diff-dpo,refdpo", "--num", "2"),
+    ],
+    ids=lambda args: args[0],
+)
 def test_plot_figures(synthetic_store, tmp_path, monkeypatch, capsys, args):
     out = tmp_path / "figure.png"
     code, stdout, stderr = refbench(monkeypatch, capsys, "plot", *args, "--db", synthetic_store, "--out", out)
@@ -361,7 +415,9 @@ def test_plot_table1_prints_win_rates(synthetic_store, monkeypatch, capsys):
 def test_plot_table1_runs_are_the_run_then_its_baselines(synthetic_store, monkeypatch, capsys):
     """--runs diff-dpo,refdpo: one row, diff-dpo against refdpo (the mirror of refdpo vs. Diff-DPO's
     100%), never a run against itself; a single run is refused in one line."""
-    code, stdout, _ = refbench(monkeypatch, capsys, "plot", "table1", "--runs", "diff-dpo,refdpo", "--db", synthetic_store)
+    code, stdout, _ = refbench(
+        monkeypatch, capsys, "plot", "table1", "--runs", "diff-dpo,refdpo", "--db", synthetic_store
+    )
     assert code == 0
     rows = [line for line in stdout.splitlines() if line.startswith("| diff-dpo") or line.startswith("| refdpo")]
     assert len(rows) == 1 and rows[0].startswith("| diff-dpo vs. refdpo | 0.0 [0.0, 0.0] |")
@@ -376,7 +432,9 @@ def test_figures_go_beside_the_store_never_into_results(synthetic_store, tmp_pat
     folder.mkdir()
     shutil.copy(synthetic_store, folder / "store.duckdb")
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = refbench(monkeypatch, capsys, "plot", "kl", "--runs", "refdpo", "--db", folder / "store.duckdb")
+    code, stdout, stderr = refbench(
+        monkeypatch, capsys, "plot", "kl", "--runs", "refdpo", "--db", folder / "store.duckdb"
+    )
     assert code == 0, stderr
     assert_png(folder / "figures" / "kl.png")
     monkeypatch.setenv("REFBENCH_DB", str(folder / "store.duckdb"))  # load_results' store, as the reproduction's
@@ -387,11 +445,14 @@ def test_figures_go_beside_the_store_never_into_results(synthetic_store, tmp_pat
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (("plot", "bogus"), "error: unknown plot 'bogus'; valid: kl, divergence-vs-score"),
-    (("plot", "kl", "--runs", "nobody"), "error: nothing to plot: no train_metrics in the store"),
-    (("plot", "table3", "--runs", "nobody"), "error: no data for table3 in"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("plot", "bogus"), "error: unknown plot 'bogus'; valid: kl, divergence-vs-score"),
+        (("plot", "kl", "--runs", "nobody"), "error: nothing to plot: no train_metrics in the store"),
+        (("plot", "table3", "--runs", "nobody"), "error: no data for table3 in"),
+    ],
+)
 def test_plot_errors_are_one_line(synthetic_store, tmp_path, monkeypatch, capsys, args, message):
     code, stdout, stderr = refbench(monkeypatch, capsys, *args, "--db", synthetic_store, "--out", tmp_path / "x.png")
     assert code == 2
@@ -427,7 +488,6 @@ def test_flow_report_and_the_verdicts_side_by_side(synthetic_store, tmp_path):
     assert (unet / "README.md").read_text().count(flow_report.BEGIN) == 1
 
 
-
 def test_a_paper_regime_report_shows_both_regimes_verdicts(store_copy, tmp_path):
     """A store whose runs include the paper regime's tau sweep (refdpo-noreg-tau2) is read as the
     paper regime: its README describes that regime and lists each claim's verdict beside the early
@@ -443,8 +503,9 @@ def test_a_paper_regime_report_shows_both_regimes_verdicts(store_copy, tmp_path)
     papers = [(c.where, c.paper) for c in check_claims(store_copy)[:2]]
     results = tmp_path / "results"
     (results / "early-regime").mkdir(parents=True)
-    pd.DataFrame([{"where": w, "paper": p, "verdict": v} for (w, p), v in zip(papers, ("contradicted", "holds"))]).to_csv(
-        results / "early-regime" / "claims.csv", index=False)
+    pd.DataFrame(
+        [{"where": w, "paper": p, "verdict": v} for (w, p), v in zip(papers, ("contradicted", "holds"))]
+    ).to_csv(results / "early-regime" / "claims.csv", index=False)
     write_report(store_copy, results, untestable=[(papers[1][0], papers[1][1][:20])])
     readme = (results / "README.md").read_text()
     assert "the paper's regime" in readme and "## Verdicts in both regimes" in readme

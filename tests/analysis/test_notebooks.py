@@ -24,8 +24,19 @@ nbclient = pytest.importorskip("nbclient")
 FOLDER = Path(__file__).resolve().parents[2] / "notebooks"
 RESULTS = FOLDER.parent / "results"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
-EXPECTED = {"fig1b_kl", "fig1c_divergence_vs_score", "fig2_timestep", "fig4_tau", "fig5_divergence_by_timestep",
-            "table1_winrates", "table3_exploration", "table4_timestep_aware", "claims", "fig3_samples", "rectified_flow"}
+EXPECTED = {
+    "fig1b_kl",
+    "fig1c_divergence_vs_score",
+    "fig2_timestep",
+    "fig4_tau",
+    "fig5_divergence_by_timestep",
+    "table1_winrates",
+    "table3_exploration",
+    "table4_timestep_aware",
+    "claims",
+    "fig3_samples",
+    "rectified_flow",
+}
 REBUILD = "run python notebooks/build_notebooks.py"
 
 
@@ -79,8 +90,12 @@ def test_committed_outputs_are_the_committed_results():
         cell = [c for c in nbformat.read(FOLDER / f"{name}.ipynb", as_version=4).cells if c.cell_type == "code"][-1]
         return _shown(cell, "text/markdown")[0].strip()
 
-    for notebook, table in [("table1_winrates", "table1.md"), ("table3_exploration", "table3.md"),
-                            ("table4_timestep_aware", "table4.md"), ("fig2_timestep", "timestep_analysis.md")]:
+    for notebook, table in [
+        ("table1_winrates", "table1.md"),
+        ("table3_exploration", "table3.md"),
+        ("table4_timestep_aware", "table4.md"),
+        ("fig2_timestep", "timestep_analysis.md"),
+    ]:
         assert last_markdown(notebook) == (RESULTS / table).read_text().strip(), f"{notebook}: {REBUILD}"
     verdicts = pd.read_csv(RESULTS / "claims.csv")["verdict"]
     rows = last_markdown("claims").splitlines()[2:]  # after the header and its rule
@@ -97,8 +112,9 @@ def kernel(synthetic_store, tmp_path_factory):
     env = {**os.environ, "REFBENCH_DB": str(synthetic_store), "HF_HUB_OFFLINE": "1"}
     env.pop("MPLBACKEND", None)  # the kernel chooses its own (inline), as in Jupyter
     cwd = tmp_path_factory.mktemp("notebook-cwd")
-    client = nbclient.NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3", timeout=120,
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        nbformat.v4.new_notebook(), kernel_name="python3", timeout=120, resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute(cleanup_kc=False, env=env)  # starts the kernel (an empty notebook)
     yield client
     if client.km is not None:

@@ -18,4 +18,8 @@ def test_report_rewrites_the_results_from_the_store_without_its_data(synthetic_s
     assert "recomputed from the stored runs" in readme and "after Holm's adjustment" in readme
     assert (results / "claims.csv").is_file() and (results / "table1.md").is_file() and not (results / "data").exists()
     code, _, err = refbench(monkeypatch, capsys, "report", "--world", "mars", "--db", str(db))
-    assert code != 0 and err == "error: --world must be one of toy, toy-flow and --regime one of paper, early; got 'mars' and 'paper'"
+    assert (
+        code != 0
+        and err
+        == "error: --world must be one of toy, toy-flow and --regime one of paper, early; got 'mars' and 'paper'"
+    )

@@ -21,10 +21,27 @@ def add_run(store, run, values, *, with_run_row=True, extra_seed=False):
         store.upsert("runs", [{"name": run, "method": "diff-dpo", "status": "finished", "seed": 0}])
     keys = [(PROMPTS[0], 0), (PROMPTS[1], 0)] + ([(PROMPTS[0], 1)] if extra_seed else [])
     values = list(values) + ([0.99] if extra_seed else [])
-    store.upsert("samples", [{"sample_id": sample_id(run, "toy-test", p, s), "run": run, "prompt_set": "toy-test",
-                              "prompt": p, "seed": s, "image_path": "x.png"} for p, s in keys])
-    store.upsert("scores", [{"sample_id": sample_id(run, "toy-test", p, s), "metric": "human", "value": v}
-                            for (p, s), v in zip(keys, values)])
+    store.upsert(
+        "samples",
+        [
+            {
+                "sample_id": sample_id(run, "toy-test", p, s),
+                "run": run,
+                "prompt_set": "toy-test",
+                "prompt": p,
+                "seed": s,
+                "image_path": "x.png",
+            }
+            for p, s in keys
+        ],
+    )
+    store.upsert(
+        "scores",
+        [
+            {"sample_id": sample_id(run, "toy-test", p, s), "metric": "human", "value": v}
+            for (p, s), v in zip(keys, values)
+        ],
+    )
 
 
 @pytest.fixture
@@ -126,8 +143,16 @@ def test_plot_samples_grid_is_one_row_per_prompt_and_seed_and_one_column_per_run
             path = tmp_path / run / f"{index}.png"
             path.parent.mkdir(exist_ok=True)
             Image.fromarray(np.full((16, 16, 3), level, dtype=np.uint8)).save(path)
-            rows.append({"sample_id": sample_id(run, "toy-test", prompt, seed), "run": run, "prompt_set": "toy-test",
-                         "prompt": prompt, "seed": seed, "image_path": str(path)})
+            rows.append(
+                {
+                    "sample_id": sample_id(run, "toy-test", prompt, seed),
+                    "run": run,
+                    "prompt_set": "toy-test",
+                    "prompt": prompt,
+                    "seed": seed,
+                    "image_path": str(path),
+                }
+            )
         store.upsert("samples", rows)
     figure = figures.plot_samples(store, ["x", "y"], num=2, out=tmp_path / "grid.png")
     axes = figure.axes
@@ -152,8 +177,17 @@ def test_a_no_effect_claim_is_an_equivalence_test():
 
     def interval(effect, se, low=None, high=None):
         half = 2.228 * se
-        return Interval(effect, effect - half if low is None else low, effect + half if high is None else high, se, 10,
-                        float("nan"), 3, 84, "test")
+        return Interval(
+            effect,
+            effect - half if low is None else low,
+            effect + half if high is None else high,
+            se,
+            10,
+            float("nan"),
+            3,
+            84,
+            "test",
+        )
 
     margin = _Equivalent(0.010)
     inside, unsure, beyond = interval(0.002, 0.002), interval(0.008, 0.004), interval(0.030, 0.0045, 0.020, 0.040)

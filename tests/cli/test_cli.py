@@ -48,7 +48,10 @@ def test_default_db_is_runs_refbench_duckdb_and_the_old_default_is_named(tmp_pat
     assert str(DB_OPTION.default) == "runs/refbench.duckdb"
     result = refbench("runs", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: no store at runs/refbench.duckdb; train a run first, or pass --db with an existing store"
+    assert (
+        result.stderr.strip()
+        == "error: no store at runs/refbench.duckdb; train a run first, or pass --db with an existing store"
+    )
     Store(tmp_path / "results" / "refbench.duckdb")
     result = refbench("runs", cwd=tmp_path)
     assert result.returncode == 2 and "an earlier refbench kept its store at results/refbench.duckdb" in result.stderr
@@ -87,12 +90,23 @@ def test_locked_database_from_the_cli(tmp_path):
     db = tmp_path / "x.duckdb"
     Store(db)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('on', flush=True); time.sleep(30)", str(db)],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('on', flush=True); time.sleep(30)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "on"
         result = refbench("runs", "--db", str(db))
-        assert result.returncode == 2 and "is locked by another process" in result.stderr and "Traceback" not in result.stderr
+        assert (
+            result.returncode == 2
+            and "is locked by another process" in result.stderr
+            and "Traceback" not in result.stderr
+        )
     finally:
         holder.kill()
         holder.wait()

@@ -6,13 +6,17 @@ import subprocess
 import sys
 
 import pytest
-
-from reward_helpers import tiny_hf_clip as _tiny_hf_clip, tiny_open_clip as _tiny_open_clip
+from reward_helpers import tiny_hf_clip as _tiny_hf_clip
+from reward_helpers import tiny_open_clip as _tiny_open_clip
 
 
 def doctor(*metrics):
-    return subprocess.run([sys.executable, "-m", "refbench", "doctor", *metrics], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "refbench", "doctor", *metrics],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.mark.slow
@@ -20,8 +24,12 @@ def test_doctor_is_offline_unless_asked(tmp_path):
     """Without HF_HUB_OFFLINE in the environment (and an empty hub cache), a model named by hub id
     fails at once with the offline reason, and nothing tries the hub (no retry lines)."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    result = subprocess.run([sys.executable, "-m", "refbench", "doctor", "pickscore"], capture_output=True, text=True,
-                            env={**env, "HF_HOME": str(tmp_path / "hf")})
+    result = subprocess.run(
+        [sys.executable, "-m", "refbench", "doctor", "pickscore"],
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HOME": str(tmp_path / "hf")},
+    )
     assert result.returncode == 2
     assert "HF_HUB_OFFLINE is set" in result.stdout
     assert "retry" not in (result.stdout + result.stderr).lower()
@@ -93,20 +101,41 @@ def test_every_score_records_its_checkpoint_and_another_one_is_refused(tmp_path)
     for index in range(3):
         path = tmp_path / f"sample{index}.png"
         Image.fromarray(np.full((16, 16, 3), 40 * index, dtype=np.uint8)).save(path)
-        rows.append({"sample_id": f"s{index}", "run": "r", "prompt_set": "toy-test", "prompt": f"a red circle {index}",
-                     "seed": 0, "image_path": str(path), "guidance_scale": 3.0, "num_steps": 2, "created_at": None})
+        rows.append(
+            {
+                "sample_id": f"s{index}",
+                "run": "r",
+                "prompt_set": "toy-test",
+                "prompt": f"a red circle {index}",
+                "seed": 0,
+                "image_path": str(path),
+                "guidance_scale": 3.0,
+                "num_steps": 2,
+                "created_at": None,
+            }
+        )
     store.upsert("samples", rows)
-    assert score("r", metrics=f"pickscore={tmp_path / 'pickscore'}", db=tmp_path / "db.duckdb", progress=False) == {"pickscore": 3}
+    assert score("r", metrics=f"pickscore={tmp_path / 'pickscore'}", db=tmp_path / "db.duckdb", progress=False) == {
+        "pickscore": 3
+    }
     recorded = store.query("SELECT metric, source, weights_sha256, size_bytes FROM metric_sources")
-    assert recorded.to_dict("records") == [{"metric": "pickscore", "source": str(tmp_path / "pickscore"),
-                                            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-                                            "size_bytes": weights.stat().st_size}]
+    assert recorded.to_dict("records") == [
+        {
+            "metric": "pickscore",
+            "source": str(tmp_path / "pickscore"),
+            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "size_bytes": weights.stat().st_size,
+        }
+    ]
     import torch
 
     torch.manual_seed(123)  # other random weights: another checkpoint
     _tiny_hf_clip(tmp_path / "other")
-    with pytest.raises(RefbenchError, match=r"pickscore scores in .* come from .*pickscore \(sha256 [0-9a-f]{12}\), not "
-                                            r".*other \(sha256 [0-9a-f]{12}\)"):
+    with pytest.raises(
+        RefbenchError,
+        match=r"pickscore scores in .* come from .*pickscore \(sha256 [0-9a-f]{12}\), not "
+        r".*other \(sha256 [0-9a-f]{12}\)",
+    ):
         score("r", metrics=f"pickscore={tmp_path / 'other'}", db=tmp_path / "db.duckdb", progress=False)
 
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch_helpers import accelerate_launch
 
 from refbench.store import Store
-from launch_helpers import accelerate_launch
 
 
 def refbench(*args):
@@ -19,12 +19,36 @@ def refbench(*args):
 def test_generate_score_winrate_and_rerun_skips(tmp_path):
     db, out = str(tmp_path / "db.duckdb"), str(tmp_path / "runs")
     common = ["--db", db, "--out", out]
-    result = refbench("generate", "base", "--prompts", "toy-test", "--num-prompts", "3", "--seeds", "2", "--steps", "5",
-                      "--no-progress", *common)
+    result = refbench(
+        "generate",
+        "base",
+        "--prompts",
+        "toy-test",
+        "--num-prompts",
+        "3",
+        "--seeds",
+        "2",
+        "--steps",
+        "5",
+        "--no-progress",
+        *common,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "6 images generated, 0 already there" in result.stdout
-    again = refbench("generate", "base", "--prompts", "toy-test", "--num-prompts", "3", "--seeds", "2", "--steps", "5",
-                     "--no-progress", *common)
+    again = refbench(
+        "generate",
+        "base",
+        "--prompts",
+        "toy-test",
+        "--num-prompts",
+        "3",
+        "--seeds",
+        "2",
+        "--steps",
+        "5",
+        "--no-progress",
+        *common,
+    )
     assert "0 images generated, 6 already there" in again.stdout
     result = refbench("score", "base", "--metrics", "all", "--db", db, "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -34,7 +58,9 @@ def test_generate_score_winrate_and_rerun_skips(tmp_path):
     rescore = refbench("score", "base", "--metrics", "human", "--db", db, "--no-progress")
     assert "human: 0 new" in rescore.stdout
     # A model against itself on the same (prompt, seed) pairs: identical images, all ties, 50%.
-    result = refbench("winrate", "base", "--baseline", "base", "--num-prompts", "3", "--seeds", "2", "--format", "json", *common)
+    result = refbench(
+        "winrate", "base", "--baseline", "base", "--num-prompts", "3", "--seeds", "2", "--format", "json", *common
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)
     assert [r["metric"] for r in rows] == ["human", "colour", "count", "shape", "aesthetic"]
@@ -62,15 +88,46 @@ def test_two_processes_split_generation(tmp_path):
     from PIL import Image
 
     common = ["--prompts", "toy-test", "--num-prompts", "4", "--steps", "4", "--no-progress"]
-    result = subprocess.run([*accelerate_launch(2),
-                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "generate", "base",
-                             *common, "--db", str(tmp_path / "two.duckdb"), "--out", str(tmp_path / "two")],
-                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            *accelerate_launch(2),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "refbench",
+            "generate",
+            "base",
+            *common,
+            "--db",
+            str(tmp_path / "two.duckdb"),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("4 images generated") == 1
-    single = subprocess.run([sys.executable, "-m", "refbench", "generate", "base", *common, "--db", str(tmp_path / "one.duckdb"),
-                             "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # same thread count: same float rounding
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "generate",
+            "base",
+            *common,
+            "--db",
+            str(tmp_path / "one.duckdb"),
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # same thread count: same float rounding
     assert single.returncode == 0
     two = Store(tmp_path / "two.duckdb").query("select prompt, seed, image_path from samples order by prompt, seed")
     one = Store(tmp_path / "one.duckdb").query("select prompt, seed, image_path from samples order by prompt, seed")
@@ -95,9 +152,12 @@ def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_
     score("base", metrics="human", db=db, progress=False)
     store = Store(db)
     old_images = set(store.query("select image_path from samples")["image_path"])
-    for attempt in (lambda: generate("base", num_prompts=3, **common),
-                    lambda: compute_winrates("base", "base", db=db, out_root=out, num_prompts=3, auto=True,
-                                             metrics=["human"], progress=False)):
+    for attempt in (
+        lambda: generate("base", num_prompts=3, **common),
+        lambda: compute_winrates(
+            "base", "base", db=db, out_root=out, num_prompts=3, auto=True, metrics=["human"], progress=False
+        ),
+    ):
         try:
             attempt()
             raise AssertionError("a 50-step top-up of 2-step samples was not refused")
@@ -107,9 +167,27 @@ def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_
         assert "--regenerate" in message and "\n" not in message
         assert len(store.query("select * from samples")) == 2
     assert generate("base", num_prompts=3, steps=2, **common)["generated"] == 1
-    result = subprocess.run([sys.executable, "-m", "refbench", "generate", "base", "--num-prompts", "3", "--steps", "3",
-                             "--regenerate", "--no-progress", "--db", str(db), "--out", str(out)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "generate",
+            "base",
+            "--num-prompts",
+            "3",
+            "--steps",
+            "3",
+            "--regenerate",
+            "--no-progress",
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 images generated, 0 already there" in result.stdout
     rows = store.query("select num_steps, image_path from samples")

@@ -15,13 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reward_helpers import IR_MED, IR_VISION, hand_rename, original_imagereward_keys, tiny_imagereward
 
 from refbench.evaluation import metrics
 from refbench.evaluation.metrics import MetricLoadError, get_metric, weights_files
-from reward_helpers import IR_MED, IR_VISION, hand_rename, original_imagereward_keys, tiny_imagereward
 
-PROMPTS = ["two red circles on a blue background", "one green square", "three yellow triangles",
-           "two blue squares on a white background", "a red triangle"]
+PROMPTS = [
+    "two red circles on a blue background",
+    "one green square",
+    "three yellow triangles",
+    "two blue squares on a white background",
+    "a red triangle",
+]
 
 
 @pytest.fixture(scope="module")
@@ -62,35 +67,54 @@ def test_head_and_normalisation_by_hand() -> None:
     model = build_model(IR_VISION, IR_MED).eval()
     layers = model.head.layers
     with torch.no_grad():
-        for index, (weight, bias) in {0: (0.01, 0.0), 2: (1 / 1024, 0.1), 4: (1 / 128, 0.0), 6: (1 / 64, 0.0),
-                                      7: (0.5, -0.08)}.items():
+        for index, (weight, bias) in {
+            0: (0.01, 0.0),
+            2: (1 / 1024, 0.1),
+            4: (1 / 128, 0.0),
+            6: (1 / 64, 0.0),
+            7: (0.5, -0.08),
+        }.items():
             layers[index].weight.fill_(weight)
             layers[index].bias.fill_(bias)
     model.features = lambda pix, ids, mask: torch.ones(2, 16)  # the encoders are checked elsewhere
     with torch.no_grad():
         out = model(None, None, None)
     np.testing.assert_allclose(out.numpy(), [1.773692361242785] * 2, rtol=1e-5)  # float32 weights
-    assert [type(m).__name__ for m in layers] == ["Linear", "Dropout", "Linear", "Dropout", "Linear", "Dropout",
-                                                  "Linear", "Linear"]
+    assert [type(m).__name__ for m in layers] == [
+        "Linear",
+        "Dropout",
+        "Linear",
+        "Dropout",
+        "Linear",
+        "Dropout",
+        "Linear",
+        "Linear",
+    ]
 
 
-@pytest.mark.parametrize("original, port", [
-    ("blip.visual_encoder.cls_token", "vision.embeddings.class_embedding"),
-    ("blip.visual_encoder.pos_embed", "vision.embeddings.position_embedding"),
-    ("blip.visual_encoder.patch_embed.proj.weight", "vision.embeddings.patch_embedding.weight"),
-    ("blip.visual_encoder.blocks.23.norm1.bias", "vision.encoder.layers.23.layer_norm1.bias"),
-    ("blip.visual_encoder.blocks.0.attn.qkv.weight", "vision.encoder.layers.0.self_attn.qkv.weight"),
-    ("blip.visual_encoder.blocks.7.attn.proj.weight", "vision.encoder.layers.7.self_attn.projection.weight"),
-    ("blip.visual_encoder.blocks.1.mlp.fc2.bias", "vision.encoder.layers.1.mlp.fc2.bias"),
-    ("blip.visual_encoder.norm.weight", "vision.post_layernorm.weight"),
-    ("blip.text_encoder.encoder.layer.11.crossattention.self.key.weight",
-     "text.encoder.layer.11.crossattention.self.key.weight"),
-    ("blip.text_encoder.embeddings.word_embeddings.weight", "text.embeddings.word_embeddings.weight"),
-    ("mlp.layers.7.bias", "head.layers.7.bias"),
-    ("module.mlp.layers.0.weight", "head.layers.0.weight"),  # saved from DistributedDataParallel
-    ("blip.vision_proj.weight", None), ("blip.text_proj.bias", None),  # BLIP's, unused by the score
-    ("blip.text_encoder.embeddings.position_ids", None),  # a buffer the port rebuilds
-])
+@pytest.mark.parametrize(
+    "original, port",
+    [
+        ("blip.visual_encoder.cls_token", "vision.embeddings.class_embedding"),
+        ("blip.visual_encoder.pos_embed", "vision.embeddings.position_embedding"),
+        ("blip.visual_encoder.patch_embed.proj.weight", "vision.embeddings.patch_embedding.weight"),
+        ("blip.visual_encoder.blocks.23.norm1.bias", "vision.encoder.layers.23.layer_norm1.bias"),
+        ("blip.visual_encoder.blocks.0.attn.qkv.weight", "vision.encoder.layers.0.self_attn.qkv.weight"),
+        ("blip.visual_encoder.blocks.7.attn.proj.weight", "vision.encoder.layers.7.self_attn.projection.weight"),
+        ("blip.visual_encoder.blocks.1.mlp.fc2.bias", "vision.encoder.layers.1.mlp.fc2.bias"),
+        ("blip.visual_encoder.norm.weight", "vision.post_layernorm.weight"),
+        (
+            "blip.text_encoder.encoder.layer.11.crossattention.self.key.weight",
+            "text.encoder.layer.11.crossattention.self.key.weight",
+        ),
+        ("blip.text_encoder.embeddings.word_embeddings.weight", "text.embeddings.word_embeddings.weight"),
+        ("mlp.layers.7.bias", "head.layers.7.bias"),
+        ("module.mlp.layers.0.weight", "head.layers.0.weight"),  # saved from DistributedDataParallel
+        ("blip.vision_proj.weight", None),
+        ("blip.text_proj.bias", None),  # BLIP's, unused by the score
+        ("blip.text_encoder.embeddings.position_ids", None),  # a buffer the port rebuilds
+    ],
+)
 def test_key_mapping(original: str, port: str | None) -> None:
     from refbench.evaluation.rewards._blip import map_key
 
@@ -118,11 +142,24 @@ def test_default_architecture_is_vit_l16_and_bert_base() -> None:
     from refbench.evaluation.rewards._blip import text_config, vision_config
 
     v = vision_config()
-    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size, v.image_size,
-            v.patch_size, v.layer_norm_eps) == (1024, 24, 16, 4096, 224, 16, 1e-6)
+    assert (
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.intermediate_size,
+        v.image_size,
+        v.patch_size,
+        v.layer_norm_eps,
+    ) == (1024, 24, 16, 4096, 224, 16, 1e-6)
     t = text_config({"encoder_width": 768}, v.hidden_size)
-    assert (t.vocab_size, t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.encoder_hidden_size,
-            t.is_decoder) == (30524, 768, 12, 12, 1024, True)
+    assert (
+        t.vocab_size,
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.num_attention_heads,
+        t.encoder_hidden_size,
+        t.is_decoder,
+    ) == (30524, 768, 12, 12, 1024, True)
 
 
 # ---- a tiny ImageReward.pt through the registry ----------------------------------------------------
@@ -139,22 +176,36 @@ def _by_hand(ckpt: Path, images: np.ndarray, prompts: list[str]) -> np.ndarray:
     from refbench.evaluation.rewards.aesthetic import build_mlp
 
     state = {hand_rename(k): v for k, v in torch.load(ckpt, weights_only=True).items() if hand_rename(k)}
-    vision, text, head = BlipVisionModel(vision_config(IR_VISION)), BlipTextModel(text_config(IR_MED, 32), False), build_mlp(16)
+    vision, text, head = (
+        BlipVisionModel(vision_config(IR_VISION)),
+        BlipTextModel(text_config(IR_MED, 32), False),
+        build_mlp(16),
+    )
     for prefix, module in (("vision.", vision), ("text.", text), ("head.", head)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         module.eval()
     pix = []
     for img in images:  # short side to 32 (bicubic), centre crop, CLIP mean/std
         pil = F.resize(Image.fromarray(img), 32, interpolation=F.InterpolationMode.BICUBIC)
-        pix.append(F.normalize(F.to_tensor(F.center_crop(pil, 32)), (0.48145466, 0.4578275, 0.40821073),
-                               (0.26862954, 0.26130258, 0.27577711)))
-    tok = BertTokenizer.from_pretrained(ckpt.parent / "tokenizer")(prompts, padding="max_length", max_length=35,
-                                                                   truncation=True, return_tensors="pt")
+        pix.append(
+            F.normalize(
+                F.to_tensor(F.center_crop(pil, 32)),
+                (0.48145466, 0.4578275, 0.40821073),
+                (0.26862954, 0.26130258, 0.27577711),
+            )
+        )
+    tok = BertTokenizer.from_pretrained(ckpt.parent / "tokenizer")(
+        prompts, padding="max_length", max_length=35, truncation=True, return_tensors="pt"
+    )
     assert tok["input_ids"].shape == (len(prompts), 35)
     with torch.no_grad():
         img = vision(pixel_values=torch.stack(pix)).last_hidden_state
-        cls = text(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], encoder_hidden_states=img,
-                   encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long)).last_hidden_state[:, 0]
+        cls = text(
+            input_ids=tok["input_ids"],
+            attention_mask=tok["attention_mask"],
+            encoder_hidden_states=img,
+            encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long),
+        ).last_hidden_state[:, 0]
         raw = head.layers(cls).squeeze(-1)
     return ((raw - MEAN) / STD).numpy()
 

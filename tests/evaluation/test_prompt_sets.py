@@ -40,8 +40,14 @@ def test_unknown_name_one_line() -> None:
     assert isinstance(err.value, RefbenchError)
 
 
-@pytest.mark.parametrize("name,repo", [("pickapic-test", "yuvalkirstain/pickapic_v2"), ("hpdv2", "zhwang/HPDv2"),
-                                       ("partiprompts", "nateraw/parti-prompts")])
+@pytest.mark.parametrize(
+    "name,repo",
+    [
+        ("pickapic-test", "yuvalkirstain/pickapic_v2"),
+        ("hpdv2", "zhwang/HPDv2"),
+        ("partiprompts", "nateraw/parti-prompts"),
+    ],
+)
 def test_offline_hub_one_line(name: str, repo: str) -> None:
     with pytest.raises(PromptSetError) as err:
         load_prompt_set(name)
@@ -149,8 +155,12 @@ def test_hpdv2_single_files(tmp_path: Path) -> None:
 
 
 def test_partiprompts_tsv(tmp_path: Path) -> None:
-    rows = [("bond", "Abstract", "Basic", ""), ('A sign that says "Hello World"', "Text", "Writing", ""),
-            ("bond", "Abstract", "Basic", "repeated"), ("a photo of a cat, 4k", "Animals", "Basic", "")]
+    rows = [
+        ("bond", "Abstract", "Basic", ""),
+        ('A sign that says "Hello World"', "Text", "Writing", ""),
+        ("bond", "Abstract", "Basic", "repeated"),
+        ("a photo of a cat, 4k", "Animals", "Basic", ""),
+    ]
     tsv = tmp_path / "PartiPrompts.tsv"
     tsv.write_text("Prompt\tCategory\tChallenge\tNote\n" + "".join("\t".join(r) + "\n" for r in rows))
     assert load_prompt_set("partiprompts", tsv) == [r[0] for r in rows]  # order kept, no dedup

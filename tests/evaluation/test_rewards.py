@@ -11,22 +11,25 @@ ImageReward's port has its own file, test_imagereward.py.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from reward_helpers import TINY_OPEN_CLIP, tiny_aesthetic, tiny_hf_clip, tiny_open_clip
 
 from refbench.evaluation import metrics
 from refbench.evaluation.metrics import MetricLoadError, get_metric, list_metrics, register_loader
-from reward_helpers import TINY_OPEN_CLIP, tiny_aesthetic, tiny_hf_clip, tiny_open_clip
 
 REWARDS = ("clip", "hpsv2", "imagereward", "laion-aesthetic", "pickscore")
-PROMPTS = ["two red circles on a blue background", "one green square on a white background",
-           "three yellow triangles on a black background", "one purple circle on a gray background",
-           "two cyan squares on a green background"]
+PROMPTS = [
+    "two red circles on a blue background",
+    "one green square on a white background",
+    "three yellow triangles on a black background",
+    "one purple circle on a gray background",
+    "two cyan squares on a green background",
+]
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +133,10 @@ def test_bad_names_one_line(bad: str) -> None:
 
 @pytest.mark.slow
 def test_import_stays_cheap() -> None:
-    code = ("import sys, refbench.evaluation.metrics as m; m.list_metrics(); m.get_metric('pickscore=/x'); "
-            "print(sorted(k for k in ('torch', 'transformers', 'open_clip') if k in sys.modules))")
+    code = (
+        "import sys, refbench.evaluation.metrics as m; m.list_metrics(); m.get_metric('pickscore=/x'); "
+        "print(sorted(k for k in ('torch', 'transformers', 'open_clip') if k in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -168,8 +173,9 @@ def test_missing_local_path_one_line(name: str, tmp_path: Path, images: np.ndarr
 
 
 @pytest.mark.parametrize("name", REWARDS)
-def test_relative_path_tried_as_hub_id_too(name: str, tmp_path: Path, images: np.ndarray,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_path_tried_as_hub_id_too(
+    name: str, tmp_path: Path, images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``models/typo.pt`` (no such file here) could be a hub repo: both tries are named, in one line."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(MetricLoadError) as err:
@@ -258,7 +264,9 @@ def test_laion_aesthetic_tiny(aesthetic_dir: Path, images: np.ndarray, monkeypat
     clip = CLIPModel.from_pretrained(aesthetic_dir / "clip").eval()
     proc = CLIPImageProcessor.from_pretrained(aesthetic_dir / "clip")
     with torch.no_grad():
-        emb = pooled(clip.get_image_features(pixel_values=proc(images=to_pil(images), return_tensors="pt")["pixel_values"]))
+        emb = pooled(
+            clip.get_image_features(pixel_values=proc(images=to_pil(images), return_tensors="pt")["pixel_values"])
+        )
     x = (emb / emb.norm(dim=-1, keepdim=True)).numpy().astype(np.float64)
     state = torch.load(aesthetic_dir / MLP_FILE, weights_only=True)
     assert sorted(state) == sorted(f"layers.{i}.{p}" for i in (0, 2, 4, 6, 7) for p in ("weight", "bias"))

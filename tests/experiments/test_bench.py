@@ -8,8 +8,14 @@ import sys
 
 import pytest
 
-TOP_LEVEL = ("refdpo_over_diffdpo_step", "diffdpo_over_bare_step", "logging_overhead", "refdpo_over_diffdpo_memory",
-             "cached_over_uncached_step", "analysis_over_bare_forward")
+TOP_LEVEL = (
+    "refdpo_over_diffdpo_step",
+    "diffdpo_over_bare_step",
+    "logging_overhead",
+    "refdpo_over_diffdpo_memory",
+    "cached_over_uncached_step",
+    "analysis_over_bare_forward",
+)
 
 
 def positive(value) -> bool:
@@ -22,7 +28,8 @@ def result(tmp_path_factory):
     one repetition, 1 pair per toy step, 2 validation pairs for the timestep analysis."""
     from accelerate import Accelerator
 
-    from refbench.bench import common, memory as bench_memory, report, timing
+    from refbench.bench import common, report, timing
+    from refbench.bench import memory as bench_memory
 
     root = tmp_path_factory.mktemp("bench")
     saved = common.MIN_BLOCK_STEPS, dict(timing.ANALYSIS_PAIRS)
@@ -49,13 +56,21 @@ def test_every_ratio_is_there_and_positive(result):
             assert result["worlds"]["toy"]["analysis"]["skipped"]
             continue
         assert positive(result[key]), (key, result[key])
-    assert set(result["targets"]) >= {"refdpo_over_diffdpo_step", "diffdpo_over_bare_step", "logging_overhead",
-                                      "memory_extra_over_weights_full", "memory_ratio_lora", "analysis_over_bare_forward"}
+    assert set(result["targets"]) >= {
+        "refdpo_over_diffdpo_step",
+        "diffdpo_over_bare_step",
+        "logging_overhead",
+        "memory_extra_over_weights_full",
+        "memory_ratio_lora",
+        "analysis_over_bare_forward",
+    }
 
 
 def test_raw_medians_and_memory_rows(result):
-    for world, cases in (("toy", ("bare", "diff-dpo", "refdpo", "refdpo+log")),
-                         ("sd15-tiny", ("bare", "diff-dpo", "refdpo", "refdpo-uncached"))):
+    for world, cases in (
+        ("toy", ("bare", "diff-dpo", "refdpo", "refdpo+log")),
+        ("sd15-tiny", ("bare", "diff-dpo", "refdpo", "refdpo-uncached")),
+    ):
         for case in cases:
             assert positive(result["medians"][f"{world}/{case}"]), (world, case)
         assert result["worlds"][world]["syncs_during_bench"] >= 1

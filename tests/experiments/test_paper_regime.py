@@ -32,8 +32,17 @@ def test_paper_regime_tunes_then_trains_with_the_choice(tmp_path, monkeypatch):
     untestable = ("Table 1", "Ours beats Diffusion-DPO")
     monkeypatch.setattr(rule, "NEEDS_OVER_OPTIMISATION", (untestable,))
     results, db = tmp_path / "results", tmp_path / "r.duckdb"
-    summary = reproduce(results=results, db=db, out_root=tmp_path / "runs", jobs=2, seeds=1, num_prompts=2,
-                        only=["refdpo", "diff-dpo"], timestep_pairs=4, progress=False)
+    summary = reproduce(
+        results=results,
+        db=db,
+        out_root=tmp_path / "runs",
+        jobs=2,
+        seeds=1,
+        num_prompts=2,
+        only=["refdpo", "diff-dpo"],
+        timestep_pairs=4,
+        progress=False,
+    )
     assert not summary["failed"]
 
     tuning_rows = pd.read_csv(results / "tuning.csv")
@@ -52,13 +61,19 @@ def test_paper_regime_tunes_then_trains_with_the_choice(tmp_path, monkeypatch):
     assert tuned["method"]["beta"] == chosen_beta and tuned["method"]["delta"] == pytest.approx(0.5e-3)
     ours = store.get_run("refdpo-seed0")["config"]
     assert ours["training"]["seed"] == 0 and ours["data"]["max_pairs"] == rule.PAIRS
-    assert (ours["method"]["beta"], ours["method"]["tau"], ours["method"]["delta"]) == (chosen_beta, 4, pytest.approx(0.5e-3))
+    assert (ours["method"]["beta"], ours["method"]["tau"], ours["method"]["delta"]) == (
+        chosen_beta,
+        4,
+        pytest.approx(0.5e-3),
+    )
     assert store.get_run("diff-dpo-seed0")["config"]["training"]["learning_rate"] == pytest.approx(1e-4)
     validation = store.query("SELECT DISTINCT prompt_set FROM samples WHERE run LIKE 'tune-%'")["prompt_set"].tolist()
     assert validation == ["toy-val"]
 
-    keys = store.query("select run, list(prompt || seed order by prompt) as keys from samples "
-                       "where prompt_set = 'toy-test' group by run")
+    keys = store.query(
+        "select run, list(prompt || seed order by prompt) as keys from samples "
+        "where prompt_set = 'toy-test' group by run"
+    )
     assert len(keys) == 3 and len(set(map(tuple, keys["keys"]))) == 1  # 2 runs and base on the same samples
     assert store.query("select count(distinct run) as n from timestep_stats")["n"][0] == 2  # refdpo, diff-dpo
 
@@ -66,15 +81,32 @@ def test_paper_regime_tunes_then_trains_with_the_choice(tmp_path, monkeypatch):
     judged = claims[claims["paper"].str.startswith(untestable[1])].iloc[0]
     assert judged["verdict"] == "untestable in this world" and judged["measured"].startswith("refdpo vs diff-dpo")
     assert "untestable in this world" not in set(claims.loc[claims["paper"] != judged["paper"], "verdict"])
-    for name in ("README.md", "table1.md", "table3.md", "table4.md", "costs.md", "tuning.md", "fig2_timestep.png",
-                 "data/train_metrics.parquet"):
+    for name in (
+        "README.md",
+        "table1.md",
+        "table3.md",
+        "table4.md",
+        "costs.md",
+        "tuning.md",
+        "fig2_timestep.png",
+        "data/train_metrics.parquet",
+    ):
         assert (results / name).is_file(), name
 
     # Run again: every run, tuning included, is found finished; nothing is trained or added.
     tables = ("train_metrics", "samples", "scores", "timestep_stats", "runs")
     before = {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in tables}
-    again = reproduce(results=results, db=db, out_root=tmp_path / "runs", jobs=2, seeds=1, num_prompts=2,
-                      only=["refdpo", "diff-dpo"], timestep_pairs=4, progress=False)
+    again = reproduce(
+        results=results,
+        db=db,
+        out_root=tmp_path / "runs",
+        jobs=2,
+        seeds=1,
+        num_prompts=2,
+        only=["refdpo", "diff-dpo"],
+        timestep_pairs=4,
+        progress=False,
+    )
     assert not again["failed"] and set(again["outcomes"].values()) <= {"skipped", "done"}
     assert {t: store.query(f"select count(*) as n from {t}")["n"][0] for t in tables} == before
     log = (tmp_path / "runs" / "_sweep" / "tune-diff-dpo-beta2500.log").read_text()

@@ -21,15 +21,20 @@ TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "chec
 
 
 def _specs(toy_world, methods, max_steps):
-    extra = {"model": {"pretrained": str(toy_world / "base")}, "data": {"source": str(toy_world / "pairs.parquet")},
-             "training": TINY_TRAINING}
+    extra = {
+        "model": {"pretrained": str(toy_world / "base")},
+        "data": {"source": str(toy_world / "pairs.parquet")},
+        "training": TINY_TRAINING,
+    }
     return grid_specs(methods, max_steps=max_steps, extra=extra)
 
 
 def test_step_command_line_is_the_refbench_command():
     """Flags in the order given, underscores as dashes, True as a bare flag, None and False left out,
     and the run as --name for train (an argument otherwise)."""
-    generate = Step("generate", "refdpo-seed0", {"prompts": "toy-test", "num_prompts": None, "seeds": 2, "no_progress": True})
+    generate = Step(
+        "generate", "refdpo-seed0", {"prompts": "toy-test", "num_prompts": None, "seeds": 2, "no_progress": True}
+    )
     assert generate.command_line() == "refbench generate refdpo-seed0 --prompts toy-test --seeds 2 --no-progress"
     train = Step("train", "a b", {"method": "refdpo", "resume": False, "db": "x y.duckdb"})
     assert train.command_line() == "refbench train --name 'a b' --method refdpo --db 'x y.duckdb'"
@@ -54,13 +59,27 @@ def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
         db, out = tmp_path / f"j{jobs}.duckdb", tmp_path / f"runs{jobs}"
 
         def then(spec, db=db, out=out):
-            return [Step("generate", spec.name, {"prompts": "toy-test", "seeds": 1, "num_prompts": 2, "db": str(db),
-                                                 "out": str(out), "no_progress": True}),
-                    Step("score", spec.name, {"metrics": "colour,count,shape", "db": str(db), "no_progress": True})]
+            return [
+                Step(
+                    "generate",
+                    spec.name,
+                    {
+                        "prompts": "toy-test",
+                        "seeds": 1,
+                        "num_prompts": 2,
+                        "db": str(db),
+                        "out": str(out),
+                        "no_progress": True,
+                    },
+                ),
+                Step("score", spec.name, {"metrics": "colour,count,shape", "db": str(db), "no_progress": True}),
+            ]
 
         timings = {}
-        assert run_specs(specs, db=db, out_root=out, jobs=jobs, progress=False, then=then, timings=timings) == \
-            {"diff-dpo": "trained", "refdpo": "trained"}
+        assert run_specs(specs, db=db, out_root=out, jobs=jobs, progress=False, then=then, timings=timings) == {
+            "diff-dpo": "trained",
+            "refdpo": "trained",
+        }
         assert set(timings["refdpo"]) == {"train", "generate", "score", "wall"}
         assert timings["refdpo"]["wall"] >= timings["refdpo"]["train"] > 0
         stores[jobs] = Store(db)
@@ -100,10 +119,15 @@ def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(toy_world, 
     assert (outcomes["refdpo"], outcomes["sft"]) == ("trained", "trained")
     store = Store(db)
     assert store.get_run("diff-dpo")["status"] == "running"  # as a kill leaves it: resumable
-    assert run_specs(specs, db=db, out_root=out, jobs=1, progress=False) == \
-        {"diff-dpo": "trained", "refdpo": "skipped", "sft": "skipped"}
+    assert run_specs(specs, db=db, out_root=out, jobs=1, progress=False) == {
+        "diff-dpo": "trained",
+        "refdpo": "skipped",
+        "sft": "skipped",
+    }
     assert "resuming diff-dpo from step" in (out / "_sweep" / "diff-dpo.log").read_text()
-    counts = store.query("select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run")
+    counts = store.query(
+        "select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run"
+    )
     assert counts.values.tolist() == [["diff-dpo", 8, 8], ["refdpo", 8, 8], ["sft", 8, 8]]
 
 
@@ -114,14 +138,18 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
     rerun finishes it with each step once."""
     db, out = tmp_path / "db.duckdb", tmp_path / "runs"
     specs = _specs(toy_world, ["refdpo"], 40)
-    script = ("import sys; from pathlib import Path; from refbench.experiments.sweep import grid_specs, run_specs\n"
-              "from refbench.errors import RunInterrupted\n"
-              f"specs = grid_specs(['refdpo'], max_steps=40, extra={specs[0].overrides!r})\n"
-              "try:\n"
-              f"    run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)\n"
-              "except RunInterrupted as exc:\n"
-              "    print(exc, file=sys.stderr); sys.exit(130)\n")
-    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    script = (
+        "import sys; from pathlib import Path; from refbench.experiments.sweep import grid_specs, run_specs\n"
+        "from refbench.errors import RunInterrupted\n"
+        f"specs = grid_specs(['refdpo'], max_steps=40, extra={specs[0].overrides!r})\n"
+        "try:\n"
+        f"    run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)\n"
+        "except RunInterrupted as exc:\n"
+        "    print(exc, file=sys.stderr); sys.exit(130)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
     wait_for_steps(db, "refdpo", 3)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -145,8 +173,10 @@ def test_split_seconds_separates_other_and_idle_time():
     200 - 124.7 = 75.3 s."""
     from refbench.experiments.plan_costs import split_seconds
 
-    timings = {"a": {"train": 64.0, "generate": 20.0, "score": 2.0, "wall": 86.5},
-               "b": {"generate": 30.0, "score": 3.0, "timestep-analysis": 5.0, "wall": 38.2}}
+    timings = {
+        "a": {"train": 64.0, "generate": 20.0, "score": 2.0, "wall": 86.5},
+        "b": {"generate": 30.0, "score": 3.0, "timestep-analysis": 5.0, "wall": 38.2},
+    }
     costs = split_seconds(timings, {"a": 60.0, "b": 50.0}, wall=100.0, workers=2)
     assert costs["totals"] == {"training": 60.0, "sampling": 50.0, "scoring": 5.0, "analysis": 5.0}
     assert costs["other"] == pytest.approx(4.7) and costs["other_per_run"] == pytest.approx(2.35)
@@ -162,6 +192,12 @@ def test_reproduce_refuses_a_bad_worker_count_before_making_anything(tmp_path):
 
     for jobs, threads in ((0, 1), (2, 0)):
         with pytest.raises(RefbenchError, match=f"--jobs and --threads must be >= 1; got {jobs} and {threads}"):
-            reproduce(results=tmp_path / "results", db=tmp_path / "r.duckdb", out_root=tmp_path / "runs", jobs=jobs,
-                      threads=threads, seeds=1)
+            reproduce(
+                results=tmp_path / "results",
+                db=tmp_path / "r.duckdb",
+                out_root=tmp_path / "runs",
+                jobs=jobs,
+                threads=threads,
+                seeds=1,
+            )
     assert list(tmp_path.iterdir()) == []

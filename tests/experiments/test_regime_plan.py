@@ -42,10 +42,16 @@ def test_over_optimisation_needs_a_significant_drop_along_an_axis():
     """Chosen (2e-5, 128). Along the learning rate, (1e-4, 128): differences 0.01, 0.02, 0.03 (p =
     0.037 < 0.05, shown). Along the length, (2e-5, 256): differences 0.01, -0.01, 0.03, mean 0.01,
     sd 0.02, t = 0.01 / (0.02 / sqrt 3) = 0.866, p > 0.05."""
-    scores = {(2e-5, 128): [0.60, 0.61, 0.62], (1e-4, 128): [0.59, 0.59, 0.59], (2e-5, 256): [0.59, 0.62, 0.59],
-              (1e-5, 128): [0.5, 0.5, 0.5]}
+    scores = {
+        (2e-5, 128): [0.60, 0.61, 0.62],
+        (1e-4, 128): [0.59, 0.59, 0.59],
+        (2e-5, 256): [0.59, 0.62, 0.59],
+        (1e-5, 128): [0.5, 0.5, 0.5],
+    }
     out = rule.over_optimisation(scores, (2e-5, 128))
-    assert out["learning rate"]["point"] == (1e-4, 128) and out["learning rate"]["p"] == pytest.approx(0.03709, abs=1e-5)
+    assert out["learning rate"]["point"] == (1e-4, 128) and out["learning rate"]["p"] == pytest.approx(
+        0.03709, abs=1e-5
+    )
     assert out["length"]["point"] == (2e-5, 256) and out["length"]["p"] > 0.05
     assert out["shown"]
     flat = {**scores, (1e-4, 128): [0.60, 0.60, 0.62]}
@@ -57,16 +63,23 @@ def test_tuning_grids_put_the_published_default_first():
     assert [label for label, _ in grids["diff-dpo"]] == ["beta5000", "beta2500", "beta10000"]
     assert grids["dspo"][0][1] == {"method": {"beta": 0.001}}
     assert [o["training"]["learning_rate"] for _, o in grids["sft"]] == pytest.approx([5e-5, 5e-5 / 3, 1.5e-4])
-    assert [o["method"] for _, o in grids["refdpo-tau"]] == [{"tau": 4, "delta": 0.004}, {"tau": 2, "delta": 0.004},
-                                                              {"tau": 8, "delta": 0.004}]
+    assert [o["method"] for _, o in grids["refdpo-tau"]] == [
+        {"tau": 4, "delta": 0.004},
+        {"tau": 2, "delta": 0.004},
+        {"tau": 8, "delta": 0.004},
+    ]
     assert [o["method"]["delta"] for _, o in grids["refdpo-delta"]] == pytest.approx([0.004, 0.002, 0.008])
 
 
 def test_the_plan_names_are_the_paper_specs_names():
     from refbench.experiments.reproduce_plan import plan_names
 
-    tuned = {"diff-dpo": {"method": {"beta": 5000.0}}, "refdpo": {"method": {"tau": 4, "delta": 0.002}},
-             **{m: {"method": {"beta": 1.0}} for m in ("dspo", "diff-kto", "mapo")}, "sft": {"training": {"learning_rate": 1e-5}}}
+    tuned = {
+        "diff-dpo": {"method": {"beta": 5000.0}},
+        "refdpo": {"method": {"tau": 4, "delta": 0.002}},
+        **{m: {"method": {"beta": 1.0}} for m in ("dspo", "diff-kto", "mapo")},
+        "sft": {"training": {"learning_rate": 1e-5}},
+    }
     assert [s.name for s in rule.paper_specs(1e-5, 256, tuned)] == plan_names("paper")
 
 
@@ -80,14 +93,18 @@ def test_the_calibration_is_what_the_committed_curve_gives():
 
     folder = Path(__file__).resolve().parents[2] / "results" / "regime"
     decision = json.loads((folder / "decision.json").read_text())
-    assert rule.CALIBRATION == {k: decision[k] for k in ("learning_rate", "steps", "dpo_divergence", "over_optimisation_shown")}
+    assert rule.CALIBRATION == {
+        k: decision[k] for k in ("learning_rate", "steps", "dpo_divergence", "over_optimisation_shown")
+    }
     curve = pd.read_csv(folder / "curve.csv")
     runs = curve[curve["steps"] > 0]
     scores = {(lr, steps): list(g.sort_values("seed")["human"]) for (lr, steps), g in runs.groupby(["lr", "steps"])}
     assert all(len(v) == len(rule.CURVE_SEEDS) for v in scores.values())
     assert len(scores) == len(rule.CURVE_LRS) * (len(rule.CURVE_SNAPSHOTS) + 1)
     assert rule.choose_curve_point(scores) == (decision["learning_rate"], decision["steps"])
-    assert rule.over_optimisation(scores, (decision["learning_rate"], decision["steps"]))["shown"] == \
-        decision["over_optimisation_shown"]
+    assert (
+        rule.over_optimisation(scores, (decision["learning_rate"], decision["steps"]))["shown"]
+        == decision["over_optimisation_shown"]
+    )
     at = runs[(runs["lr"] == decision["learning_rate"]) & (runs["steps"] == decision["steps"])]
     assert at["div_policy"].mean() == pytest.approx(decision["dpo_divergence"])

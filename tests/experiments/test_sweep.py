@@ -9,15 +9,19 @@ import pytest
 from store_polling import wait_for_steps
 
 from refbench.errors import RefbenchError
-from refbench.store import Store
 from refbench.experiments.sweep import grid_specs, run_specs
-
+from refbench.store import Store
 
 
 def test_grid_names_runs_after_their_settings():
     """2 methods x tau {4, 16} x seed {1} = 4 runs, named method-tau-seed in that order."""
     specs = grid_specs(["refdpo", "ref-noreg"], tau=[4, 16], seed=[1], max_steps=50)
-    assert [s.name for s in specs] == ["refdpo-tau4-seed1", "refdpo-tau16-seed1", "ref-noreg-tau4-seed1", "ref-noreg-tau16-seed1"]
+    assert [s.name for s in specs] == [
+        "refdpo-tau4-seed1",
+        "refdpo-tau16-seed1",
+        "ref-noreg-tau4-seed1",
+        "ref-noreg-tau16-seed1",
+    ]
     assert specs[1].overrides == {"method": {"tau": 16}, "training": {"seed": 1, "max_steps": 50}}
     assert [s.name for s in grid_specs(["diff-dpo"], lr=[5e-05], beta=[1000.0])] == ["diff-dpo-beta1000-lr5e-05"]
     assert [s.name for s in grid_specs(["sft", "mapo"])] == ["sft", "mapo"]
@@ -36,8 +40,11 @@ TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "chec
 
 
 def _tiny_specs(toy_world, max_steps):  # noqa: F811
-    extra = {"model": {"pretrained": str(toy_world / "base")}, "data": {"source": str(toy_world / "pairs.parquet")},
-             "training": TINY_TRAINING}
+    extra = {
+        "model": {"pretrained": str(toy_world / "base")},
+        "data": {"source": str(toy_world / "pairs.parquet")},
+        "training": TINY_TRAINING,
+    }
     return grid_specs(["diff-dpo", "refdpo"], max_steps=max_steps, extra=extra)
 
 
@@ -47,7 +54,9 @@ def test_sweep_trains_then_skips(toy_world, tmp_path):  # noqa: F811
     db, out = tmp_path / "db.duckdb", tmp_path / "runs"
     assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "trained", "refdpo": "trained"}
     assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "skipped", "refdpo": "skipped"}
-    counts = Store(db).query("select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run")
+    counts = Store(db).query(
+        "select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run"
+    )
     assert counts.values.tolist() == [["diff-dpo", 3, 3], ["refdpo", 3, 3]]
 
 
@@ -57,9 +66,11 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
     finished run, resumes the other, and the store ends with each step exactly once."""
     db, out = tmp_path / "db.duckdb", tmp_path / "runs"
     specs = _tiny_specs(toy_world, 8)
-    script = ("from pathlib import Path; from refbench.experiments.sweep import grid_specs, run_specs; "
-              f"specs = grid_specs(['diff-dpo', 'refdpo'], max_steps=8, extra={specs[0].overrides!r}); "
-              f"run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)")
+    script = (
+        "from pathlib import Path; from refbench.experiments.sweep import grid_specs, run_specs; "
+        f"specs = grid_specs(['diff-dpo', 'refdpo'], max_steps=8, extra={specs[0].overrides!r}); "
+        f"run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)"
+    )
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # its own process group
     wait_for_steps(db, "refdpo", 3, still_going=lambda: process.poll() is None, every=0.5)
     os.killpg(process.pid, signal.SIGKILL)
@@ -67,7 +78,9 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
     store = Store(db)
     assert store.get_run("diff-dpo")["status"] == "finished" and store.get_run("refdpo")["status"] != "finished"
     assert run_specs(specs, db=db, out_root=out, jobs=1, progress=False) == {"diff-dpo": "skipped", "refdpo": "trained"}
-    counts = store.query("select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run")
+    counts = store.query(
+        "select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run"
+    )
     assert counts.values.tolist() == [["diff-dpo", 8, 8], ["refdpo", 8, 8]]
     assert store.get_run("refdpo")["status"] == "finished"
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from toy_helpers import config_for
 
 from refbench.method.interval_stats import interval_bounds, interval_statistics
 from refbench.store import Store
 from refbench.training.run import run_training
-from toy_helpers import config_for
 
 
 def test_interval_bounds_run_noisiest_first():
@@ -34,9 +34,17 @@ def test_interval_statistics_by_hand():
     """
     t = torch.tensor
     stats = interval_statistics(
-        interval=t([0, 1, 0, 1]), timesteps=t([7, 2, 9, 0]),
-        model_w=t([.3, .1, .5, .2]), model_l=t([.4, .2, .4, .1]), ref_w=t([.2, .1, .6, .2]), ref_l=t([.5, .3, .2, .1]),
-        init_w=t([.1, .1, .4, .3]), lambdas=torch.arange(10) / 10, num_train_timesteps=10, intervals=2)
+        interval=t([0, 1, 0, 1]),
+        timesteps=t([7, 2, 9, 0]),
+        model_w=t([0.3, 0.1, 0.5, 0.2]),
+        model_l=t([0.4, 0.2, 0.4, 0.1]),
+        ref_w=t([0.2, 0.1, 0.6, 0.2]),
+        ref_l=t([0.5, 0.3, 0.2, 0.1]),
+        init_w=t([0.1, 0.1, 0.4, 0.3]),
+        lambdas=torch.arange(10) / 10,
+        num_train_timesteps=10,
+        intervals=2,
+    )
     first, second = stats
     assert (first.bin, first.t_low, first.t_high, first.n) == (0, 5, 10, 2)
     assert (second.bin, second.t_low, second.t_high, second.n) == (1, 0, 5, 2)
@@ -50,9 +58,18 @@ def test_interval_statistics_by_hand():
 def test_interval_statistics_refuses_ragged_inputs():
     t = torch.tensor
     with pytest.raises(ValueError, match="one entry per evaluation"):
-        interval_statistics(interval=t([0, 1]), timesteps=t([1]), model_w=t([.1, .2]), model_l=t([.1, .2]),
-                            ref_w=t([.1, .2]), ref_l=t([.1, .2]), init_w=t([.1, .2]), lambdas=torch.ones(10),
-                            num_train_timesteps=10, intervals=2)
+        interval_statistics(
+            interval=t([0, 1]),
+            timesteps=t([1]),
+            model_w=t([0.1, 0.2]),
+            model_l=t([0.1, 0.2]),
+            ref_w=t([0.1, 0.2]),
+            ref_l=t([0.1, 0.2]),
+            init_w=t([0.1, 0.2]),
+            lambdas=torch.ones(10),
+            num_train_timesteps=10,
+            intervals=2,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -60,24 +77,39 @@ def trained(toy_world, tmp_path_factory):  # noqa: F811
     """diff-dpo (fixed reference) and refdpo with tau 2 over 4 steps, so its last step is a sync."""
     root = tmp_path_factory.mktemp("analysis")
     for method in ("diff-dpo", "refdpo"):
-        run_training(config_for(toy_world, method=method, max_steps=4), db=root / "db.duckdb", out_root=root / "runs",
-                     progress=False)
+        run_training(
+            config_for(toy_world, method=method, max_steps=4),
+            db=root / "db.duckdb",
+            out_root=root / "runs",
+            progress=False,
+        )
     return root
 
 
 def _analyse(trained, toy_world, run, **kwargs):  # noqa: F811
     from refbench.experiments.timestep_analysis import analyse_run
 
-    return analyse_run(run, db=trained / "db.duckdb", num_pairs=6, intervals=4, progress=False,
-                       data=str(toy_world / "pairs.parquet"), **kwargs)
+    return analyse_run(
+        run,
+        db=trained / "db.duckdb",
+        num_pairs=6,
+        intervals=4,
+        progress=False,
+        data=str(toy_world / "pairs.parquet"),
+        **kwargs,
+    )
 
 
 def test_analysis_rows_in_the_store(trained, toy_world):  # noqa: F811
     """T = 1000, K = 4: intervals [750, 1000), [500, 750), [250, 500), [0, 250), each with the 6 pairs;
     lambda(t) runs from 1 (t = 0) to 2 (t = 999), so the noisiest interval has the largest mean."""
     frame = _analyse(trained, toy_world, "diff-dpo")
-    assert frame[["bin", "t_low", "t_high", "n"]].values.tolist() == [[0, 750, 1000, 6], [1, 500, 750, 6],
-                                                                       [2, 250, 500, 6], [3, 0, 250, 6]]
+    assert frame[["bin", "t_low", "t_high", "n"]].values.tolist() == [
+        [0, 750, 1000, 6],
+        [1, 500, 750, 6],
+        [2, 250, 500, 6],
+        [3, 0, 250, 6],
+    ]
     assert frame["lambda_t"].between(1, 2).all() and frame["lambda_t"].is_monotonic_decreasing
     assert frame["accuracy"].between(0, 1).all() and (frame["loss"] > 0).all()
     stored = Store(trained / "db.duckdb").query("select * from timestep_stats where run = 'diff-dpo' order by bin")
@@ -119,12 +151,39 @@ def test_cli_prints_the_table_and_writes_a_figure(trained, toy_world, tmp_path):
     import sys
 
     figure = tmp_path / "ts.png"
-    result = subprocess.run([sys.executable, "-m", "refbench", "timestep-analysis", "diff-dpo", "--db", str(trained / "db.duckdb"),
-                             "--pairs", "4", "--intervals", "2", "--data", str(toy_world / "pairs.parquet"),
-                             "--figure", str(figure), "--format", "markdown", "--no-progress"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "timestep-analysis",
+            "diff-dpo",
+            "--db",
+            str(trained / "db.duckdb"),
+            "--pairs",
+            "4",
+            "--intervals",
+            "2",
+            "--data",
+            str(toy_world / "pairs.parquet"),
+            "--figure",
+            str(figure),
+            "--format",
+            "markdown",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "| bin | t_low | t_high | n |" in result.stdout and figure.stat().st_size > 1000
-    missing = subprocess.run([sys.executable, "-m", "refbench", "timestep-analysis", "nope", "--db", str(trained / "db.duckdb")],
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no run named 'nope'" in missing.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "refbench", "timestep-analysis", "nope", "--db", str(trained / "db.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no run named 'nope'" in missing.stderr
+    )

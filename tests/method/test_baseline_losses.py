@@ -78,7 +78,9 @@ def test_kto_known_values_and_class_weights():
     assert out.logits.tolist() == pytest.approx([1.0, 1.0])
     assert out.loss.item() == pytest.approx(0.268941, abs=1e-6)
     assert out.margin.tolist() == pytest.approx([0.2]) and out.accuracy == 1.0
-    weighted = diffusion_kto_loss(t(0.1), t(0.3), t(0.2), t(0.2), beta=10.0, desirable_weight=2.0, undesirable_weight=1.0)
+    weighted = diffusion_kto_loss(
+        t(0.1), t(0.3), t(0.2), t(0.2), beta=10.0, desirable_weight=2.0, undesirable_weight=1.0
+    )
     assert weighted.loss.item() == pytest.approx(0.403412, abs=1e-6)
 
 
@@ -100,8 +102,15 @@ def test_kto_policy_equal_to_reference_gives_half_the_class_weight():
     """Every g = 0, KL 0, z = 0: each image's loss is w * (1 - sigmoid(0)) = w / 2 (KTO's value
     function is sigmoid, so the identity gives 1/2, not log 2). Weights 1.6 / 0.4: mean 0.5."""
     errors_w, errors_l = t(0.3, 0.7), t(0.2, 0.9)
-    out = diffusion_kto_loss(errors_w, errors_l, errors_w.clone(), errors_l.clone(), beta=1000.0,
-                             desirable_weight=1.6, undesirable_weight=0.4)
+    out = diffusion_kto_loss(
+        errors_w,
+        errors_l,
+        errors_w.clone(),
+        errors_l.clone(),
+        beta=1000.0,
+        desirable_weight=1.6,
+        undesirable_weight=0.4,
+    )
     assert out.loss.item() == pytest.approx(0.5)
     assert out.margin.tolist() == [0.0, 0.0]
     losses, logits, kl = kto_image_losses(t(0.1, 0.2), t(0.1, 0.2), torch.tensor([True, False]), beta=5.0)
@@ -181,17 +190,36 @@ def test_mapo_rejects_bad_values():
 def test_presets_carry_the_published_numbers(preset):
     dspo, kto, mapo = (load_config(method=m, preset=preset).method for m in ("dspo", "diff-kto", "mapo"))
     assert (dspo.objective, dspo.reference, dspo.beta, dspo.timestep_sampler, dspo.reward_scale) == (
-        "dspo", "fixed", 0.001, "uniform", "constant")
+        "dspo",
+        "fixed",
+        0.001,
+        "uniform",
+        "constant",
+    )
     assert (kto.objective, kto.reference, kto.beta, kto.desirable_weight, kto.undesirable_weight) == (
-        "kto", "fixed", 1000.0, 1.6, 0.4)
+        "kto",
+        "fixed",
+        1000.0,
+        1.6,
+        0.4,
+    )
     assert (mapo.objective, mapo.reference, mapo.beta, mapo.mapo_snr) == ("mapo", "none", 0.1, 0.5)
     # Same budget as Diffusion-DPO on the same preset.
     assert load_config(method="mapo", preset=preset).training == load_config(method="diff-dpo", preset=preset).training
 
 
 @pytest.mark.parametrize("method", ["mapo", "sft"])
-@pytest.mark.parametrize("field, value", [("reference", "sync"), ("reference", "fixed"), ("tau", 16), ("delta", 0.01),
-                                          ("on_exceed", "reinit"), ("mixup_alpha", 0.5)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("reference", "sync"),
+        ("reference", "fixed"),
+        ("tau", 16),
+        ("delta", 0.01),
+        ("on_exceed", "reinit"),
+        ("mixup_alpha", 0.5),
+    ],
+)
 def test_reference_free_methods_refuse_reference_settings(method, field, value):
     with pytest.raises(ConfigError) as error:
         load_config(method=method, overrides={"method": {field: value}})
@@ -251,15 +279,31 @@ def train_short(worlds, tmp_path, method, preset="toy", method_overrides=None, *
     from refbench.store import Store
     from refbench.training.run import run_training
 
-    config = load_config(method=method, preset=preset, overrides={
-        "model": {"pretrained": str(worlds / preset), "resolution": 16, **model_overrides},
-        "data": {"source": str(worlds / "pairs.parquet")}, "method": method_overrides or {},
-        "training": {"max_steps": 2, "batch_size": 2, "gradient_accumulation_steps": 1, "lr_warmup_steps": 0,
-                     "learning_rate": 1e-4, "monitor_size": 2, "monitor_every": 1, "checkpoint_every": 100}})
+    config = load_config(
+        method=method,
+        preset=preset,
+        overrides={
+            "model": {"pretrained": str(worlds / preset), "resolution": 16, **model_overrides},
+            "data": {"source": str(worlds / "pairs.parquet")},
+            "method": method_overrides or {},
+            "training": {
+                "max_steps": 2,
+                "batch_size": 2,
+                "gradient_accumulation_steps": 1,
+                "lr_warmup_steps": 0,
+                "learning_rate": 1e-4,
+                "monitor_size": 2,
+                "monitor_every": 1,
+                "checkpoint_every": 100,
+            },
+        },
+    )
     run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
     store = Store(tmp_path / "db.duckdb")
-    return (store.query(f"select * from train_metrics where run = '{method}' order by step"),
-            store.query("select step, kind from ref_events order by step"))
+    return (
+        store.query(f"select * from train_metrics where run = '{method}' order by step"),
+        store.query("select step, kind from ref_events order by step"),
+    )
 
 
 @pytest.mark.parametrize("method", ["dspo", "diff-kto", "mapo"])

@@ -21,7 +21,10 @@ def test_divergence_by_bin():
     """t (0, 1, 5) with edges (0, 3, 6, 9): gaps (0.1, 0.3, -0.2) ->
     bin [0,3): mean 0.2 of 2; bin [3,6): -0.2 of 1; bin [6,9): empty -> NaN, 0."""
     means, counts = divergence_by_bin(
-        torch.tensor([0.3, 0.5, 0.1]), torch.tensor([0.2, 0.2, 0.3]), torch.tensor([0, 1, 5]), torch.tensor([0, 3, 6, 9])
+        torch.tensor([0.3, 0.5, 0.1]),
+        torch.tensor([0.2, 0.2, 0.3]),
+        torch.tensor([0, 1, 5]),
+        torch.tensor([0, 3, 6, 9]),
     )
     assert counts.tolist() == [2, 1, 0]
     assert means[0].item() == pytest.approx(0.2)

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from refbench.method.flow import (equivalent_alphas_cumprod, flow_noisy, flow_velocity, model_timesteps,
-                                  shifted_sigmas)
+from refbench.method.flow import equivalent_alphas_cumprod, flow_noisy, flow_velocity, model_timesteps, shifted_sigmas
 from refbench.method.timesteps import GammaBinnedSampler, reward_scale
 
 

@@ -64,11 +64,18 @@ def test_unequal_seeds_and_bad_input_are_refused():
         hierarchical_bootstrap([[1.0]], confidence=1.5)
 
 
-@pytest.mark.parametrize("low, high, null, expected", [
-    (0.01, 0.03, 0.0, "holds"), (-0.03, -0.01, 0.0, "contradicted"), (-0.01, 0.02, 0.0, "inconclusive"),
-    (0.0, 0.02, 0.0, "inconclusive"),  # touching no effect is not excluding it
-    (0.55, 0.70, 0.5, "holds"), (0.30, 0.45, 0.5, "contradicted"), (0.45, 0.55, 0.5, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "low, high, null, expected",
+    [
+        (0.01, 0.03, 0.0, "holds"),
+        (-0.03, -0.01, 0.0, "contradicted"),
+        (-0.01, 0.02, 0.0, "inconclusive"),
+        (0.0, 0.02, 0.0, "inconclusive"),  # touching no effect is not excluding it
+        (0.55, 0.70, 0.5, "holds"),
+        (0.30, 0.45, 0.5, "contradicted"),
+        (0.45, 0.55, 0.5, "inconclusive"),
+    ],
+)
 def test_three_verdicts(low, high, null, expected):
     assert verdict(low, high, null=null) == expected
 

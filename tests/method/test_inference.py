@@ -13,8 +13,16 @@ import math
 import numpy as np
 import pytest
 
-from refbench.method.inference import (crossed_interval, holm, minimum_detectable_effect, t_cdf, t_interval,
-                                       t_quantile, tost, two_sided_p)
+from refbench.method.inference import (
+    crossed_interval,
+    holm,
+    minimum_detectable_effect,
+    t_cdf,
+    t_interval,
+    t_quantile,
+    tost,
+    two_sided_p,
+)
 
 T2_975 = 4.302653  # 0.95 / sqrt(2 * 0.975 * 0.025)
 T3_975 = 3.182446  # textbook table

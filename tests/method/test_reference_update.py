@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from refbench.method.reference_update import Action, RefEvent, ReferenceUpdater, ReferenceUpdateRule, mix_into
+from refbench.method.reference_update import Action, ReferenceUpdater, ReferenceUpdateRule, RefEvent, mix_into
 
 
 def test_fixed_reference_never_syncs():
@@ -35,7 +35,10 @@ def test_first_sync_past_delta_freezes_and_no_sync_follows():
     assert actions == {4: Action.NONE, 8: Action.NONE, 12: Action.FREEZE}
     assert updater.frozen
     assert updater.events == [
-        RefEvent(4, "sync", 0.004), RefEvent(8, "sync", 0.009), RefEvent(12, "sync", 0.012), RefEvent(12, "freeze", 0.012)
+        RefEvent(4, "sync", 0.004),
+        RefEvent(8, "sync", 0.009),
+        RefEvent(12, "sync", 0.012),
+        RefEvent(12, "freeze", 0.012),
     ]
 
 
@@ -93,8 +96,13 @@ def test_state_round_trip():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [(dict(tau=0), "tau"), (dict(delta=0.0), "delta"), (dict(mixup_alpha=0.0), "mixup_alpha"),
-     (dict(mode="sometimes"), "mode"), (dict(on_exceed="panic"), "on_exceed")],
+    [
+        (dict(tau=0), "tau"),
+        (dict(delta=0.0), "delta"),
+        (dict(mixup_alpha=0.0), "mixup_alpha"),
+        (dict(mode="sometimes"), "mode"),
+        (dict(on_exceed="panic"), "on_exceed"),
+    ],
 )
 def test_rule_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -36,7 +36,13 @@ def test_bootstrap_interval_matches_the_normal_approximation():
 
 def test_paired_win_rate_summary():
     result = paired_win_rate("pickscore", [2.0, 3.0], [1.0, 4.0])
-    assert (result.metric, result.n, result.rate, result.mean_run, result.mean_baseline) == ("pickscore", 2, 0.5, 2.5, 2.5)
+    assert (result.metric, result.n, result.rate, result.mean_run, result.mean_baseline) == (
+        "pickscore",
+        2,
+        0.5,
+        2.5,
+        2.5,
+    )
     assert result.ci_low <= result.rate <= result.ci_high
 
 

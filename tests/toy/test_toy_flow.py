@@ -23,7 +23,9 @@ def test_committed_flow_checkpoint():
     assert type(components.transformer).__name__ == "SD3Transformer2DModel"
     assert count_parameters(components.transformer) < 2_500_000
     for name in ("config.json", "model.safetensors"):
-        assert (FLOW_CHECKPOINT / "text_encoder" / name).read_bytes() == (BASE_CHECKPOINT / "text_encoder" / name).read_bytes()
+        assert (FLOW_CHECKPOINT / "text_encoder" / name).read_bytes() == (
+            BASE_CHECKPOINT / "text_encoder" / name
+        ).read_bytes()
     assert components.noise_scheduler.config.shift == 1.0
 
 
@@ -33,8 +35,17 @@ def test_flow_pretraining_resumes_exactly_and_trains_the_transformer_only(tmp_pa
     from refbench.toy.flow_model import build_flow_components, load_flow_components
     from refbench.toy.pretrain import pretrain
 
-    kw = dict(steps=6, batch_size=2, lr=1e-3, seed=3, warmup=2, checkpoint_every=2, progress=False, world="flow",
-              offset_noise=0.0)
+    kw = dict(
+        steps=6,
+        batch_size=2,
+        lr=1e-3,
+        seed=3,
+        warmup=2,
+        checkpoint_every=2,
+        progress=False,
+        world="flow",
+        offset_noise=0.0,
+    )
     full = load_flow_components(pretrain(tmp_path / "full", **kw))
     pretrain(tmp_path / "split", stop_after=3, **kw)
     resumed = load_flow_components(pretrain(tmp_path / "split", **kw))
@@ -67,8 +78,14 @@ def test_euler_sampling_runs_from_pure_noise_to_s_zero():
     from refbench.toy.sampling import initial_noise, sample_flow_images
 
     components = load_flow_components()
-    images = sample_flow_images(components, ["one red circle on a white background"], [7], num_inference_steps=3,
-                                guidance_scale=3.0, transformer=ConstantVelocity())
+    images = sample_flow_images(
+        components,
+        ["one red circle on a white background"],
+        [7],
+        num_inference_steps=3,
+        guidance_scale=3.0,
+        transformer=ConstantVelocity(),
+    )
     x = initial_noise("one red circle on a white background", 7, (3, 16, 16)) + 0.5
     expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     assert np.abs(images[0].astype(int) - expected.astype(int)).max() <= 1
@@ -94,17 +111,34 @@ def test_toy_flow_preset_trains_samples_and_analyses(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     db, out = tmp_path / "db.duckdb", tmp_path / "runs"
     common = ["--db", str(db), "--no-progress"]
-    for args in (["train", "--preset", "toy-flow", "--max-steps", "3", "--batch-size", "2", "--tau", "1", "--out", str(out)],
-                 ["generate", "refdpo", "--prompts", "toy-test", "--num-prompts", "2", "--steps", "3", "--out", str(out)],
-                 ["timestep-analysis", "refdpo", "--against", "init", "--pairs", "4", "--intervals", "4", "--figure",
-                  str(tmp_path / "ts.png")]):
-        result = subprocess.run([sys.executable, "-m", "refbench", *args, *common], capture_output=True, text=True, env=env)
+    for args in (
+        ["train", "--preset", "toy-flow", "--max-steps", "3", "--batch-size", "2", "--tau", "1", "--out", str(out)],
+        ["generate", "refdpo", "--prompts", "toy-test", "--num-prompts", "2", "--steps", "3", "--out", str(out)],
+        [
+            "timestep-analysis",
+            "refdpo",
+            "--against",
+            "init",
+            "--pairs",
+            "4",
+            "--intervals",
+            "4",
+            "--figure",
+            str(tmp_path / "ts.png"),
+        ],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "refbench", *args, *common], capture_output=True, text=True, env=env
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     store = Store(db)
     assert store.query("select count(*) as n from ref_events where kind = 'sync'")["n"][0] == 3
     assert (out / "refdpo" / "final" / "transformer" / "config.json").is_file()
     samples = store.query("select sampler, guidance_scale from samples")
-    assert samples["sampler"].tolist() == ["toy FlowMatchEulerDiscreteScheduler"] * 2 and samples["guidance_scale"][0] == 3.0
+    assert (
+        samples["sampler"].tolist() == ["toy FlowMatchEulerDiscreteScheduler"] * 2
+        and samples["guidance_scale"][0] == 3.0
+    )
     stats = store.query("select sigma_low, sigma_high from timestep_stats order by bin")
     assert stats["sigma_high"].tolist() == pytest.approx([1.0, 0.75, 0.5, 0.25])
     assert stats["sigma_low"].tolist() == pytest.approx([0.751, 0.501, 0.251, 0.001])
@@ -121,13 +155,21 @@ def test_every_named_method_trains_on_the_flow_backend(tmp_path):
     db = tmp_path / "db.duckdb"
     for method in method_names():
         reference = {} if method in ("sft", "mapo") else {"tau": 1}
-        config = load_config(method=method, preset="toy-flow", overrides={
-            "method": reference, "data": {"max_pairs": 64},
-            "training": {"max_steps": 2, "batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0}})
+        config = load_config(
+            method=method,
+            preset="toy-flow",
+            overrides={
+                "method": reference,
+                "data": {"max_pairs": 64},
+                "training": {"max_steps": 2, "batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0},
+            },
+        )
         run_training(config, db=db, out_root=tmp_path / "runs", progress=False)
     store = Store(db)
     losses = store.query("select run, loss from train_metrics")
     assert sorted(losses["run"].unique()) == sorted(method_names())
     assert all(math.isfinite(v) for v in losses["loss"])
-    reference = store.query("select run, forward_images from run_costs where kind = 'reference'").set_index("run")["forward_images"]
+    reference = store.query("select run, forward_images from run_costs where kind = 'reference'").set_index("run")[
+        "forward_images"
+    ]
     assert reference["sft"] == 0 and reference["mapo"] == 0 and reference["dspo"] == reference["refdpo"] == 2 * 2 * 2

@@ -45,7 +45,11 @@ def test_forward_shapes(fresh):
     assert out.shape == x.shape
     cfg = fresh.noise_scheduler.config
     assert (cfg.beta_schedule, cfg.beta_start, cfg.beta_end, cfg.num_train_timesteps) == (
-        "scaled_linear", 0.00085, 0.012, 1000)
+        "scaled_linear",
+        0.00085,
+        0.012,
+        1000,
+    )
     assert cfg.prediction_type == "epsilon"
 
 
@@ -74,8 +78,14 @@ def test_tokenizer_offline_one_token_per_word(fresh):
 
 def test_save_load_round_trip(fresh, tmp_path):
     folder = save_components(fresh, tmp_path / "toy")
-    for sub in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-                "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"):
+    for sub in (
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "scheduler/scheduler_config.json",
+    ):
         assert (folder / sub).exists(), sub
     loaded = load_components(folder)
     fresh.unet.eval()

@@ -55,6 +55,7 @@ def test_unknown_metric_one_line() -> None:
 def test_register_and_duplicate() -> None:
     name = "test-constant-metric"
     try:
+
         @register_metric(name, kind="test", higher_is_better=False, description="always 1")
         def const(images: np.ndarray, prompts: list[str]) -> np.ndarray:
             return np.ones(len(images))

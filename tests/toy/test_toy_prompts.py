@@ -91,7 +91,12 @@ def test_bad_text_raises(text: str) -> None:
 
 
 def test_bad_prompt_fields_raise() -> None:
-    for args in [(0, "red", "circle", "black"), (1, "pink", "circle", "black"),
-                 (1, "red", "star", "black"), (1, "red", "circle", "navy"), (1, "blue", "circle", "blue")]:
+    for args in [
+        (0, "red", "circle", "black"),
+        (1, "pink", "circle", "black"),
+        (1, "red", "star", "black"),
+        (1, "red", "circle", "navy"),
+        (1, "blue", "circle", "blue"),
+    ]:
         with pytest.raises(ValueError):
             ToyPrompt(*args)

@@ -34,7 +34,7 @@ def test_shape_dtype_and_size() -> None:
 
 
 def test_clean_colours_in_place() -> None:
-    """"red" is (220, 40, 40) and "blue" is (40, 80, 220). Two objects sit at
+    """ "red" is (220, 40, 40) and "blue" is (40, 80, 220). Two objects sit at
     x = 8 -/+ 3.75 px = 4.25 and 11.75 on row y = 8; the circle radius is 2.5 px,
     so pixel (8, 4) (centre 8.5, 4.5) is fully inside the left circle and the
     border rows (0, 15) and the middle column (x = 8, between the circles, more
@@ -87,7 +87,12 @@ def test_attribute_corruptions() -> None:
     img = render_corrupted(P, Corruption(wrong_background=True), rng)
     assert not (np.abs(img[0].astype(int) - blue).sum(-1) < 30).any()
     # 2 - 2 = 0 would be empty, so it mirrors to 2 + 2 = 4; 2 + 5 is capped at 4
-    assert _components(render_corrupted(ToyPrompt(1, "red", "circle", "blue"), Corruption(count_delta=-1), rng), PALETTE["blue"]) == 2
+    assert (
+        _components(
+            render_corrupted(ToyPrompt(1, "red", "circle", "blue"), Corruption(count_delta=-1), rng), PALETTE["blue"]
+        )
+        == 2
+    )
     for delta, want in [(-1, 1), (1, 3), (-2, 4), (5, 4), (-3, 4)]:
         img = render_corrupted(P, Corruption(count_delta=delta), rng)
         assert _components(img, PALETTE["blue"]) == want

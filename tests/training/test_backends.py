@@ -4,8 +4,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_refbench as refbench
+
 from refbench.config import ModelConfig
 from refbench.errors import ConfigError
 from refbench.model_kinds import MODEL_KINDS
@@ -49,8 +49,10 @@ def test_t5_may_be_left_out_only_where_the_registry_says():
 
 def test_what_each_kind_declares_is_what_the_code_had_before_the_registry():
     """The numbers and folders that used to sit in tables by kind across the package."""
-    declared = {kind: (cls.flow, cls.denoiser_folder, cls.pipeline_name, cls.default_guidance, cls.analysis_pairs)
-                for kind, cls in ((k, backend_class(k)) for k in MODEL_KINDS)}
+    declared = {
+        kind: (cls.flow, cls.denoiser_folder, cls.pipeline_name, cls.default_guidance, cls.analysis_pairs)
+        for kind, cls in ((k, backend_class(k)) for k in MODEL_KINDS)
+    }
     assert declared == {
         "toy": (False, "unet", "StableDiffusionPipeline", 3.0, 256),
         "toy-flow": (True, "transformer", "StableDiffusion3Pipeline", 3.0, 256),
@@ -66,7 +68,10 @@ def test_the_toy_latent_cache_fingerprint_names_pixels_and_the_text_encoder():
     from refbench.training.backends.base import weights_digest
 
     fingerprint = backend_class("toy").encoder_fingerprint(ModelConfig())
-    assert fingerprint == {"image_encoder": "pixels", "text_encoders": weights_digest(str(BASE_CHECKPOINT), ("text_encoder",))}
+    assert fingerprint == {
+        "image_encoder": "pixels",
+        "text_encoders": weights_digest(str(BASE_CHECKPOINT), ("text_encoder",)),
+    }
 
 
 def test_full_size_is_refused_in_one_line_for_a_kind_without_one():
@@ -84,8 +89,11 @@ def test_config_list_prints_every_kind_with_what_it_is(monkeypatch, capsys):
     for kind, summary in model_kinds().items():
         assert any(line.split() and line.split()[0] == kind and line.endswith(summary) for line in lines), kind
     # and the objectives, with what the trainer runs for each (written out: sft and mapo need no reference)
-    objectives = {line.split()[0]: line for line in lines[lines.index(next(l for l in lines if l.startswith("objectives"))) + 1:]
-                  if line.startswith("  ") and not line.startswith("   ")}
+    objectives = {
+        line.split()[0]: line
+        for line in lines[lines.index(next(line for line in lines if line.startswith("objectives"))) + 1 :]
+        if line.startswith("  ") and not line.startswith("   ")
+    }
     assert {"dpo", "dspo", "kto", "mapo", "sft"} <= set(objectives)
     assert [name for name, line in objectives.items() if "[no reference]" in line] == ["mapo", "sft"]
     assert [name for name, line in objectives.items() if "[winners only]" in line] == ["sft"]
@@ -93,7 +101,11 @@ def test_config_list_prints_every_kind_with_what_it_is(monkeypatch, capsys):
 
 def test_no_code_outside_the_registry_asks_which_kind_it_has():
     """Not even about other things named ``kind``: the grep must stay clean to mean something."""
-    found = [f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
-             for path in sorted(PACKAGE.rglob("*.py")) if path not in REGISTRY
-             for number, line in enumerate(path.read_text().splitlines(), 1) if KIND_TEST.search(line)]
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path not in REGISTRY
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if KIND_TEST.search(line)
+    ]
     assert not found, "kind tests outside the backend registry:\n" + "\n".join(found)

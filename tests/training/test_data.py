@@ -24,16 +24,26 @@ def write(tmp_path, rows, name="pairs.parquet"):
 
 
 def row(caption="a cat", first=10, second=20, label=1.0):
-    return {"caption": caption, "jpg_0": png(first) if isinstance(first, int) else first,
-            "jpg_1": png(second) if isinstance(second, int) else second, "label_0": label}
+    return {
+        "caption": caption,
+        "jpg_0": png(first) if isinstance(first, int) else first,
+        "jpg_1": png(second) if isinstance(second, int) else second,
+        "label_0": label,
+    }
 
 
 def test_winner_first_and_skips_counted(tmp_path):
     """Rows: label 1 (image 0 wins), label 0 (image 1 wins), a tie, an empty caption, label 2,
     and a corrupt image. Kept: 3 pairs (the corrupt one is found on access); winners carry
     pixel values 10, 30, 50."""
-    rows = [row("a", 10, 20, 1.0), row("b", 40, 30, 0.0), row("c", 1, 2, 0.5), row("", 1, 2, 1.0),
-            row("d", 1, 2, 2.0), row("e", 50, b"\x89PNG broken", 1.0)]
+    rows = [
+        row("a", 10, 20, 1.0),
+        row("b", 40, 30, 0.0),
+        row("c", 1, 2, 0.5),
+        row("", 1, 2, 1.0),
+        row("d", 1, 2, 2.0),
+        row("e", 50, b"\x89PNG broken", 1.0),
+    ]
     pairs = PreferencePairs(open_pair_source(write(tmp_path, rows)))
     assert len(pairs) == 3
     assert pairs.skipped.as_dict() == {"empty caption": 1, "label outside {0, 0.5, 1}": 1, "tie": 1}
@@ -90,8 +100,9 @@ def test_excluded_prompts_are_skipped_before_max_pairs(tmp_path):
 
     from refbench.training.data import PreferencePairs, excluded_prompts
 
-    table = pa.table({"caption": list("abacd"), "jpg_0": [b"x"] * 5, "jpg_1": [b"y"] * 5,
-                      "label_0": [1.0, 0.0, 1.0, 1.0, 0.0]})
+    table = pa.table(
+        {"caption": list("abacd"), "jpg_0": [b"x"] * 5, "jpg_1": [b"y"] * 5, "label_0": [1.0, 0.0, 1.0, 1.0, 0.0]}
+    )
     held = tmp_path / "held.txt"
     held.write_text("a\n\n")
     pairs = PreferencePairs(table, max_pairs=2, exclude=excluded_prompts(str(held)))

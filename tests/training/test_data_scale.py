@@ -11,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from launch_helpers import accelerate_launch
 from PIL import Image
+from toy_helpers import config_for
 
 from refbench.store import Store
-from toy_helpers import config_for
-from launch_helpers import accelerate_launch
 
 
 def jpeg(value: int, size: int = 8) -> bytes:
@@ -31,9 +31,14 @@ def pick_a_pic_folder(folder: Path, rows: int, files: int, row_group: int) -> Pa
     per_file = rows // files
     for index in range(files):
         numbers = range(index * per_file, (index + 1) * per_file)
-        table = pa.table({"caption": [f"prompt {n}" for n in numbers], "jpg_0": [jpeg(n) for n in numbers],
-                          "jpg_1": [jpeg(n + 7) for n in numbers],
-                          "label_0": [0.5 if n % 10 == 0 else float(n % 2) for n in numbers]})
+        table = pa.table(
+            {
+                "caption": [f"prompt {n}" for n in numbers],
+                "jpg_0": [jpeg(n) for n in numbers],
+                "jpg_1": [jpeg(n + 7) for n in numbers],
+                "label_0": [0.5 if n % 10 == 0 else float(n % 2) for n in numbers],
+            }
+        )
         pq.write_table(table, folder / f"train-{index:05d}.parquet", row_group_size=row_group)
     return folder
 
@@ -88,8 +93,14 @@ def test_workers_do_not_change_the_batches_and_resume_stays_exact(toy_world, tmp
     def train(name, workers, steps, resume=False):
         config = config_for(toy_world, "refdpo", name=name, max_steps=steps)
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=workers))
-        run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False, resume=resume,
-                     overrides={"training": {"max_steps": steps}} if resume else None)
+        run_training(
+            config,
+            db=tmp_path / "db.duckdb",
+            out_root=tmp_path / "runs",
+            progress=False,
+            resume=resume,
+            overrides={"training": {"max_steps": steps}} if resume else None,
+        )
 
     train("w0", 0, 4)
     train("w2", 2, 4)
@@ -108,14 +119,20 @@ def test_an_unreadable_image_found_by_a_worker_is_counted_once(tmp_path):
     from refbench.training.run import run_training
 
     save_components(build_components(seed=0), tmp_path / "base")
-    rows = [{"caption": f"a red circle {n}", "jpg_0": jpeg(10 * n, 16), "jpg_1": jpeg(10 * n + 5, 16), "label_0": 1.0}
-            for n in range(8)]
+    rows = [
+        {"caption": f"a red circle {n}", "jpg_0": jpeg(10 * n, 16), "jpg_1": jpeg(10 * n + 5, 16), "label_0": 1.0}
+        for n in range(8)
+    ]
     rows[3]["jpg_1"] = b"\xff\xd8 broken"
     pq.write_table(pa.table({k: [r[k] for r in rows] for k in rows[0]}), tmp_path / "pairs.parquet")
-    config = load_config(method="diff-dpo", overrides={
-        "model": {"pretrained": str(tmp_path / "base")},
-        "data": {"source": str(tmp_path / "pairs.parquet"), "num_workers": 2},
-        "training": {"max_steps": 6, "batch_size": 4, "lr_warmup_steps": 0, "monitor_size": 2}})
+    config = load_config(
+        method="diff-dpo",
+        overrides={
+            "model": {"pretrained": str(tmp_path / "base")},
+            "data": {"source": str(tmp_path / "pairs.parquet"), "num_workers": 2},
+            "training": {"max_steps": 6, "batch_size": 4, "lr_warmup_steps": 0, "monitor_size": 2},
+        },
+    )
     run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
     message = Store(tmp_path / "db.duckdb").get_run("diff-dpo")["message"]
     assert "'unreadable image': 1" in message
@@ -132,8 +149,9 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
     store = Store(tmp_path / "db.duckdb")
     run_dir = tmp_path / "runs" / "refdpo"
     run_dir.mkdir(parents=True)
-    store.create_run("refdpo", method="refdpo", preset="toy", config={}, seed=0, run_dir=str(run_dir),
-                     git_revision=None, versions={})
+    store.create_run(
+        "refdpo", method="refdpo", preset="toy", config={}, seed=0, run_dir=str(run_dir), git_revision=None, versions={}
+    )
     store.set_run_status("refdpo", "running", "")
     with open(run_dir / ".lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,8 +159,10 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
         assert frame["status"].tolist() == ["running"] and hints == []
     frame, hints = runs_table(tmp_path / "db.duckdb")
     assert frame["status"].tolist() == ["interrupted"] and "run_dir" not in frame.columns
-    assert hints == [f"refdpo was killed while it trained; continue it with: refbench train --name refdpo --resume "
-                     f"--db {tmp_path / 'db.duckdb'} --out {tmp_path / 'runs'}"]
+    assert hints == [
+        f"refdpo was killed while it trained; continue it with: refbench train --name refdpo --resume "
+        f"--db {tmp_path / 'db.duckdb'} --out {tmp_path / 'runs'}"
+    ]
 
 
 @pytest.mark.slow
@@ -150,10 +170,29 @@ def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
     """Two processes (accelerate, gloo): a second launch of a finished run without --resume is
     refused by the main process's store check; both processes end with that one line instead of
     the second waiting for the first forever (the timeout would fail the test)."""
-    args = [*accelerate_launch(2),
-            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "train",
-            "--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"), "--max-steps", "1",
-            "--batch-size", "2", "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress"]
+    args = [
+        *accelerate_launch(2),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "refbench",
+        "train",
+        "--model",
+        str(toy_world / "base"),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--db",
+        str(tmp_path / "db.duckdb"),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(args, capture_output=True, text=True, env=environment, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -176,8 +215,9 @@ def test_a_hub_data_set_is_read_from_its_memory_mapped_arrow_files(tmp_path, mon
 
     def offline(name, split):
         assert name == "someone/pick-a-pic-like" and split == "train"
-        return real_load("parquet", data_files=str(folder / "train-00000.parquet"), split="train",
-                         cache_dir=str(tmp_path / "hf"))
+        return real_load(
+            "parquet", data_files=str(folder / "train-00000.parquet"), split="train", cache_dir=str(tmp_path / "hf")
+        )
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     source = open_pair_source("someone/pick-a-pic-like", "train")

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from launch_helpers import accelerate_launch
 
 from refbench.store import Store
-from launch_helpers import accelerate_launch
 
 PARQUET = {"compression": "none", "use_dictionary": False, "write_statistics": False}
 
@@ -33,23 +33,40 @@ def tiny(tmp_path_factory):
 
 
 def overrides(tiny, **data):
-    return {"model": {"pretrained": str(tiny / "sd15"), "resolution": 16, "gradient_checkpointing": False},
-            "data": {"source": str(tiny / "pairs.parquet"), "num_workers": 0, "random_flip": False, **data},
-            "training": {"max_steps": 3, "batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 1e-4,
-                         "scale_lr": False, "lr_warmup_steps": 0, "monitor_size": 2}}
+    return {
+        "model": {"pretrained": str(tiny / "sd15"), "resolution": 16, "gradient_checkpointing": False},
+        "data": {"source": str(tiny / "pairs.parquet"), "num_workers": 0, "random_flip": False, **data},
+        "training": {
+            "max_steps": 3,
+            "batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1e-4,
+            "scale_lr": False,
+            "lr_warmup_steps": 0,
+            "monitor_size": 2,
+        },
+    }
 
 
 def cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "refbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        **kwargs,
+    )
 
 
 def build(tiny, folder, **data):
     from refbench.config import load_config
     from refbench.training.cache_build import build_latent_cache
 
-    config = load_config(method="diff-dpo", preset="sd15", overrides=overrides(tiny, latent_cache=str(folder),
-                                                                                latent_dtype="float32", **data))
+    config = load_config(
+        method="diff-dpo",
+        preset="sd15",
+        overrides=overrides(tiny, latent_cache=str(folder), latent_dtype="float32", **data),
+    )
     return build_latent_cache(config, folder, progress=False)
 
 
@@ -60,8 +77,22 @@ def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
     the same length (same captions, labels and file size, so the same data fingerprint): a run that
     decoded one image would count it unreadable, and one that decoded none reports no skip."""
     cache = tmp_path / "latents"
-    made = cli("cache-latents", "--preset", "sd15", "--model", str(tiny / "sd15"), "--data", str(tiny / "pairs.parquet"),
-               "--resolution", "16", "--dtype", "float32", "--out", str(cache), "--no-progress")
+    made = cli(
+        "cache-latents",
+        "--preset",
+        "sd15",
+        "--model",
+        str(tiny / "sd15"),
+        "--data",
+        str(tiny / "pairs.parquet"),
+        "--resolution",
+        "16",
+        "--dtype",
+        "float32",
+        "--out",
+        str(cache),
+        "--no-progress",
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["complete"] and meta["pairs"] == np.load(cache / "status.npy").size
@@ -71,7 +102,9 @@ def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
     data = tmp_path / "garbage.parquet"
     table = pq.read_table(tiny / "pairs.parquet")
     for column in ("jpg_0", "jpg_1"):
-        garbage = pa.array([b"\x00" * len(v) for v in table.column(column).to_pylist()], type=table.schema.field(column).type)
+        garbage = pa.array(
+            [b"\x00" * len(v) for v in table.column(column).to_pylist()], type=table.schema.field(column).type
+        )
         table = table.set_column(table.schema.get_field_index(column), column, garbage)
     pq.write_table(table, data, **PARQUET)
     os.replace(data, tmp_path / "pairs.parquet")
@@ -79,14 +112,40 @@ def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
     config = tmp_path / "shared.json"
     shared = overrides(tiny, latent_cache=str(cache), latent_dtype="float32")
     shared["data"]["source"] = str(tiny / "pairs.parquet")
-    config.write_text(json.dumps({k: v for k, v in shared.items() if k != "training"} | {"training": {"batch_size": 4,
-                      "gradient_accumulation_steps": 1, "scale_lr": False, "lr_warmup_steps": 0, "monitor_size": 2}}))
+    config.write_text(
+        json.dumps(
+            {k: v for k, v in shared.items() if k != "training"}
+            | {
+                "training": {
+                    "batch_size": 4,
+                    "gradient_accumulation_steps": 1,
+                    "scale_lr": False,
+                    "lr_warmup_steps": 0,
+                    "monitor_size": 2,
+                }
+            }
+        )
+    )
     # the same fingerprint with garbage images: point the run at the garbage copy under the original name
     os.replace(tiny / "pairs.parquet", tmp_path / "real.parquet")
     os.replace(tmp_path / "pairs.parquet", tiny / "pairs.parquet")
     try:
-        swept = cli("sweep", "--methods", "diff-dpo,refdpo", "--preset", "sd15", "--max-steps", "2", "--config", str(config),
-                    "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress")
+        swept = cli(
+            "sweep",
+            "--methods",
+            "diff-dpo,refdpo",
+            "--preset",
+            "sd15",
+            "--max-steps",
+            "2",
+            "--config",
+            str(config),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        )
     finally:
         os.replace(tiny / "pairs.parquet", tmp_path / "garbage-used.parquet")
         os.replace(tmp_path / "real.parquet", tiny / "pairs.parquet")
@@ -109,13 +168,16 @@ def test_training_from_the_cache_matches_training_without_it_and_loads_no_vae(ti
     losses = {}
     for name, data in (("plain", {}), ("cached", {"latent_cache": str(cache), "latent_dtype": "float32"})):
         if name == "cached":
+
             def refuse(*args, **kwargs):
                 raise AssertionError("the VAE was loaded")
+
             monkeypatch.setattr(AutoencoderKL, "from_pretrained", refuse)
         config = load_config(method="refdpo", preset="sd15", name=name, overrides=overrides(tiny, **data))
         run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
         losses[name] = Store(tmp_path / "db.duckdb").query(
-            f"select loss, model_err_w, model_err_l from train_metrics where run = '{name}' order by step")
+            f"select loss, model_err_w, model_err_l from train_metrics where run = '{name}' order by step"
+        )
     assert len(losses["plain"]) == 3
     # The first step sees the same inputs to float rounding: the same denoising errors. (Its loss
     # is ln 2 up to beta 5000 times a margin of float rounding, 1e-8, so it is not compared
@@ -156,8 +218,14 @@ def test_a_cache_made_with_other_settings_is_refused_in_one_line(tiny, tmp_path)
     from refbench.training.run import run_training
 
     cache = build(tiny, tmp_path / "latents")
-    config = load_config(method="diff-dpo", preset="sd15", overrides={**overrides(tiny, latent_cache=str(cache),
-                         latent_dtype="float32"), "model": {**overrides(tiny)["model"], "resolution": 32}})
+    config = load_config(
+        method="diff-dpo",
+        preset="sd15",
+        overrides={
+            **overrides(tiny, latent_cache=str(cache), latent_dtype="float32"),
+            "model": {**overrides(tiny)["model"], "resolution": 32},
+        },
+    )
     with pytest.raises(CacheMismatch, match=r"resolution \('16' in the cache, '32' for this run\)") as error:
         run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
     assert "\n" not in str(error.value)
@@ -201,12 +269,38 @@ def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
     from refbench.toy.pairs import build_pairs, write_pairs
 
     data = write_pairs(build_pairs(150, "train", seed=7), tmp_path / "pairs.parquet")
-    args = ["cache-latents", "--preset", "sd15", "--model", str(tiny / "sd15"), "--data", str(data),
-            "--resolution", "16", "--dtype", "float32", "--no-progress"]
-    two = subprocess.run([*accelerate_launch(2),
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", *args, "--out",
-                          str(tmp_path / "two")], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, timeout=300)
+    args = [
+        "cache-latents",
+        "--preset",
+        "sd15",
+        "--model",
+        str(tiny / "sd15"),
+        "--data",
+        str(data),
+        "--resolution",
+        "16",
+        "--dtype",
+        "float32",
+        "--no-progress",
+    ]
+    two = subprocess.run(
+        [
+            *accelerate_launch(2),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "refbench",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     one = cli(*args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-2000:]

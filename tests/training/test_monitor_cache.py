@@ -9,16 +9,27 @@ from refbench.method.divergence import divergence
 from refbench.training.modelset import POLICY, REFERENCE
 
 
-
 def trainer_for(toy_world, tmp_path, lora_rank):
     from refbench.training.data import load_preference_pairs
     from refbench.training.trainer import Trainer
 
-    config = load_config(method="refdpo", overrides={
-        "model": {"pretrained": str(toy_world / "base"), "lora_rank": lora_rank},
-        "data": {"source": str(toy_world / "pairs.parquet")}, "method": {"tau": 2, "delta": 1.0},
-        "training": {"max_steps": 3, "batch_size": 2, "learning_rate": 1e-3, "lr_warmup_steps": 0, "monitor_size": 4,
-                     "monitor_every": 1, "checkpoint_every": 100}})
+    config = load_config(
+        method="refdpo",
+        overrides={
+            "model": {"pretrained": str(toy_world / "base"), "lora_rank": lora_rank},
+            "data": {"source": str(toy_world / "pairs.parquet")},
+            "method": {"tau": 2, "delta": 1.0},
+            "training": {
+                "max_steps": 3,
+                "batch_size": 2,
+                "learning_rate": 1e-3,
+                "lr_warmup_steps": 0,
+                "monitor_size": 4,
+                "monitor_every": 1,
+                "checkpoint_every": 100,
+            },
+        },
+    )
     trainer = Trainer(config, load_preference_pairs(config), tmp_path / "run", None, progress=False)
     trainer.save = lambda: None
     return trainer

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import run_refbench as refbench
+
 from refbench.config import load_config
 from refbench.errors import RunInterrupted
 from refbench.store import Store
@@ -49,10 +49,19 @@ def stopped_template(toy_world, tmp_path_factory):
     import refbench.training.trainer as trainer_module
 
     root = tmp_path_factory.mktemp("stopped")
-    (root / "small.toml").write_text("[method]\ntau = 1\n[training]\nbatch_size = 2\nmonitor_size = 2\nmonitor_every = 1\n"
-                                     "checkpoint_every = 100\nlr_warmup_steps = 0\nmax_steps = 4\n")
-    config = load_config(method="refdpo", name=NAME, config_file=root / "small.toml", overrides={
-        "model": {"pretrained": str(toy_world / "base")}, "data": {"source": str(toy_world / "pairs.parquet")}})
+    (root / "small.toml").write_text(
+        "[method]\ntau = 1\n[training]\nbatch_size = 2\nmonitor_size = 2\nmonitor_every = 1\n"
+        "checkpoint_every = 100\nlr_warmup_steps = 0\nmax_steps = 4\n"
+    )
+    config = load_config(
+        method="refdpo",
+        name=NAME,
+        config_file=root / "small.toml",
+        overrides={
+            "model": {"pretrained": str(toy_world / "base")},
+            "data": {"source": str(toy_world / "pairs.parquet")},
+        },
+    )
     original = trainer_module.stop_requests
     trainer_module.stop_requests = _stop_at_once
     try:
@@ -90,14 +99,27 @@ def test_the_template_is_what_the_tests_assume(stopped):
     state, message, steps = status(stopped)
     assert (state, steps) == ("interrupted", 2) and message.startswith("stopped at step 2;")
     checkpoint = stopped / "runs" / NAME / "checkpoint"
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["optimizer.pt", "policy.safetensors",
-                                                              "reference.safetensors", "state.json"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "optimizer.pt",
+        "policy.safetensors",
+        "reference.safetensors",
+        "state.json",
+    ]
 
 
 # -- 1. nothing in a run folder is unpickled -------------------------------------------------------
 
-@pytest.mark.parametrize("file", ["checkpoint/optimizer.pt", "checkpoint/policy.safetensors",
-                                  "checkpoint/reference.safetensors", "checkpoint/state.json", "config.json"])
+
+@pytest.mark.parametrize(
+    "file",
+    [
+        "checkpoint/optimizer.pt",
+        "checkpoint/policy.safetensors",
+        "checkpoint/reference.safetensors",
+        "checkpoint/state.json",
+        "config.json",
+    ],
+)
 def test_a_planted_pickle_payload_is_not_run_and_the_error_is_one_line(stopped, tmp_path, monkeypatch, capsys, file):
     """Each file a resume reads, replaced by a pickle whose unpickling would create a file. The
     control shows the payload is live: torch.load(weights_only=False) runs it. The resume runs
@@ -121,13 +143,15 @@ def test_a_planted_pickle_payload_is_not_run_and_the_error_is_one_line(stopped, 
 
 # -- 2. `refbench query` can only read ---------------------------------------------------------------
 
+
 @pytest.fixture
 def two_stores(tmp_path):
     """A store with one run, another store with one run, and a file that must stay as it is."""
     main, other = Store(tmp_path / "main.duckdb"), Store(tmp_path / "other.duckdb")
     for store in (main, other):
-        store.create_run("r", method="refdpo", preset="toy", config={}, seed=0, run_dir="x", git_revision=None,
-                         versions={})
+        store.create_run(
+            "r", method="refdpo", preset="toy", config={}, seed=0, run_dir="x", git_revision=None, versions={}
+        )
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     return tmp_path, victim
@@ -137,32 +161,36 @@ def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("sql", [
-    "COPY (SELECT 'overwritten') TO '{victim}'",
-    "COPY runs TO '{folder}/export.parquet' (FORMAT parquet)",
-    "ATTACH '{folder}/other.duckdb' AS o (READ_WRITE); DROP TABLE o.runs",
-    "ATTACH '{folder}/other.duckdb' AS o",
-    "ATTACH ':memory:' AS m",
-    "INSTALL httpfs",
-    "LOAD httpfs",
-    "SET enable_external_access = true",
-    "RESET enable_external_access",
-    "SET lock_configuration = false",
-    "SELECT * FROM read_csv('{victim}')",
-    "INSERT INTO runs (name) VALUES ('planted')",
-    "DELETE FROM runs",
-    "DROP TABLE runs",
-    "CREATE TABLE planted AS SELECT 1",
-    "EXPORT DATABASE '{folder}/exported'",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT 'overwritten') TO '{victim}'",
+        "COPY runs TO '{folder}/export.parquet' (FORMAT parquet)",
+        "ATTACH '{folder}/other.duckdb' AS o (READ_WRITE); DROP TABLE o.runs",
+        "ATTACH '{folder}/other.duckdb' AS o",
+        "ATTACH ':memory:' AS m",
+        "INSTALL httpfs",
+        "LOAD httpfs",
+        "SET enable_external_access = true",
+        "RESET enable_external_access",
+        "SET lock_configuration = false",
+        "SELECT * FROM read_csv('{victim}')",
+        "INSERT INTO runs (name) VALUES ('planted')",
+        "DELETE FROM runs",
+        "DROP TABLE runs",
+        "CREATE TABLE planted AS SELECT 1",
+        "EXPORT DATABASE '{folder}/exported'",
+    ],
+)
 def test_query_refuses_anything_but_reading_in_one_line(two_stores, monkeypatch, capsys, sql):
     """Each statement: exit 2, one line that says the query only reads (or failed), and every file in
     the folder byte for byte as it was, no new file or folder."""
     folder, victim = two_stores
     before = _snapshot(folder)
     names_before = sorted(p.name for p in folder.iterdir())
-    code, out, err = refbench(monkeypatch, capsys, "query", sql.format(victim=victim, folder=folder),
-                              "--db", folder / "main.duckdb")
+    code, out, err = refbench(
+        monkeypatch, capsys, "query", sql.format(victim=victim, folder=folder), "--db", folder / "main.duckdb"
+    )
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("error: query refused: `refbench query` only reads") or err.startswith("error: query failed:")
     assert _snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == names_before
@@ -172,12 +200,14 @@ def test_query_refuses_anything_but_reading_in_one_line(two_stores, monkeypatch,
 
 def test_query_still_reads(two_stores, monkeypatch, capsys):
     folder, _ = two_stores
-    code, out, err = refbench(monkeypatch, capsys, "query", "select name, method from runs", "--format", "csv",
-                              "--db", folder / "main.duckdb")
+    code, out, err = refbench(
+        monkeypatch, capsys, "query", "select name, method from runs", "--format", "csv", "--db", folder / "main.duckdb"
+    )
     assert code == 0 and out.strip() == "name,method\nr,refdpo"
 
 
 # -- 4. corrupt or missing files are one line; the status keeps its real step ------------------------
+
 
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -227,8 +257,11 @@ def test_a_half_truncated_store_is_one_line(stopped, monkeypatch, capsys):
     with Store(db).connect() as con:  # make the file big enough that half of it loses table data
         con.execute("CREATE TABLE filler AS SELECT range AS x, range * 2 AS y FROM range(200000)")
     _truncate(db)
-    for args in (["train", "--name", "other", "--db", db, "--out", stopped / "runs", "--max-steps", "1"],
-                 ["runs", "--db", db], ["query", "select count(*) from filler", "--db", db]):
+    for args in (
+        ["train", "--name", "other", "--db", db, "--out", stopped / "runs", "--max-steps", "1"],
+        ["runs", "--db", db],
+        ["query", "select count(*) from filler", "--db", db],
+    ):
         code, _, err = refbench(monkeypatch, capsys, *args)
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (args, err)
         assert str(db) in err
@@ -236,6 +269,7 @@ def test_a_half_truncated_store_is_one_line(stopped, monkeypatch, capsys):
 
 
 # -- 3. a run knows where it lives -------------------------------------------------------------------
+
 
 def test_the_hint_of_refbench_runs_pasted_as_printed_continues_the_run(stopped, monkeypatch, capsys):
     """`refbench runs` prints, for the stopped run, a command with the --db and --out it was trained
@@ -264,7 +298,10 @@ def test_resume_refuses_a_store_or_folder_that_does_not_hold_the_run(stopped, tm
     Store(other)
     cases = [
         (resume_args(stopped)[:4] + ["--no-progress"], "error: no store at runs/refbench.duckdb"),
-        (["train", "--name", NAME, "--resume", "--db", other], f"error: --resume: the store {other} holds no run named"),
+        (
+            ["train", "--name", NAME, "--resume", "--db", other],
+            f"error: --resume: the store {other} holds no run named",
+        ),
         (["train", "--name", "nobody", "--resume", "--db", stopped / "db.duckdb"], "holds no run named 'nobody'"),
         (resume_args(stopped, "--out", tmp_path / "elsewhere"), f"error: --resume: run '{NAME}' lives in"),
     ]
@@ -295,7 +332,17 @@ def test_a_finished_run_resumed_again_is_left_alone(stopped, monkeypatch, capsys
     final = stopped / "runs" / NAME / "final" / "unet" / "diffusion_pytorch_model.safetensors"
     before = final.stat().st_mtime_ns
     for flag in ("--resume", "--start-or-resume"):
-        args = ["train", "--name", NAME, flag, "--db", stopped / "db.duckdb", "--out", stopped / "runs", "--no-progress"]
+        args = [
+            "train",
+            "--name",
+            NAME,
+            flag,
+            "--db",
+            stopped / "db.duckdb",
+            "--out",
+            stopped / "runs",
+            "--no-progress",
+        ]
         code, out, _ = refbench(monkeypatch, capsys, *args)
         assert code == 0 and f"run {NAME} already finished at step 4; nothing to do" in out
     assert final.stat().st_mtime_ns == before and status(stopped)[:1] == ("finished",)
@@ -311,9 +358,25 @@ def test_resume_with_a_store_row_but_no_checkpoint_starts_from_step_0_and_says_s
 
 
 def test_start_or_resume_starts_a_run_the_store_does_not_hold(toy_world, tmp_path, monkeypatch, capsys):
-    args = ["train", "--start-or-resume", "--name", "fresh", "--model", toy_world / "base", "--data",
-            toy_world / "pairs.parquet", "--max-steps", "1", "--batch-size", "2", "--db", tmp_path / "db.duckdb",
-            "--out", tmp_path / "runs", "--no-progress"]
+    args = [
+        "train",
+        "--start-or-resume",
+        "--name",
+        "fresh",
+        "--model",
+        toy_world / "base",
+        "--data",
+        toy_world / "pairs.parquet",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
+    ]
     code, out, err = refbench(monkeypatch, capsys, *args)
     assert code == 0, err
     assert Store(tmp_path / "db.duckdb").get_run("fresh")["status"] == "finished"
@@ -323,6 +386,7 @@ def test_start_or_resume_starts_a_run_the_store_does_not_hold(toy_world, tmp_pat
 
 # -- 5. the small ones ---------------------------------------------------------------------------------
 
+
 def test_an_empty_name_is_refused(monkeypatch, capsys):
     code, _, err = refbench(monkeypatch, capsys, "train", "--name", "")
     assert code == 2 and err.startswith("error: name: must be 1-200 letters") and len(err.splitlines()) == 1
@@ -331,27 +395,65 @@ def test_an_empty_name_is_refused(monkeypatch, capsys):
 def test_a_failed_start_leaves_no_run_folder(toy_world, tmp_path, monkeypatch, capsys):
     """A model that is not there: one line, and neither a run folder (not even one holding only its
     lock file) nor a store row is left."""
-    code, _, err = refbench(monkeypatch, capsys, "train", "--name", "nomodel", "--model", tmp_path / "nope", "--data",
-                            toy_world / "pairs.parquet", "--db", tmp_path / "db.duckdb", "--out", tmp_path / "runs")
+    code, _, err = refbench(
+        monkeypatch,
+        capsys,
+        "train",
+        "--name",
+        "nomodel",
+        "--model",
+        tmp_path / "nope",
+        "--data",
+        toy_world / "pairs.parquet",
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
+    )
     assert code == 2 and len(err.splitlines()) == 1
     assert not (tmp_path / "runs").exists()  # nor the --out folder it made for it
     assert Store(tmp_path / "db.duckdb").get_run("nomodel") is None
 
 
-def test_a_store_in_a_missing_folder_is_created_with_a_notice_and_read_commands_refuse_one(toy_world, tmp_path,
-                                                                                           monkeypatch, capsys):
+def test_a_store_in_a_missing_folder_is_created_with_a_notice_and_read_commands_refuse_one(
+    toy_world, tmp_path, monkeypatch, capsys
+):
     """`train --db NEW/db.duckdb` makes the folder and says so on a line of its own; the commands
     that read what others wrote (runs, query, score, winrate, timestep-analysis, plot) refuse a store
     that is not there in one line and make nothing."""
     db = tmp_path / "new" / "db.duckdb"
-    code, _, err = refbench(monkeypatch, capsys, "train", "--name", "n", "--model", toy_world / "base", "--data",
-                            toy_world / "pairs.parquet", "--max-steps", "1", "--batch-size", "2", "--db", db,
-                            "--out", tmp_path / "runs", "--no-progress")
+    code, _, err = refbench(
+        monkeypatch,
+        capsys,
+        "train",
+        "--name",
+        "n",
+        "--model",
+        toy_world / "base",
+        "--data",
+        toy_world / "pairs.parquet",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--db",
+        db,
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
+    )
     assert code == 0 and err.splitlines()[0] == f"new store {db} in the new folder {db.parent}"
     missing = tmp_path / "typo" / "db.duckdb"
-    for args in (["runs", "--db", missing], ["query", "select 1", "--db", missing], ["score", "base", "--db", missing],
-                 ["winrate", "n", "--baseline", "base", "--db", missing], ["timestep-analysis", "n", "--db", missing],
-                 ["plot", "kl", "--runs", "n", "--db", missing]):
+    for args in (
+        ["runs", "--db", missing],
+        ["query", "select 1", "--db", missing],
+        ["score", "base", "--db", missing],
+        ["winrate", "n", "--baseline", "base", "--db", missing],
+        ["timestep-analysis", "n", "--db", missing],
+        ["plot", "kl", "--runs", "n", "--db", missing],
+    ):
         code, _, err = refbench(monkeypatch, capsys, *args)
-        assert code == 2 and err == f"error: no store at {missing}; train a run first, or pass --db with an existing store"
+        assert (
+            code == 2 and err == f"error: no store at {missing}; train a run first, or pass --db with an existing store"
+        )
     assert not missing.parent.exists()

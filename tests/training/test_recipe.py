@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from toy_helpers import config_for
 
 
@@ -47,8 +46,9 @@ def test_the_official_resize_is_bilinear_on_the_shorter_side_then_a_centre_crop(
     array = np.zeros((4, 8, 3), dtype=np.uint8)
     array[:, 2:4] = 255
     array[:, 6:8] = 255
-    expected = transforms.Compose([transforms.Resize(2, interpolation=transforms.InterpolationMode.BILINEAR),
-                                   transforms.CenterCrop(2)])(Image.fromarray(array))
+    expected = transforms.Compose(
+        [transforms.Resize(2, interpolation=transforms.InterpolationMode.BILINEAR), transforms.CenterCrop(2)]
+    )(Image.fromarray(array))
     assert np.array_equal(decode_image(png(array), 2), np.asarray(expected))
 
 
@@ -61,8 +61,10 @@ def test_flipped_batches_are_the_same_whatever_the_workers(toy_world):
 
     config = config_for(toy_world)
     pairs, backend = load_preference_pairs(config), load_backend(config.model)
-    sources = [BatchSource(pairs, backend, batch_size=8, seed=0, winners_only=False, random_flip=flip, num_workers=workers)
-               for flip, workers in ((True, 0), (True, 2), (False, 0))]
+    sources = [
+        BatchSource(pairs, backend, batch_size=8, seed=0, winners_only=False, random_flip=flip, num_workers=workers)
+        for flip, workers in ((True, 0), (True, 2), (False, 0))
+    ]
     for micro_step in (0, 3):
         flipped, flipped_workers, plain = (s.micro_batch(micro_step) for s in sources)
         assert torch.equal(flipped.x0, flipped_workers.x0)
@@ -109,8 +111,13 @@ def test_adafactor_has_the_official_settings_and_8bit_needs_its_package():
     optimizer = make_optimizer(training, parameters, 2.048e-5)
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, Adafactor)
-    assert (group["lr"], group["weight_decay"], group["clip_threshold"], group["scale_parameter"], group["relative_step"]) == (
-        2.048e-5, 0.01, 1.0, False, False)
+    assert (
+        group["lr"],
+        group["weight_decay"],
+        group["clip_threshold"],
+        group["scale_parameter"],
+        group["relative_step"],
+    ) == (2.048e-5, 0.01, 1.0, False, False)
     adamw = make_optimizer(load_config(preset="sd15").training, parameters, 1e-5)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.9, 0.999)
     try:
@@ -138,8 +145,10 @@ def test_another_vae_is_loaded_from_model_vae(tmp_path):
         for parameter in other.parameters():
             parameter.add_(1.0)
     other.save_pretrained(str(tmp_path / "other-vae"))
-    config = load_config(preset="sd15", overrides={"model": {"pretrained": str(folder), "vae": str(tmp_path / "other-vae"),
-                                                             "resolution": 16}})
+    config = load_config(
+        preset="sd15",
+        overrides={"model": {"pretrained": str(folder), "vae": str(tmp_path / "other-vae"), "resolution": 16}},
+    )
     backend = load_backend(config.model)
     loaded = dict(backend.vae.named_parameters())
     assert all(torch.equal(loaded[name], value) for name, value in other.named_parameters())
@@ -153,12 +162,29 @@ def test_another_vae_is_loaded_from_model_vae(tmp_path):
 def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path):
     """--effective-batch 6 with --batch-size 4: 6 is not a multiple of 4, refused before loading
     anything, in one line."""
-    result = subprocess.run([sys.executable, "-m", "refbench", "train", "--effective-batch", "6", "--batch-size", "4",
-                             "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")],
-                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "train",
+            "--effective-batch",
+            "6",
+            "--batch-size",
+            "4",
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: training.effective_batch: must be a multiple of training.batch_size (4); "
-                                     "got 6")
+    assert result.stderr.strip() == (
+        "error: training.effective_batch: must be a multiple of training.batch_size (4); got 6"
+    )
 
 
 @pytest.mark.slow
@@ -177,19 +203,49 @@ def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_p
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match=r"^no file or folder digits/train.parquet exists, and as a hub data set it "
-                                        r"cannot be loaded \(split 'train'\): Couldn't reach") as error:
+    with pytest.raises(
+        DataError,
+        match=r"^no file or folder digits/train.parquet exists, and as a hub data set it "
+        r"cannot be loaded \(split 'train'\): Couldn't reach",
+    ) as error:
         open_pair_source("digits/train.parquet", "train")
     assert "\n" not in str(error.value)
-    with pytest.raises(MetricLoadError, match=r"^pickscore: no such file or folder 'models/pickscore', and as a hub id "
-                                              r"\(models/pickscore, file config.json\) it is not in the local hub cache"):
+    with pytest.raises(
+        MetricLoadError,
+        match=r"^pickscore: no such file or folder 'models/pickscore', and as a hub id "
+        r"\(models/pickscore, file config.json\) it is not in the local hub cache",
+    ):
         load_scorer("pickscore", "models/pickscore")
     from refbench.toy.pairs import build_pairs, write_pairs
 
     data = write_pairs(build_pairs(4, "train", seed=0), tmp_path / "pairs.parquet")
-    result = subprocess.run([sys.executable, "-m", "refbench", "train", "--preset", "sd15", "--model", "models/sd15",
-                             "--data", str(data), "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")],
-                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "train",
+            "--preset",
+            "sd15",
+            "--model",
+            "models/sd15",
+            "--data",
+            str(data),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: model.pretrained: cannot load models/sd15: no file or folder of that name exists, and as a hub id:")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: model.pretrained: cannot load models/sd15: no file or folder of that name exists, and as a hub id:"
+        )
+    )

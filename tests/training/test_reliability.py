@@ -37,15 +37,25 @@ def toy_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     save_components(build_components(seed=0), root / "base")
     write_pairs(build_pairs(64, "train", seed=0), root / "pairs.parquet")
-    (root / "small.toml").write_text("[method]\ntau = 2\n[training]\nbatch_size = 2\nmonitor_size = 2\nmonitor_every = 1\ncheckpoint_every = 2\n"
-                                     "lr_warmup_steps = 0\n")
+    (root / "small.toml").write_text(
+        "[method]\ntau = 2\n[training]\nbatch_size = 2\nmonitor_size = 2\nmonitor_every = 1\ncheckpoint_every = 2\n"
+        "lr_warmup_steps = 0\n"
+    )
     return root
 
 
 def config_for(toy_world, method="refdpo", name=None, method_overrides=None, **training):
-    return load_config(method=method, name=name, config_file=toy_world / "small.toml", overrides={
-        "model": {"pretrained": str(toy_world / "base")}, "data": {"source": str(toy_world / "pairs.parquet")},
-        "method": method_overrides or {}, "training": {"max_steps": 6, **training}})
+    return load_config(
+        method=method,
+        name=name,
+        config_file=toy_world / "small.toml",
+        overrides={
+            "model": {"pretrained": str(toy_world / "base")},
+            "data": {"source": str(toy_world / "pairs.parquet")},
+            "method": method_overrides or {},
+            "training": {"max_steps": 6, **training},
+        },
+    )
 
 
 def train(config, root, **kwargs):
@@ -53,9 +63,24 @@ def train(config, root, **kwargs):
 
 
 def cli_train(toy_world, root, *extra):
-    return [PYTHON, "-m", "refbench", "train", "--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"),
-            "--config", str(toy_world / "small.toml"), "--db", str(root / "db.duckdb"), "--out", str(root / "runs"),
-            "--no-progress", *extra]
+    return [
+        PYTHON,
+        "-m",
+        "refbench",
+        "train",
+        "--model",
+        str(toy_world / "base"),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--config",
+        str(toy_world / "small.toml"),
+        "--db",
+        str(root / "db.duckdb"),
+        "--out",
+        str(root / "runs"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -150,23 +175,32 @@ def shared_db(toy_world, tmp_path_factory):
             killed.send_signal(signal.SIGKILL)
             killed.wait()
             result["committed"] = Store(db, lock_timeout=60).query(
-                "select step, loss from train_metrics where run = 'killed' order by step")
+                "select step, loss from train_metrics where run = 'killed' order by step"
+            )
         if child.poll() is None and count("select count(*) from samples") > 0:
             child.send_signal(signal.SIGKILL)
             child.wait()
             result["made"] = count("select count(*) from samples", wait=60)
-        writer.upsert("winrates", [{"run": "writer", "baseline": "base", "metric": f"m{written + i}", "prompt_set": "x",
-                                    "rate": 0.5} for i in range(5)])
+        writer.upsert(
+            "winrates",
+            [
+                {"run": "writer", "baseline": "base", "metric": f"m{written + i}", "prompt_set": "x", "rate": 0.5}
+                for i in range(5)
+            ],
+        )
         written += 5
         writer.list_runs()
         time.sleep(0.1)
-    result["wave1"] = {name: (p.returncode, *p.communicate(timeout=30)) for name, p in
-                       (("killed", killed), ("generate", child), ("other", others[0]), ("other again", others[1]))}
+    result["wave1"] = {
+        name: (p.returncode, *p.communicate(timeout=30))
+        for name, p in (("killed", killed), ("generate", child), ("other", others[0]), ("other again", others[1]))
+    }
     result["written"] = written
 
     resumed = start(cli_train(toy_world, root, "--max-steps", "12", "--name", "killed", "--resume"))
-    result["generate rerun"] = generate("base", prompt_set="toy-test", db=db, out_root=out, seeds=2, num_prompts=6,
-                                        steps=2, progress=False)
+    result["generate rerun"] = generate(
+        "base", prompt_set="toy-test", db=db, out_root=out, seeds=2, num_prompts=6, steps=2, progress=False
+    )
     child = start([PYTHON, "-c", SLOW_CHILD, "score", str(db), str(out)])
     wait_for(lambda: count("select count(*) from scores") > 0, 120, "the first score batch", child)
     child.send_signal(signal.SIGKILL)
@@ -198,9 +232,18 @@ def test_sigkill_at_a_random_step_then_resume_loses_and_duplicates_nothing(share
     assert code == 0, f"{where}\n{err[-3000:]}"
     assert "resuming killed from step" in out
     straight = shared_db["straight"]
-    for part, a, b in [("policy", straight / "final" / "unet" / "diffusion_pytorch_model.safetensors",
-                        run_dir / "final" / "unet" / "diffusion_pytorch_model.safetensors"),
-                       ("reference", straight / "checkpoint" / "reference.safetensors", run_dir / "checkpoint" / "reference.safetensors")]:
+    for part, a, b in [
+        (
+            "policy",
+            straight / "final" / "unet" / "diffusion_pytorch_model.safetensors",
+            run_dir / "final" / "unet" / "diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "reference",
+            straight / "checkpoint" / "reference.safetensors",
+            run_dir / "checkpoint" / "reference.safetensors",
+        ),
+    ]:
         assert max_difference(load_file(str(a)), load_file(str(b))) <= 1e-6, f"{part} weights differ {where}"
     final = store.query("select step, loss from train_metrics where run = 'killed' order by step")
     assert final["step"].tolist() == list(range(1, 13)), where
@@ -270,9 +313,18 @@ def test_concurrent_processes_neither_corrupt_the_database_nor_crash(shared_db):
     assert len(lines) == 1 and "Traceback" not in refused
     assert "is being trained by another process" in lines[0] or "already exists" in lines[0], lines[0]
     assert store.get_run("other")["status"] == "finished"
-    assert store.query("select step from train_metrics where run = 'other' order by step")["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert store.query("select step from train_metrics where run = 'other' order by step")["step"].tolist() == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]
     written = shared_db["written"]
-    assert store.query("select count(*), count(distinct metric) from winrates where run = 'writer'").values.tolist() == [[written, written]]
+    assert store.query(
+        "select count(*), count(distinct metric) from winrates where run = 'writer'"
+    ).values.tolist() == [[written, written]]
     for table in ("runs", "train_metrics", "ref_events", "samples", "scores", "winrates", "timestep_stats"):
         store.query(f"select * from {table}")  # every table still reads
 
@@ -353,8 +405,14 @@ def test_too_many_nonfinite_steps_stop_the_run_as_diverged(toy_world, tmp_path, 
 def test_a_diverging_run_is_recorded_as_diverged_not_a_crash(toy_world, tmp_path):
     """ref-noreg, tau 1, lr 10: the weights grow until the model's outputs are NaN (step 4 on this
     model). The run ends with one line and status 'diverged'; the weights it keeps are finite."""
-    config = config_for(toy_world, method="ref-noreg", method_overrides={"tau": 1}, max_steps=30, learning_rate=10.0,
-                        max_nonfinite_steps=3)
+    config = config_for(
+        toy_world,
+        method="ref-noreg",
+        method_overrides={"tau": 1},
+        max_steps=30,
+        learning_rate=10.0,
+        max_nonfinite_steps=3,
+    )
     with pytest.raises(RefbenchError, match=r"^run ref-noreg diverged: 3 steps had a non-finite loss") as error:
         train(config, tmp_path)
     assert "\n" not in str(error.value)
@@ -366,23 +424,80 @@ def test_a_diverging_run_is_recorded_as_diverged_not_a_crash(toy_world, tmp_path
 
 # -- 5. bad configuration and environment --------------------------------------------------------
 INVALID = {  # one invalid value per config field; a new field without an entry fails the walk
-    "name": "two words", "preset": "sd4",
-    "method": {"name": "", "objective": "bogus", "params": "text", "reference": "bogus", "tau": 0, "delta": 0.0, "on_exceed": "bogus",
-               "mixup_alpha": 1.5, "timestep_sampler": "bogus", "gamma": 0.0, "bins": 0, "reward_scale": "bogus",
-               "beta": float("inf"), "desirable_weight": 0.0, "undesirable_weight": -1.0, "mapo_snr": float("inf")},
-    "model": {"kind": "sd4", "pretrained": "", "resolution": 12, "lora_rank": -1, "gradient_checkpointing": "yes",
-              "mixed_precision": "fp8", "vae": "", "vae_fp32": "yes", "t5": False},
-    "data": {"source": "", "split": "", "max_pairs": 0, "exclude_prompts": "", "latent_cache": "", "latent_dtype": "float8",
-             "num_workers": -1, "caption_dropout": 1.0, "random_flip": "yes"},
-    "training": {"max_steps": 0, "batch_size": 0, "gradient_accumulation_steps": 0, "learning_rate": float("nan"),
-                 "scale_lr": "yes", "lr_scheduler": "linear", "lr_warmup_steps": -1, "weight_decay": -0.1,
-                 "max_grad_norm": 0.0, "seed": -1, "log_every": 0, "monitor_every": 0, "monitor_size": 0,
-                 "checkpoint_every": 0, "max_nonfinite_steps": 0, "effective_batch": -1, "optimizer": "sgd",
-                 "report_to": "mlflow", "snapshot_steps": [0]},
+    "name": "two words",
+    "preset": "sd4",
+    "method": {
+        "name": "",
+        "objective": "bogus",
+        "params": "text",
+        "reference": "bogus",
+        "tau": 0,
+        "delta": 0.0,
+        "on_exceed": "bogus",
+        "mixup_alpha": 1.5,
+        "timestep_sampler": "bogus",
+        "gamma": 0.0,
+        "bins": 0,
+        "reward_scale": "bogus",
+        "beta": float("inf"),
+        "desirable_weight": 0.0,
+        "undesirable_weight": -1.0,
+        "mapo_snr": float("inf"),
+    },
+    "model": {
+        "kind": "sd4",
+        "pretrained": "",
+        "resolution": 12,
+        "lora_rank": -1,
+        "gradient_checkpointing": "yes",
+        "mixed_precision": "fp8",
+        "vae": "",
+        "vae_fp32": "yes",
+        "t5": False,
+    },
+    "data": {
+        "source": "",
+        "split": "",
+        "max_pairs": 0,
+        "exclude_prompts": "",
+        "latent_cache": "",
+        "latent_dtype": "float8",
+        "num_workers": -1,
+        "caption_dropout": 1.0,
+        "random_flip": "yes",
+    },
+    "training": {
+        "max_steps": 0,
+        "batch_size": 0,
+        "gradient_accumulation_steps": 0,
+        "learning_rate": float("nan"),
+        "scale_lr": "yes",
+        "lr_scheduler": "linear",
+        "lr_warmup_steps": -1,
+        "weight_decay": -0.1,
+        "max_grad_norm": 0.0,
+        "seed": -1,
+        "log_every": 0,
+        "monitor_every": 0,
+        "monitor_size": 0,
+        "checkpoint_every": 0,
+        "max_nonfinite_steps": 0,
+        "effective_batch": -1,
+        "optimizer": "sgd",
+        "report_to": "mlflow",
+        "snapshot_steps": [0],
+    },
 }
 ALTERNATIVE = {  # a second invalid value where the first tests the type, or a range has two ends
-    ("method", "gamma"): 1.5, ("method", "params"): {1: 2}, ("method", "delta"): float("nan"), ("method", "tau"): "8", ("training", "seed"): 2**63,
-    ("training", "learning_rate"): -1.0, ("model", "resolution"): 0, ("method", "mixup_alpha"): 0.0, ("name", None): "..",
+    ("method", "gamma"): 1.5,
+    ("method", "params"): {1: 2},
+    ("method", "delta"): float("nan"),
+    ("method", "tau"): "8",
+    ("training", "seed"): 2**63,
+    ("training", "learning_rate"): -1.0,
+    ("model", "resolution"): 0,
+    ("method", "mixup_alpha"): 0.0,
+    ("name", None): "..",
 }
 
 
@@ -445,24 +560,51 @@ def test_unwritable_database_or_run_folder_is_one_line_before_training(toy_world
     run started (no runs row, no checkpoint). A run folder in use by another process: one line."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    common = ["--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"), "--max-steps", "2", "--no-progress"]
-    code, err = run_cli(monkeypatch, capsys, "train", *common, "--db", str(blocker / "db.duckdb"), "--out", str(tmp_path / "runs"))
-    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot create the folder for the database")
+    common = [
+        "--model",
+        str(toy_world / "base"),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--max-steps",
+        "2",
+        "--no-progress",
+    ]
+    code, err = run_cli(
+        monkeypatch, capsys, "train", *common, "--db", str(blocker / "db.duckdb"), "--out", str(tmp_path / "runs")
+    )
+    assert (
+        code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot create the folder for the database")
+    )
     assert not (tmp_path / "runs").exists()
-    code, err = run_cli(monkeypatch, capsys, "train", *common, "--db", str(tmp_path / "db.duckdb"), "--out", str(blocker / "runs"))
+    code, err = run_cli(
+        monkeypatch, capsys, "train", *common, "--db", str(tmp_path / "db.duckdb"), "--out", str(blocker / "runs")
+    )
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot write the run folder")
     assert Store(tmp_path / "db.duckdb").query("select count(*) from runs").iloc[0, 0] == 0
 
     folder = tmp_path / "runs" / "refdpo"
     folder.mkdir(parents=True)
-    holder = subprocess.Popen([PYTHON, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                               "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('on', flush=True); "
-                               "time.sleep(30)", str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); f.write('4242'); f.flush(); print('on', flush=True); "
+            "time.sleep(30)",
+            str(folder / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "on"
-        code, err = run_cli(monkeypatch, capsys, "train", *common, "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"))
-        assert code == 2 and err == ("error: run 'refdpo' is being trained by another process (process 4242); "
-                                     "wait for it to end, or pick another --name")
+        code, err = run_cli(
+            monkeypatch, capsys, "train", *common, "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")
+        )
+        assert code == 2 and err == (
+            "error: run 'refdpo' is being trained by another process (process 4242); "
+            "wait for it to end, or pick another --name"
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -483,19 +625,52 @@ def test_missing_model_or_weights_is_one_sentence(toy_world, tmp_path, monkeypat
     cases = [
         ([], tmp_path / "missing", "error: model.pretrained: no toy model at"),
         ([], no_weights, "error: model.pretrained: " + str(no_weights) + " has no weights in unet/"),
-        (["--preset", "sd15"], tmp_path / "missing", "error: model.pretrained: " + str(tmp_path / "missing") + " does not exist"),
-        (["--preset", "sd15"], sd_no_weights, "error: model.pretrained: " + str(sd_no_weights) + " has no weights in unet/"),
+        (
+            ["--preset", "sd15"],
+            tmp_path / "missing",
+            "error: model.pretrained: " + str(tmp_path / "missing") + " does not exist",
+        ),
+        (
+            ["--preset", "sd15"],
+            sd_no_weights,
+            "error: model.pretrained: " + str(sd_no_weights) + " has no weights in unet/",
+        ),
     ]
     for extra, model, start in cases:
-        code, err = run_cli(monkeypatch, capsys, "train", *extra, "--model", str(model), "--data", str(tmp_path / "nodata"),
-                            "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress")
+        code, err = run_cli(
+            monkeypatch,
+            capsys,
+            "train",
+            *extra,
+            "--model",
+            str(model),
+            "--data",
+            str(tmp_path / "nodata"),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        )
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith(start), err
         assert err.count(". ") == 0  # one sentence
     truncated = tmp_path / "truncated"  # weights there but cut short: one line too
     shutil.copytree(toy_world / "base", truncated)
     weights = next((truncated / "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])
-    code, err = run_cli(monkeypatch, capsys, "train", "--model", str(truncated), "--data", str(toy_world / "pairs.parquet"),
-                        "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--model",
+        str(truncated),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--db",
+        str(tmp_path / "db.duckdb"),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    )
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith(f"error: model.pretrained: cannot load the toy model at {truncated}:"), err

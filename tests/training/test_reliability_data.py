@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from refbench.config import load_config
-from refbench.training.data import REQUIRED_COLUMNS, DataError, PreferencePairs, decode_image, open_pair_source
 from refbench.store import Store
+from refbench.training.data import REQUIRED_COLUMNS, DataError, PreferencePairs, decode_image, open_pair_source
 
 RESOLUTION = 8
 
@@ -27,7 +27,9 @@ def png(value: int, size: int = 4) -> bytes:
 
 
 GOOD = {10: png(10), 200: png(200, size=6)}  # pixel value -> image: which image won is visible in its pixels
-SCHEMA = pa.schema([("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()), ("label_0", pa.float64())])
+SCHEMA = pa.schema(
+    [("caption", pa.string()), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()), ("label_0", pa.float64())]
+)
 
 images = st.one_of(
     st.sampled_from(sorted(GOOD)),  # a readable image, by its pixel value
@@ -36,19 +38,31 @@ images = st.one_of(
     st.binary(max_size=40).map(lambda tail: b"\x89PNG\r\n\x1a\n" + tail),  # a PNG header, then garbage
     st.integers(1, 60).map(lambda n: GOOD[10][:n]),  # a truncated PNG
 )
-rows = st.fixed_dictionaries({
-    "caption": st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["", "   ", "a red circle"])),
-    "jpg_0": images, "jpg_1": images,
-    "label_0": st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0]), st.floats(allow_nan=True, allow_infinity=True)),
-})
+rows = st.fixed_dictionaries(
+    {
+        "caption": st.one_of(st.none(), st.text(max_size=8), st.sampled_from(["", "   ", "a red circle"])),
+        "jpg_0": images,
+        "jpg_1": images,
+        "label_0": st.one_of(
+            st.none(), st.sampled_from([0.0, 0.5, 1.0]), st.floats(allow_nan=True, allow_infinity=True)
+        ),
+    }
+)
 
 
 def to_table(items: list[dict]) -> pa.Table:
     def encode(image):
         return GOOD[image] if isinstance(image, int) else image
 
-    return pa.table({"caption": [r["caption"] for r in items], "jpg_0": [encode(r["jpg_0"]) for r in items],
-                     "jpg_1": [encode(r["jpg_1"]) for r in items], "label_0": [r["label_0"] for r in items]}, schema=SCHEMA)
+    return pa.table(
+        {
+            "caption": [r["caption"] for r in items],
+            "jpg_0": [encode(r["jpg_0"]) for r in items],
+            "jpg_1": [encode(r["jpg_1"]) for r in items],
+            "label_0": [r["label_0"] for r in items],
+        },
+        schema=SCHEMA,
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,8 +82,9 @@ def test_malformed_rows_are_counted_skips_or_one_data_error(items):
     assert len(pairs) == len(usable)
     load_skips = pairs.skipped.as_dict()
     assert sum(load_skips.values()) == len(items) - len(usable)
-    assert load_skips.get("tie", 0) == sum(1 for r in items if r["label_0"] == 0.5 and isinstance(r["caption"], str)
-                                           and r["caption"].strip())
+    assert load_skips.get("tie", 0) == sum(
+        1 for r in items if r["label_0"] == 0.5 and isinstance(r["caption"], str) and r["caption"].strip()
+    )
     unreadable = 0
     for index, row in enumerate(usable):
         item = pairs[index]
@@ -91,14 +106,21 @@ def test_malformed_rows_are_counted_skips_or_one_data_error(items):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(columns=st.lists(st.sampled_from(REQUIRED_COLUMNS + ("extra",)), unique=True),
-       label_type=st.sampled_from([pa.float64(), pa.int64(), pa.string()]), n_rows=st.integers(0, 3))
+@given(
+    columns=st.lists(st.sampled_from(REQUIRED_COLUMNS + ("extra",)), unique=True),
+    label_type=st.sampled_from([pa.float64(), pa.int64(), pa.string()]),
+    n_rows=st.integers(0, 3),
+)
 def test_malformed_files_are_one_data_error_or_usable(columns, label_type, n_rows):
     """Parquet files with any subset of the columns, a label column of another type, or no rows:
     either a table the loader uses, or one DataError line naming what is wrong."""
-    values = {"caption": pa.array(["a cat"] * n_rows), "jpg_0": pa.array([GOOD[10]] * n_rows),
-              "jpg_1": pa.array([GOOD[200]] * n_rows), "extra": pa.array([1] * n_rows),
-              "label_0": pa.array([1] * n_rows).cast(label_type) if label_type != pa.string() else pa.array(["1"] * n_rows)}
+    values = {
+        "caption": pa.array(["a cat"] * n_rows),
+        "jpg_0": pa.array([GOOD[10]] * n_rows),
+        "jpg_1": pa.array([GOOD[200]] * n_rows),
+        "extra": pa.array([1] * n_rows),
+        "label_0": pa.array([1] * n_rows).cast(label_type) if label_type != pa.string() else pa.array(["1"] * n_rows),
+    }
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "pairs.parquet"
         pq.write_table(pa.table({c: values[c] for c in columns}) if columns else pa.table({}), path)
@@ -119,7 +141,16 @@ def test_malformed_files_are_one_data_error_or_usable(columns, label_type, n_row
         assert pairs[0][1][0, 0, 0] == 10
 
 
-HEADERS = [b"GIF89a", b"II*\x00", b"BM", b"\xff\xd8\xff\xe0", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n", b"qoif", GOOD[200][:33]]
+HEADERS = [
+    b"GIF89a",
+    b"II*\x00",
+    b"BM",
+    b"\xff\xd8\xff\xe0",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"P6\n",
+    b"qoif",
+    GOOD[200][:33],
+]
 BOMB = b"qoif" + (65536).to_bytes(4, "big") * 2 + b"\x03\x00"  # 16 bytes that claim 4.3e9 pixels
 
 
@@ -171,9 +202,14 @@ def run(world, tmp_path, table_or_path, **training):
     if isinstance(table_or_path, pa.Table):
         path = tmp_path / "data.parquet"
         pq.write_table(table_or_path, path)
-    config = load_config(method="diff-dpo", overrides={
-        "model": {"pretrained": str(root / "base")}, "data": {"source": str(path)},
-        "training": {"max_steps": 3, "batch_size": 4, "monitor_size": 2, **training}})
+    config = load_config(
+        method="diff-dpo",
+        overrides={
+            "model": {"pretrained": str(root / "base")},
+            "data": {"source": str(path)},
+            "training": {"max_steps": 3, "batch_size": 4, "monitor_size": 2, **training},
+        },
+    )
     return run_training(config, db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
 
 
@@ -193,15 +229,21 @@ def test_unusable_data_is_one_error_before_training(toy_world, tmp_path, case):
     """Each stops before the first step with one DataError line: no run row, no checkpoint."""
     table = toy_world[1]
     data = {
-        "not parquet": lambda: (tmp_path / "data.parquet").write_bytes(b"caption,jpg_0\nPAR1 no") and tmp_path / "data.parquet",
+        "not parquet": lambda: (
+            (tmp_path / "data.parquet").write_bytes(b"caption,jpg_0\nPAR1 no") and tmp_path / "data.parquet"
+        ),
         "missing column": lambda: table.drop_columns(["jpg_1"]),
         "empty": lambda: table.slice(0, 0),
         "only unusable rows": lambda: table.set_column(3, "label_0", pa.array([0.5] * table.num_rows)),
         "no readable image": lambda: table.set_column(1, "jpg_0", pa.array([b"not an image"] * table.num_rows)),
     }[case]()
-    match = {"not parquet": "is not a readable parquet file", "missing column": r"lacks the column\(s\) jpg_1",
-             "empty": "no usable preference pairs .*the data is empty", "only unusable rows": r"no usable .*'tie': 16",
-             "no readable image": r"none of the first \d+ usable pairs has readable images"}[case]
+    match = {
+        "not parquet": "is not a readable parquet file",
+        "missing column": r"lacks the column\(s\) jpg_1",
+        "empty": "no usable preference pairs .*the data is empty",
+        "only unusable rows": r"no usable .*'tie': 16",
+        "no readable image": r"none of the first \d+ usable pairs has readable images",
+    }[case]
     with pytest.raises(DataError, match=match) as error:
         run(toy_world, tmp_path, data)
     assert "\n" not in str(error.value)
@@ -213,9 +255,23 @@ def test_bad_data_from_the_command_line_is_one_line(toy_world, tmp_path, monkeyp
     from refbench.cli.app import main
 
     (tmp_path / "data.parquet").write_text("not parquet")
-    monkeypatch.setattr(sys, "argv", ["refbench", "train", "--model", str(toy_world[0] / "base"), "--data",
-                                      str(tmp_path / "data.parquet"), "--db", str(tmp_path / "db.duckdb"),
-                                      "--out", str(tmp_path / "runs"), "--no-progress"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "refbench",
+            "train",
+            "--model",
+            str(toy_world[0] / "base"),
+            "--data",
+            str(tmp_path / "data.parquet"),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+    )
     with pytest.raises(SystemExit) as exit_:
         main()
     err = capsys.readouterr().err.strip()

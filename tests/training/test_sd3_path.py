@@ -14,10 +14,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from launch_helpers import accelerate_launch
 from safetensors.torch import load_file
 
 from refbench.store import Store
-from launch_helpers import accelerate_launch
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,43 @@ def tiny(tmp_path_factory):
 
 
 def refbench(*args, env=None):
-    result = subprocess.run([sys.executable, "-m", "refbench", *map(str, args)], capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "refbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def train_args(tiny, tmp_path, preset, folder, lora, steps=3):
-    return ["train", "--preset", preset, "--model", tiny / folder, "--data", tiny / "pairs.parquet", "--max-steps", steps,
-            "--resolution", "16", "--batch-size", "2", "--accumulation", "2", "--tau", "1", "--lora-rank", lora,
-            "--db", tmp_path / "db.duckdb", "--out", tmp_path / "runs", "--no-progress"]
+    return [
+        "train",
+        "--preset",
+        preset,
+        "--model",
+        tiny / folder,
+        "--data",
+        tiny / "pairs.parquet",
+        "--max-steps",
+        steps,
+        "--resolution",
+        "16",
+        "--batch-size",
+        "2",
+        "--accumulation",
+        "2",
+        "--tau",
+        "1",
+        "--lora-rank",
+        lora,
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
+    ]
 
 
 @pytest.mark.slow
@@ -64,10 +91,24 @@ def test_train_generate_and_load_with_plain_diffusers(tiny, tmp_path, preset, fo
     assert store.query("select count(*) as n from ref_events where kind = 'sync'")["n"][0] == 3
     final = tmp_path / "runs" / "refdpo" / "final"
     assert (final / ("pytorch_lora_weights.safetensors" if lora else "transformer/config.json")).is_file()
-    refbench("generate", "refdpo", "--prompts", "toy-test", "--num-prompts", "2", "--steps", "2", "--db",
-             tmp_path / "db.duckdb", "--out", tmp_path / "runs", "--no-progress")
-    samples = store.query("select prompt, seed, image_path, guidance_scale, sampler from samples where run = 'refdpo' "
-                          "order by prompt")
+    refbench(
+        "generate",
+        "refdpo",
+        "--prompts",
+        "toy-test",
+        "--num-prompts",
+        "2",
+        "--steps",
+        "2",
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
+    )
+    samples = store.query(
+        "select prompt, seed, image_path, guidance_scale, sampler from samples where run = 'refdpo' order by prompt"
+    )
     assert len(samples) == 2 and samples["guidance_scale"].tolist() == [7.0, 7.0]
     assert samples["sampler"][0] == "StableDiffusion3Pipeline FlowMatchEulerDiscreteScheduler"
     without_t5 = {} if folder == "sd35-t5" else {"text_encoder_3": None, "tokenizer_3": None}
@@ -78,18 +119,43 @@ def test_train_generate_and_load_with_plain_diffusers(tiny, tmp_path, preset, fo
     else:
         pipe.transformer = SD3Transformer2DModel.from_pretrained(str(final / "transformer"))
     latents = initial_noise(samples["prompt"][0], int(samples["seed"][0]), (16, 8, 8))[None]
-    image = pipe([samples["prompt"][0]], latents=latents, guidance_scale=7.0, num_inference_steps=2, height=16,
-                 width=16, output_type="np", max_sequence_length=77).images[0]
+    image = pipe(
+        [samples["prompt"][0]],
+        latents=latents,
+        guidance_scale=7.0,
+        num_inference_steps=2,
+        height=16,
+        width=16,
+        output_type="np",
+        max_sequence_length=77,
+    ).images[0]
     made = np.asarray(Image.open(samples["image_path"][0]), dtype=np.int16)
     assert np.abs((np.clip(image, 0, 1) * 255).round().astype(np.int16) - made).max() <= 1
     # The timestep analysis of a flow run names its intervals in noise levels s.
-    refbench("timestep-analysis", "refdpo", "--against", "init", "--pairs", "4", "--intervals", "4", "--data",
-             tiny / "validation.parquet", "--db", tmp_path / "db.duckdb", "--figure", tmp_path / "ts.png", "--no-progress")
+    refbench(
+        "timestep-analysis",
+        "refdpo",
+        "--against",
+        "init",
+        "--pairs",
+        "4",
+        "--intervals",
+        "4",
+        "--data",
+        tiny / "validation.parquet",
+        "--db",
+        tmp_path / "db.duckdb",
+        "--figure",
+        tmp_path / "ts.png",
+        "--no-progress",
+    )
     stats = store.query("select bin, t_low, t_high, sigma_low, sigma_high from timestep_stats order by bin")
     # Shift 3 on T = 1000: s(999) = 1; s(750) = 3 u / (1 + 2 u) at u = 0.751: 2.253 / 2.502 = 0.90048;
     # s(749) = 0.9 exactly (u = 0.75: 2.25 / 2.5).
     assert stats["t_high"].tolist() == [1000, 750, 500, 250] and stats["sigma_high"][0] == pytest.approx(1.0)
-    assert stats["sigma_low"][0] == pytest.approx(2.253 / 2.502, abs=1e-6) and stats["sigma_high"][1] == pytest.approx(0.9)
+    assert stats["sigma_low"][0] == pytest.approx(2.253 / 2.502, abs=1e-6) and stats["sigma_high"][1] == pytest.approx(
+        0.9
+    )
     assert (tmp_path / "ts.png").is_file()
 
 
@@ -107,7 +173,9 @@ def test_sd3_conditioning_and_latents(tiny):
     dropped = load_backend(ModelConfig(kind="sd3", pretrained=str(tiny / "sd35-t5"), resolution=16, t5=False))
     cond_dropped = dropped.encode_text(["a red circle", "two blue squares"])
     assert cond_dropped.hidden.shape == (2, 32 + 77, 64)  # 77 zero tokens in T5's place, as diffusers does
-    assert cond_dropped.hidden[:, 32:].abs().sum() == 0 and torch.equal(cond_dropped.hidden[:, :32], cond.hidden[:, :32])
+    assert cond_dropped.hidden[:, 32:].abs().sum() == 0 and torch.equal(
+        cond_dropped.hidden[:, :32], cond.hidden[:, :32]
+    )
     images = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
     latents = with_t5.encode_images(images)
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float() / 127.5 - 1
@@ -127,8 +195,12 @@ def test_the_trainer_noises_on_the_shifted_grid(tiny):
     assert noisy[0].unique().tolist() == [-1.0] and noisy[1].unique().tolist() == pytest.approx([0.25 * 2 - 0.75])
     assert backend.target(x0, noise, torch.tensor([999, 499])).unique().tolist() == [-3.0]
     seen = []
-    backend.predict(lambda **kw: seen.append(kw["timestep"]) or type("Out", (), {"sample": kw["hidden_states"]}),
-                    noisy, torch.tensor([999, 499]), type("C", (), {"hidden": None, "added": {"pooled_projections": torch.zeros(2, 64)}}))
+    backend.predict(
+        lambda **kw: seen.append(kw["timestep"]) or type("Out", (), {"sample": kw["hidden_states"]}),
+        noisy,
+        torch.tensor([999, 499]),
+        type("C", (), {"hidden": None, "added": {"pooled_projections": torch.zeros(2, 64)}}),
+    )
     assert seen[0].tolist() == pytest.approx([1000.0, 750.0])
     assert backend.prediction_type == "flow" and backend.alphas_cumprod[-1] == 0.0
 
@@ -147,10 +219,19 @@ def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
         b = load_file(str(resumed / "runs" / "refdpo" / "checkpoint" / f"{part}.safetensors"))
         assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     two = tmp_path / "two"
-    args = [*accelerate_launch(2), "--mixed_precision",
-            "no", "--dynamo_backend", "no", "-m", "refbench", *map(str, train_args(tiny, two, "sd3", "sd3", 4))]
-    result = subprocess.run(args, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    args = [
+        *accelerate_launch(2),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "refbench",
+        *map(str, train_args(tiny, two, "sd3", "sd3", 4)),
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((two / "runs" / "refdpo" / "processes.json").read_text())
     assert [r["process"] for r in report] == [0, 1] and report[0]["events"] == report[1]["events"]
@@ -167,18 +248,42 @@ def test_latent_cache_on_sd3(tiny, tmp_path):
     from refbench.training.run import run_training
 
     cache = tmp_path / "latents"
-    refbench("cache-latents", "--preset", "sd3", "--model", tiny / "sd3", "--data", tiny / "pairs.parquet",
-             "--resolution", "16", "--dtype", "float32", "--out", cache, "--no-progress")
+    refbench(
+        "cache-latents",
+        "--preset",
+        "sd3",
+        "--model",
+        tiny / "sd3",
+        "--data",
+        tiny / "pairs.parquet",
+        "--resolution",
+        "16",
+        "--dtype",
+        "float32",
+        "--out",
+        cache,
+        "--no-progress",
+    )
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["complete"] and meta["added_keys"] == ["pooled_projections"]
     assert np.load(cache / "latents.npy", mmap_mode="r").shape[1:] == (2, 16, 8, 8)
     errors = {}
     for name, data in (("plain", {}), ("cached", {"latent_cache": str(cache), "latent_dtype": "float32"})):
-        overrides = {"model": {"pretrained": str(tiny / "sd3"), "resolution": 16, "lora_rank": 4},
-                     "data": {"source": str(tiny / "pairs.parquet"), "random_flip": False, **data},
-                     "training": {"max_steps": 1, "batch_size": 2, "effective_batch": None, "gradient_accumulation_steps": 1}}
-        run_training(load_config(method="refdpo", preset="sd3", name=name, overrides=overrides),
-                     db=tmp_path / "db.duckdb", out_root=tmp_path / "runs", progress=False)
-        errors[name] = Store(tmp_path / "db.duckdb").query(
-            f"select model_err_w, model_err_l from train_metrics where run = '{name}'").iloc[0].tolist()
+        overrides = {
+            "model": {"pretrained": str(tiny / "sd3"), "resolution": 16, "lora_rank": 4},
+            "data": {"source": str(tiny / "pairs.parquet"), "random_flip": False, **data},
+            "training": {"max_steps": 1, "batch_size": 2, "effective_batch": None, "gradient_accumulation_steps": 1},
+        }
+        run_training(
+            load_config(method="refdpo", preset="sd3", name=name, overrides=overrides),
+            db=tmp_path / "db.duckdb",
+            out_root=tmp_path / "runs",
+            progress=False,
+        )
+        errors[name] = (
+            Store(tmp_path / "db.duckdb")
+            .query(f"select model_err_w, model_err_l from train_metrics where run = '{name}'")
+            .iloc[0]
+            .tolist()
+        )
     assert errors["cached"] == pytest.approx(errors["plain"], rel=1e-5)

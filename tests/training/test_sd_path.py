@@ -33,11 +33,38 @@ def tiny(tmp_path_factory):
 def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     """`refbench train --preset sd15|sdxl --model DIR --data FILE --max-steps 3` runs through the CLI."""
     db = tmp_path / "db.duckdb"
-    args = ["train", "--preset", kind, "--model", str(tiny / kind), "--data", str(tiny / "pairs.parquet"),
-            "--max-steps", "3", "--resolution", "16", "--batch-size", "2", "--accumulation", "2", "--tau", "1",
-            "--lora-rank", str(lora), "--db", str(db), "--out", str(tmp_path / "runs"), "--no-progress"]
-    result = subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    args = [
+        "train",
+        "--preset",
+        kind,
+        "--model",
+        str(tiny / kind),
+        "--data",
+        str(tiny / "pairs.parquet"),
+        "--max-steps",
+        "3",
+        "--resolution",
+        "16",
+        "--batch-size",
+        "2",
+        "--accumulation",
+        "2",
+        "--tau",
+        "1",
+        "--lora-rank",
+        str(lora),
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "refbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     store = Store(db)
     assert store.query("select count(*) as n from train_metrics where run = 'refdpo'")["n"][0] == 3
@@ -45,9 +72,28 @@ def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     final = tmp_path / "runs" / "refdpo" / "final"
     assert (final / ("pytorch_lora_weights.safetensors" if lora else "unet/config.json")).is_file()
     # The trained policy samples through the diffusers pipeline, noise fixed by (prompt, seed).
-    result = subprocess.run([sys.executable, "-m", "refbench", "generate", "refdpo", "--prompts", "toy-test",
-                             "--num-prompts", "2", "--steps", "2", "--db", str(db), "--out", str(tmp_path / "runs"),
-                             "--no-progress"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "generate",
+            "refdpo",
+            "--prompts",
+            "toy-test",
+            "--num-prompts",
+            "2",
+            "--steps",
+            "2",
+            "--db",
+            str(db),
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     samples = store.query("select image_path, guidance_scale from samples where run = 'refdpo'")
     assert len(samples) == 2 and samples["guidance_scale"].tolist() == [7.5 if kind == "sd15" else 5.0] * 2
@@ -67,10 +113,19 @@ def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
     else:
         pipe.unet = UNet2DConditionModel.from_pretrained(str(final / "unet"))
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    row = store.query("select prompt, seed, image_path, guidance_scale from samples where run = 'refdpo' order by prompt limit 1")
+    row = store.query(
+        "select prompt, seed, image_path, guidance_scale from samples where run = 'refdpo' order by prompt limit 1"
+    )
     latents = initial_noise(row["prompt"][0], int(row["seed"][0]), (4, 8, 8))[None]
-    image = pipe([row["prompt"][0]], latents=latents, guidance_scale=float(row["guidance_scale"][0]), num_inference_steps=2,
-                 height=16, width=16, output_type="np").images[0]
+    image = pipe(
+        [row["prompt"][0]],
+        latents=latents,
+        guidance_scale=float(row["guidance_scale"][0]),
+        num_inference_steps=2,
+        height=16,
+        width=16,
+        output_type="np",
+    ).images[0]
     made = np.asarray(Image.open(row["image_path"][0]), dtype=np.int16)
     assert np.abs((np.clip(image, 0, 1) * 255).round().astype(np.int16) - made).max() <= 1
 
@@ -108,8 +163,8 @@ def test_lora_reference_and_initial_model_share_the_base(tiny):
 def test_sdxl_conditioning(tiny):
     """SDXL: both encoders' hidden states concatenated (32 + 32), the pooled projection (32), and
     time_ids (H, W, 0, 0, H, W) = (16, 16, 0, 0, 16, 16)."""
-    from refbench.training.backends import load_backend
     from refbench.config import ModelConfig
+    from refbench.training.backends import load_backend
 
     backend = load_backend(ModelConfig(kind="sdxl", pretrained=str(tiny / "sdxl"), resolution=16))
     cond = backend.encode_text(["a red circle", "two blue squares"])
@@ -122,8 +177,23 @@ def test_sdxl_conditioning(tiny):
 
 @pytest.mark.slow
 def test_missing_model_folder_is_one_sentence(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "refbench", "train", "--preset", "sd15", "--model", str(tmp_path / "nope"),
-                             "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refbench",
+            "train",
+            "--preset",
+            "sd15",
+            "--model",
+            str(tmp_path / "nope"),
+            "--db",
+            str(tmp_path / "db.duckdb"),
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr

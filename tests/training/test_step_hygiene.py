@@ -2,9 +2,9 @@
 AdamW, gradients set to None, metrics kept as tensors and read only for the store or the bar."""
 
 import torch
+from toy_helpers import config_for
 
 from refbench.config import load_config
-from toy_helpers import config_for
 
 
 def test_adamw_is_foreach_and_not_fused():
@@ -44,16 +44,18 @@ def test_metrics_are_reduced_only_on_logged_steps_without_a_bar(toy_world, tmp_p
     """log_every 2, no progress bar, no monitor in the run: of 4 steps only 2 and 4 read their
     metrics (the reduce and the copy to the host); with the bar on, every step does."""
     for progress, expected in ((False, 2), (True, 4)):
-        trainer = _trainer(toy_world, tmp_path / str(progress), max_steps=4, log_every=2, monitor_every=100,
-                           checkpoint_every=100)
+        trainer = _trainer(
+            toy_world, tmp_path / str(progress), max_steps=4, log_every=2, monitor_every=100, checkpoint_every=100
+        )
         trainer.progress = progress
         calls = []
         reduce = trainer.accelerator.reduce
-        trainer.accelerator.reduce = lambda tensor, **kwargs: calls.append(tensor.shape) or reduce(tensor, **kwargs)
+        trainer.accelerator.reduce = lambda tensor, calls=calls, reduce=reduce, **kwargs: (
+            calls.append(tensor.shape) or reduce(tensor, **kwargs)
+        )
         try:
             trainer.train()
         finally:
             del trainer.accelerator.reduce
         assert len(calls) == expected
         assert trainer.step == 4
-

@@ -1,9 +1,9 @@
 """Live curves through accelerate's trackers: `refbench train --report-to tensorboard`."""
 
 import pytest
+from toy_helpers import config_for
 
 from refbench.store import Store
-from toy_helpers import config_for
 
 
 def test_tensorboard_gets_what_the_store_gets(toy_world, tmp_path):
@@ -25,6 +25,9 @@ def test_tensorboard_gets_what_the_store_gets(toy_world, tmp_path):
     stored = Store(tmp_path / "db.duckdb").query("select step, loss from train_metrics order by step")
     assert [s for s, _ in loss] == stored["step"].tolist() == [1, 2, 3]
     assert [v for _, v in loss] == pytest.approx(stored["loss"].tolist(), rel=1e-6)
-    syncs = Store(tmp_path / "db.duckdb").query("select step, divergence from ref_events where kind = 'sync' order by step")
+    syncs = Store(tmp_path / "db.duckdb").query(
+        "select step, divergence from ref_events where kind = 'sync' order by step"
+    )
     assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in events.Scalars("events/sync")] == list(
-        zip(syncs["step"], syncs["divergence"]))
+        zip(syncs["step"], syncs["divergence"])
+    )

@@ -4,14 +4,14 @@ import math
 
 import pytest
 import torch
+from launch_helpers import accelerate_launch
 from safetensors.torch import load_file
+from toy_helpers import config_for
 
 from refbench.config import load_config
-from refbench.training.modelset import FullModelSet
 from refbench.store import Store
+from refbench.training.modelset import FullModelSet
 from refbench.training.run import run_training
-from toy_helpers import config_for
-from launch_helpers import accelerate_launch
 
 
 def train(config, tmp_path, **kwargs):
@@ -40,8 +40,13 @@ def test_refdpo_logs_every_step_and_its_syncs(toy_world, tmp_path):
     # (forward). The monitor (2 winners, every step): syncs at 2, 4, 6 measure the new reference only
     # (the policy holds its weights): 3 x 2; steps 1, 3, 5 measure the policy: 3 x 2, and the reference
     # at step 1 (afterwards it is cached until the next sync): 2; so 14. The initial model once: 2.
-    assert costs(store, "refdpo") == {"policy": (48, 48), "reference": (48, 0), "monitor": (14, 0), "initial": (2, 0),
-                                      "total": (112, 48)}
+    assert costs(store, "refdpo") == {
+        "policy": (48, 48),
+        "reference": (48, 0),
+        "monitor": (14, 0),
+        "initial": (2, 0),
+        "total": (112, 48),
+    }
     assert store.query("select seconds from run_costs where kind = 'total'")["seconds"][0] > 0
     assert (run_dir / "final" / "unet" / "config.json").is_file()
 
@@ -55,8 +60,19 @@ def test_first_sync_past_delta_freezes(toy_world, tmp_path):
     """delta = 1e-12 and a large lr (1e-2, which raises the denoising error at once: D = 0.11 at
     step 2 on this random model): the sync at step 2 freezes and nothing follows."""
     config = config_for(toy_world, learning_rate=1e-2)
-    train(load_config(config_file=None, method="refdpo", overrides={**config.to_dict(), "name": None, "preset": None,
-                                                                     "method": {**config.to_dict()["method"], "delta": 1e-12}}), tmp_path)
+    train(
+        load_config(
+            config_file=None,
+            method="refdpo",
+            overrides={
+                **config.to_dict(),
+                "name": None,
+                "preset": None,
+                "method": {**config.to_dict()["method"], "delta": 1e-12},
+            },
+        ),
+        tmp_path,
+    )
     events = Store(tmp_path / "db.duckdb").query("select step, kind from ref_events order by step, kind")
     assert events.values.tolist() == [[2, "freeze"], [2, "sync"]]
 
@@ -68,10 +84,18 @@ def test_diff_dpo_reference_is_the_initial_model(toy_world, tmp_path):
     assert store.query("select count(*) as n from ref_events")["n"][0] == 0
     assert store.query("select max(abs(div_ref)) as d from train_metrics")["d"][0] == 0.0
     # 48 policy and reference image-passes as refdpo; the monitor measures the policy only: 6 x 2.
-    assert costs(store, "diff-dpo") == {"policy": (48, 48), "reference": (48, 0), "monitor": (12, 0), "initial": (2, 0),
-                                        "total": (110, 48)}
+    assert costs(store, "diff-dpo") == {
+        "policy": (48, 48),
+        "reference": (48, 0),
+        "monitor": (12, 0),
+        "initial": (2, 0),
+        "total": (110, 48),
+    }
     unet = torch.nn.Linear(2, 2)
-    fixed, syncing = FullModelSet(unet, reference_mode="fixed"), FullModelSet(torch.nn.Linear(2, 2), reference_mode="sync")
+    fixed, syncing = (
+        FullModelSet(unet, reference_mode="fixed"),
+        FullModelSet(torch.nn.Linear(2, 2), reference_mode="sync"),
+    )
     assert fixed.reference_module is fixed.initial_module
     assert syncing.reference_module is not syncing.initial_module
 
@@ -82,8 +106,9 @@ def test_resume_ends_with_the_same_weights(toy_world, tmp_path):
     straight = train(config_for(toy_world, name="straight"), tmp_path / "a")
     stopped = config_for(toy_world, name="resumed", max_steps=3)
     train(stopped, tmp_path / "b")
-    resumed = train(config_for(toy_world, name="resumed"), tmp_path / "b", resume=True,
-                    overrides={"training": {"max_steps": 6}})
+    resumed = train(
+        config_for(toy_world, name="resumed"), tmp_path / "b", resume=True, overrides={"training": {"max_steps": 6}}
+    )
     for part in ("policy", "reference"):
         a = load_file(str(straight / "checkpoint" / f"{part}.safetensors"))
         b = load_file(str(resumed / "checkpoint" / f"{part}.safetensors"))
@@ -92,7 +117,10 @@ def test_resume_ends_with_the_same_weights(toy_world, tmp_path):
     rows = Store(tmp_path / "b" / "db.duckdb").query("select step from train_metrics order by step")["step"].tolist()
     assert rows == [1, 2, 3, 4, 5, 6]
     # The training passes carry over the checkpoint; each process measures the initial model once (2 + 2).
-    resumed_costs, straight_costs = costs(Store(tmp_path / "b" / "db.duckdb"), "resumed"), costs(Store(tmp_path / "a" / "db.duckdb"), "straight")
+    resumed_costs, straight_costs = (
+        costs(Store(tmp_path / "b" / "db.duckdb"), "resumed"),
+        costs(Store(tmp_path / "a" / "db.duckdb"), "straight"),
+    )
     assert resumed_costs["policy"] == straight_costs["policy"] == (48, 48)
     assert resumed_costs["reference"] == straight_costs["reference"] == (48, 0)
     assert resumed_costs["initial"] == (4, 0) and straight_costs["initial"] == (2, 0)
@@ -103,7 +131,9 @@ def test_same_name_without_resume_is_refused(toy_world, tmp_path):
 
     config = config_for(toy_world, max_steps=1)
     train(config, tmp_path)
-    with pytest.raises(RefbenchError, match="already exists .* continue it with `refbench train --name refdpo --resume"):
+    with pytest.raises(
+        RefbenchError, match="already exists .* continue it with `refbench train --name refdpo --resume"
+    ):
         train(config, tmp_path)
 
 
@@ -112,8 +142,13 @@ def test_sft_trains_on_winners_without_a_reference(toy_world, tmp_path):
     metrics = Store(tmp_path / "db.duckdb").query("select loss, accuracy, ref_err_w from train_metrics order by step")
     assert metrics["loss"].gt(0).all() and metrics["accuracy"].isna().all() and metrics["ref_err_w"].isna().all()
     # 2 steps x 4 winners through the policy, no reference pass; the monitor's policy 2 x 2.
-    assert costs(Store(tmp_path / "db.duckdb"), "sft") == {"policy": (8, 8), "reference": (0, 0), "monitor": (4, 0),
-                                                          "initial": (2, 0), "total": (14, 8)}
+    assert costs(Store(tmp_path / "db.duckdb"), "sft") == {
+        "policy": (8, 8),
+        "reference": (0, 0),
+        "monitor": (4, 0),
+        "initial": (2, 0),
+        "total": (14, 8),
+    }
 
 
 @pytest.mark.slow
@@ -125,11 +160,35 @@ def test_two_processes_take_identical_decisions(toy_world, tmp_path):
     import os
     import subprocess
 
-    args = [*accelerate_launch(2),
-            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", "train",
-            "--model", str(toy_world / "base"), "--data", str(toy_world / "pairs.parquet"), "--max-steps", "6",
-            "--tau", "2", "--delta", "1e-12", "--batch-size", "2", "--lr", "1e-2",
-            "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress"]
+    args = [
+        *accelerate_launch(2),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "refbench",
+        "train",
+        "--model",
+        str(toy_world / "base"),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--max-steps",
+        "6",
+        "--tau",
+        "2",
+        "--delta",
+        "1e-12",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-2",
+        "--db",
+        str(tmp_path / "db.duckdb"),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     import json
@@ -158,16 +217,32 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     import sys
     import time
 
-    args = [sys.executable, "-m", "refbench", "train", "--model", str(toy_world / "base"), "--data",
-            str(toy_world / "pairs.parquet"), "--max-steps", "400", "--batch-size", "2", "--db", str(tmp_path / "db.duckdb"),
-            "--out", str(tmp_path / "runs")]  # with the progress bar: the message must still start a line
+    args = [
+        sys.executable,
+        "-m",
+        "refbench",
+        "train",
+        "--model",
+        str(toy_world / "base"),
+        "--data",
+        str(toy_world / "pairs.parquet"),
+        "--max-steps",
+        "400",
+        "--batch-size",
+        "2",
+        "--db",
+        str(tmp_path / "db.duckdb"),
+        "--out",
+        str(tmp_path / "runs"),
+    ]  # with the progress bar: the message must still start a line
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "runs" / "refdpo"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the loop has logged steps (rows are flushed every 10 s)
         time.sleep(0.5)
         if (tmp_path / "db.duckdb").exists() and Store(tmp_path / "db.duckdb").query(
-                "select count(*) as n from train_metrics")["n"][0] > 0:
+            "select count(*) as n from train_metrics"
+        )["n"][0] > 0:
             break
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -180,8 +255,12 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     assert Store(tmp_path / "db.duckdb").get_run("refdpo")["status"] == "interrupted"
     hint = shlex.split(last.split("Continue with: ", 1)[1])
     assert hint[:2] == ["refbench", "train"] and "--db" in hint and "--out" in hint
-    resumed = subprocess.run([sys.executable, "-m", "refbench", *hint[1:], "--max-steps", str(step + 2), "--no-progress"],
-                             capture_output=True, text=True, cwd=tmp_path)  # another folder: the hint must not rely on it
+    resumed = subprocess.run(
+        [sys.executable, "-m", "refbench", *hint[1:], "--max-steps", str(step + 2), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )  # another folder: the hint must not rely on it
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming refdpo from step {step}" in resumed.stdout
     assert Store(tmp_path / "db.duckdb").query("select max(step) as s from train_metrics")["s"][0] == step + 2

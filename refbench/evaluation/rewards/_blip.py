@@ -40,18 +40,46 @@ IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, as in ImageReward's 
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # BLIP's create_vit('large', image_size=224): timm VisionTransformer, qkv_bias, LayerNorm eps 1e-6.
-VISION_DEFAULTS: dict[str, Any] = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                       num_attention_heads=16, image_size=224, patch_size=16,
-                                       layer_norm_eps=1e-6, hidden_act="gelu")
+VISION_DEFAULTS: dict[str, Any] = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=16,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu",
+)
 # ImageReward's med_config.json (BLIP's, a bert-base-uncased config with two added tokens).
-MED_DEFAULTS: dict[str, Any] = dict(vocab_size=30524, hidden_size=768, intermediate_size=3072,
-                                    num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=512,
-                                    hidden_act="gelu", layer_norm_eps=1e-12, hidden_dropout_prob=0.1,
-                                    attention_probs_dropout_prob=0.1, initializer_range=0.02, pad_token_id=0,
-                                    add_cross_attention=True)
-_TEXT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings", "hidden_act", "layer_norm_eps", "hidden_dropout_prob",
-                "attention_probs_dropout_prob", "initializer_range", "pad_token_id")
+MED_DEFAULTS: dict[str, Any] = dict(
+    vocab_size=30524,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=512,
+    hidden_act="gelu",
+    layer_norm_eps=1e-12,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    initializer_range=0.02,
+    pad_token_id=0,
+    add_cross_attention=True,
+)
+_TEXT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+    "hidden_act",
+    "layer_norm_eps",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "pad_token_id",
+)
 
 # (pattern, replacement) on ImageReward.pt keys; the first that matches wins.
 KEY_MAP: tuple[tuple[str, str], ...] = (
@@ -79,7 +107,7 @@ def map_key(key: str) -> str | None:
     """This port's name for an ``ImageReward.pt`` key; None for a key the score does not use.
     A key of none of ImageReward's known parts is returned unchanged (and then reported)."""
     if key.startswith("module."):  # saved from a DistributedDataParallel wrapper
-        key = key[len("module."):]
+        key = key[len("module.") :]
     if UNUSED.search(key):
         return None
     for pattern, replacement in KEY_MAP:
@@ -125,8 +153,14 @@ def text_config(med: dict[str, Any] | None, encoder_width: int):
     if med.get("position_embedding_type", "absolute") != "absolute":
         raise CheckpointMismatch("med_config.json: only absolute position embeddings are supported")
     # bos/eos/sep ids only matter for generation; None keeps a small test vocabulary valid
-    return BlipTextConfig(**{k: med[k] for k in _TEXT_FIELDS}, encoder_hidden_size=encoder_width, is_decoder=True,
-                          bos_token_id=None, eos_token_id=None, sep_token_id=None)
+    return BlipTextConfig(
+        **{k: med[k] for k in _TEXT_FIELDS},
+        encoder_hidden_size=encoder_width,
+        is_decoder=True,
+        bos_token_id=None,
+        eos_token_id=None,
+        sep_token_id=None,
+    )
 
 
 def build_model(vision_overrides: dict[str, Any] | None = None, med: dict[str, Any] | None = None):
@@ -148,17 +182,24 @@ def build_model(vision_overrides: dict[str, Any] | None = None, med: dict[str, A
             self.head = build_mlp(tcfg.hidden_size)  # the same five linears as the LAION predictor
             self.image_size = vcfg.image_size
 
-        def features(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                     attention_mask: torch.Tensor) -> torch.Tensor:
+        def features(
+            self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        ) -> torch.Tensor:
             """The text encoder's [CLS] output, cross-attending to every image token (N, hidden)."""
             image = self.vision(pixel_values=pixel_values).last_hidden_state
             image_mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
-            out = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image,
-                            encoder_attention_mask=image_mask, return_dict=True)
+            out = self.text(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                encoder_hidden_states=image,
+                encoder_attention_mask=image_mask,
+                return_dict=True,
+            )
             return out.last_hidden_state[:, 0, :].float()
 
-        def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        ) -> torch.Tensor:
             return standardise(self.head.layers(self.features(pixel_values, input_ids, attention_mask)).squeeze(-1))
 
     return ImageRewardNet()
@@ -173,8 +214,14 @@ def preprocess(image_size: int):
     """ImageReward's image transform: PIL RGB -> (3, S, S) tensor."""
     from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-    return Compose([Resize(image_size, interpolation=InterpolationMode.BICUBIC), CenterCrop(image_size),
-                    ToTensor(), Normalize(IMAGE_MEAN, IMAGE_STD)])
+    return Compose(
+        [
+            Resize(image_size, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(image_size),
+            ToTensor(),
+            Normalize(IMAGE_MEAN, IMAGE_STD),
+        ]
+    )
 
 
 def load_tokenizer(source: str):

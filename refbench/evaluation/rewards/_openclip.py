@@ -31,8 +31,13 @@ class OpenClipModel:
     checkpoint: str
 
 
-def resolve_checkpoint(source: str, *, hub_filename: str, local_names: tuple[str, ...],
-                       patterns: tuple[str, ...] = ("*.pt", "*.pth", "*.bin", "*.safetensors")) -> tuple[Path, bool]:
+def resolve_checkpoint(
+    source: str,
+    *,
+    hub_filename: str,
+    local_names: tuple[str, ...],
+    patterns: tuple[str, ...] = ("*.pt", "*.pth", "*.bin", "*.safetensors"),
+) -> tuple[Path, bool]:
     """(checkpoint path, is local). Hub downloads go through the cache (offline-safe)."""
     if looks_local(source):
         path = local_path(source)
@@ -42,8 +47,9 @@ def resolve_checkpoint(source: str, *, hub_filename: str, local_names: tuple[str
     return Path(hub_file(repo, filename, source=source)), False
 
 
-def load_open_clip(source: str, *, default_arch: str, hub_filename: str, local_names: tuple[str, ...],
-                   resize_mode: str | None = None) -> OpenClipModel:
+def load_open_clip(
+    source: str, *, default_arch: str, hub_filename: str, local_names: tuple[str, ...], resize_mode: str | None = None
+) -> OpenClipModel:
     """Build the architecture with open_clip, then load the checkpoint strictly."""
     import open_clip
 
@@ -62,9 +68,14 @@ def load_open_clip(source: str, *, default_arch: str, hub_filename: str, local_n
     model = model.eval().requires_grad_(False).to(device())
     cfg = dict(open_clip.get_model_preprocess_cfg(model))
     preprocess = open_clip.image_transform(
-        cfg.get("size", 224), is_train=False, mean=cfg.get("mean"), std=cfg.get("std"),
-        resize_mode=resize_mode or cfg.get("resize_mode"), interpolation=cfg.get("interpolation"),
-        fill_color=cfg.get("fill_color", 0))
+        cfg.get("size", 224),
+        is_train=False,
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+        resize_mode=resize_mode or cfg.get("resize_mode"),
+        interpolation=cfg.get("interpolation"),
+        fill_color=cfg.get("fill_color", 0),
+    )
     tokenizer = open_clip.get_tokenizer(arch)
     return OpenClipModel(model, tokenizer, preprocess, str(ckpt))
 

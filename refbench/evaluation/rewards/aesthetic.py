@@ -33,9 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
-
-from ._common import (batches, device, find_file, hub_file, local_path, looks_local, pooled, pretrained_weight_files,
-                      to_pil)
+from ._common import (
+    batches,
+    device,
+    find_file,
+    hub_file,
+    local_path,
+    looks_local,
+    pooled,
+    pretrained_weight_files,
+    to_pil,
+)
 
 MLP_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 DEFAULT_SOURCE = f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{MLP_FILE}"
@@ -101,8 +109,10 @@ def load(source: str) -> MetricFn:
         clip = CLIPModel.from_pretrained(clip_source).eval().requires_grad_(False).to(device())
         processor = CLIPImageProcessor.from_pretrained(clip_source)
     except OSError as exc:  # the MLP loaded; say which part is missing
-        raise MetricLoadError(f"laion-aesthetic: cannot load the CLIP backbone {clip_source!r} (offline, or not found); "
-                              f"pass laion-aesthetic=/folder holding {MLP_FILE} and a clip/ CLIPModel folder") from exc
+        raise MetricLoadError(
+            f"laion-aesthetic: cannot load the CLIP backbone {clip_source!r} (offline, or not found); "
+            f"pass laion-aesthetic=/folder holding {MLP_FILE} and a clip/ CLIPModel folder"
+        ) from exc
     mlp = mlp.eval().requires_grad_(False).to(device())
     dev = next(clip.parameters()).device
 
@@ -120,6 +130,8 @@ def load(source: str) -> MetricFn:
 
 
 register_loader(
-    "laion-aesthetic", load, default_source=DEFAULT_SOURCE,
+    "laion-aesthetic",
+    load,
+    default_source=DEFAULT_SOURCE,
     description="LAION aesthetic v2: MLP on normalised CLIP ViT-L/14 image embedding (~5.6 for SD1.5)",
 )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics import MetricFn, register_loader, with_weights
-
 from ._openclip import cosine_scores, load_open_clip
 
 DEFAULT_SOURCE = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -42,6 +41,8 @@ def load(source: str) -> MetricFn:
 
 
 register_loader(
-    "clip", load, default_source=DEFAULT_SOURCE,
+    "clip",
+    load,
+    default_source=DEFAULT_SOURCE,
     description="CLIP score: 100 * cos(open_clip ViT-H-14 laion2b image, text) (~34 for SD1.5)",
 )

@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics import MetricFn, register_loader, with_weights
-
 from ._openclip import cosine_scores, load_open_clip
 
 DEFAULT_SOURCE = "xswu/HPSv2"
@@ -36,8 +35,9 @@ SCALE = 100.0
 
 
 def load(source: str) -> MetricFn:
-    m = load_open_clip(source, default_arch=ARCH, hub_filename=CHECKPOINTS[0], local_names=CHECKPOINTS,
-                       resize_mode="longest")
+    m = load_open_clip(
+        source, default_arch=ARCH, hub_filename=CHECKPOINTS[0], local_names=CHECKPOINTS, resize_mode="longest"
+    )
 
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
         return SCALE * cosine_scores(m, images, prompts)
@@ -46,6 +46,8 @@ def load(source: str) -> MetricFn:
 
 
 register_loader(
-    "hpsv2", load, default_source=DEFAULT_SOURCE,
+    "hpsv2",
+    load,
+    default_source=DEFAULT_SOURCE,
     description="HPSv2: 100 * cos(open_clip ViT-H-14 + HPSv2 checkpoint image, text) (~27 for SD1.5)",
 )

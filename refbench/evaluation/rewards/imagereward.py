@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
-
 from ._common import batches, device, find_file, hub_file, local_path, looks_local, to_pil
 
 DEFAULT_SOURCE = "THUDM/ImageReward"
@@ -130,7 +129,8 @@ def tokenizer_folder(resolved: Resolved) -> str:
     except FileNotFoundError as exc:  # the weights loaded; say which part is missing
         raise MetricLoadError(
             f"imagereward: cannot load the BERT tokenizer {source!r} (offline, or not found); put "
-            f"bert-base-uncased's vocab.txt in a tokenizer/ folder beside {resolved.checkpoint.name}") from exc
+            f"bert-base-uncased's vocab.txt in a tokenizer/ folder beside {resolved.checkpoint.name}"
+        ) from exc
 
 
 def load(source: str) -> MetricFn:
@@ -149,8 +149,9 @@ def load(source: str) -> MetricFn:
         with torch.no_grad():
             for sl in batches(len(images)):
                 pix = torch.stack([transform(im) for im in to_pil(images[sl])]).to(dev)
-                tok = tokenizer(prompts[sl], padding="max_length", truncation=True, max_length=MAX_LENGTH,
-                                return_tensors="pt").to(dev)
+                tok = tokenizer(
+                    prompts[sl], padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+                ).to(dev)
                 out[sl] = model(pix, tok["input_ids"], tok["attention_mask"]).cpu().numpy()
         return out
 
@@ -158,6 +159,8 @@ def load(source: str) -> MetricFn:
 
 
 register_loader(
-    "imagereward", load, default_source=DEFAULT_SOURCE,
+    "imagereward",
+    load,
+    default_source=DEFAULT_SOURCE,
     description="ImageReward: standardised MLP(BLIP text-image encoder) (~0.3-0.7 for SD1.5 DPO runs)",
 )

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import MetricFn, MetricLoadError, register_loader, with_weights
-
 from ._common import batches, cosine, device, hub_file, local_path, looks_local, pooled, pretrained_weight_files, to_pil
 
 DEFAULT_SOURCE = "yuvalkirstain/PickScore_v1"
@@ -53,8 +52,10 @@ def load(source: str) -> MetricFn:
     try:
         processor = CLIPProcessor.from_pretrained(processor_source(source))
     except OSError as exc:  # the model loaded; say which part is missing
-        raise MetricLoadError(f"pickscore: cannot load the processor {PROCESSOR_SOURCE!r} (offline, or not found); "
-                              f"save a CLIPProcessor into the model folder") from exc
+        raise MetricLoadError(
+            f"pickscore: cannot load the processor {PROCESSOR_SOURCE!r} (offline, or not found); "
+            f"save a CLIPProcessor into the model folder"
+        ) from exc
     dev = next(model.parameters()).device
 
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
@@ -63,11 +64,13 @@ def load(source: str) -> MetricFn:
             scale = model.logit_scale.exp().float()
             for sl in batches(len(images)):
                 pix = processor(images=to_pil(images[sl]), return_tensors="pt")["pixel_values"].to(dev)
-                txt = processor(text=prompts[sl], padding=True, truncation=True, max_length=MAX_LENGTH,
-                                return_tensors="pt").to(dev)
+                txt = processor(
+                    text=prompts[sl], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+                ).to(dev)
                 img_emb = pooled(model.get_image_features(pixel_values=pix)).float()
-                txt_emb = pooled(model.get_text_features(input_ids=txt["input_ids"],
-                                                         attention_mask=txt["attention_mask"])).float()
+                txt_emb = pooled(
+                    model.get_text_features(input_ids=txt["input_ids"], attention_mask=txt["attention_mask"])
+                ).float()
                 out[sl] = (scale * cosine(img_emb, txt_emb)).cpu().numpy()
         return out
 
@@ -75,6 +78,8 @@ def load(source: str) -> MetricFn:
 
 
 register_loader(
-    "pickscore", load, default_source=DEFAULT_SOURCE,
+    "pickscore",
+    load,
+    default_source=DEFAULT_SOURCE,
     description="PickScore: logit_scale.exp() * cos(CLIP-H image, text) (~21-22 for SD1.5)",
 )

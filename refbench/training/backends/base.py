@@ -13,7 +13,6 @@ from ...config import ModelConfig
 from ...errors import ConfigError
 from ...method.losses import per_sample_error
 
-
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -22,9 +21,13 @@ def check_weights(folder: Path, parts: tuple[str, ...]) -> None:
     for part in parts:
         sub = folder / part
         if not (sub / "config.json").is_file():
-            raise ConfigError(f"model.pretrained: {folder} has no {part}/config.json; a diffusers model folder needs {', '.join(parts)}")
+            raise ConfigError(
+                f"model.pretrained: {folder} has no {part}/config.json; a diffusers model folder needs {', '.join(parts)}"
+            )
         if not any(f.name.endswith(WEIGHT_SUFFIXES) for f in sub.iterdir()):
-            raise ConfigError(f"model.pretrained: {folder} has no weights in {part}/ (expected a .safetensors or .bin file)")
+            raise ConfigError(
+                f"model.pretrained: {folder} has no weights in {part}/ (expected a .safetensors or .bin file)"
+            )
 
 
 def weights_digest(source: str, subfolders: tuple[str, ...]) -> str:
@@ -67,15 +70,17 @@ class Conditioning:
     def __len__(self) -> int:
         return self.hidden.shape[0]
 
-    def repeat(self, times: int) -> "Conditioning":
+    def repeat(self, times: int) -> Conditioning:
         """The batch repeated ``times`` over, in order (winners' then losers' copy)."""
-        return Conditioning(self.hidden.repeat(times, *[1] * (self.hidden.dim() - 1)),
-                            {k: v.repeat(times, *[1] * (v.dim() - 1)) for k, v in self.added.items()})
+        return Conditioning(
+            self.hidden.repeat(times, *[1] * (self.hidden.dim() - 1)),
+            {k: v.repeat(times, *[1] * (v.dim() - 1)) for k, v in self.added.items()},
+        )
 
-    def select(self, index: slice | torch.Tensor) -> "Conditioning":
+    def select(self, index: slice | torch.Tensor) -> Conditioning:
         return Conditioning(self.hidden[index], {k: v[index] for k, v in self.added.items()})
 
-    def to(self, device, dtype=None) -> "Conditioning":
+    def to(self, device, dtype=None) -> Conditioning:
         return Conditioning(self.hidden.to(device, dtype), {k: v.to(device, dtype) for k, v in self.added.items()})
 
 
@@ -122,7 +127,8 @@ class Backend:
         from diffusers.utils import convert_state_dict_to_diffusers
 
         diffusers_pipeline(cls.pipeline_name).save_lora_weights(
-            str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True)
+            str(folder), unet_lora_layers=convert_state_dict_to_diffusers(layers), safe_serialization=True
+        )
 
     @classmethod
     def build_tiny(cls, folder: str | Path, *, seed: int = 0, **options) -> Path:
@@ -166,7 +172,9 @@ class Backend:
         raise NotImplementedError
 
     # -- the denoiser call -------------------------------------------------------------
-    def predict(self, denoiser: torch.nn.Module, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def predict(
+        self, denoiser: torch.nn.Module, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor:
         kwargs = {"added_cond_kwargs": cond.added} if cond.added else {}
         return denoiser(x_t, timesteps, encoder_hidden_states=cond.hidden, **kwargs).sample
 

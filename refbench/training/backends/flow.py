@@ -28,8 +28,16 @@ from .base import Backend, Conditioning, check_weights, diffusers_pipeline, weig
 
 # LoRA on every attention projection of both streams (diffusers' train_dreambooth_lora_sd3.py
 # default target modules): the joint blocks' text stream has its own q/k/v/out.
-SD3_LORA_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-                    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
+SD3_LORA_TARGETS = [
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+]
 
 
 class FlowBackend(Backend):
@@ -43,8 +51,9 @@ class FlowBackend(Backend):
     @classmethod
     def save_lora(cls, layers: dict[str, torch.Tensor], folder: Path) -> None:
         """As diffusers' SD3 LoRA script saves: PEFT keys, under "transformer."."""
-        diffusers_pipeline(cls.pipeline_name).save_lora_weights(str(folder), transformer_lora_layers=layers,
-                                                                 safe_serialization=True)
+        diffusers_pipeline(cls.pipeline_name).save_lora_weights(
+            str(folder), transformer_lora_layers=layers, safe_serialization=True
+        )
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -52,15 +61,19 @@ class FlowBackend(Backend):
         if getattr(self, "_sigmas", None) is None:
             config = self.noise_scheduler.config
             if config.get("use_dynamic_shifting"):
-                raise ConfigError("scheduler: dynamic (resolution-dependent) shifting is a FLUX feature; "
-                                  "the SD3 recipe trains with a fixed shift")
+                raise ConfigError(
+                    "scheduler: dynamic (resolution-dependent) shifting is a FLUX feature; "
+                    "the SD3 recipe trains with a fixed shift"
+                )
             grid = self.noise_scheduler.sigmas.to(torch.float64).flip(0)[: self.num_train_timesteps]
             # The same numbers as method.flow's formula; checked so that a scheduler whose grid is
             # not the training grid (a custom sigma schedule) fails here, not silently.
             expected = shifted_sigmas(self.num_train_timesteps, float(config.shift))
             if grid.shape != expected.shape or not torch.allclose(grid, expected, atol=1e-5):
-                raise ConfigError("scheduler: its sigmas are not the shifted uniform training grid of "
-                                  "FlowMatchEulerDiscreteScheduler(shift); refbench trains on that grid only")
+                raise ConfigError(
+                    "scheduler: its sigmas are not the shifted uniform training grid of "
+                    "FlowMatchEulerDiscreteScheduler(shift); refbench trains on that grid only"
+                )
             self._sigmas = expected
         return self._sigmas
 
@@ -81,10 +94,16 @@ class FlowBackend(Backend):
     def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return flow_velocity(x0, noise)
 
-    def predict(self, model: torch.nn.Module, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    def predict(
+        self, model: torch.nn.Module, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning
+    ) -> torch.Tensor:
         timestep = model_timesteps(self._sigma(timesteps), self.num_train_timesteps).to(x_t.dtype)
-        return model(hidden_states=x_t, timestep=timestep, encoder_hidden_states=cond.hidden,
-                     pooled_projections=cond.added["pooled_projections"].to(x_t.dtype)).sample
+        return model(
+            hidden_states=x_t,
+            timestep=timestep,
+            encoder_hidden_states=cond.hidden,
+            pooled_projections=cond.added["pooled_projections"].to(x_t.dtype),
+        ).sample
 
 
 SD3_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2")
@@ -123,7 +142,9 @@ class SD3Backend(FlowBackend):
     (zeros when ``text_encoder_3`` is absent, as diffusers does), and the pooled projections."""
 
     kind = "sd3"
-    summary = "Stable Diffusion 3 / 3.5: an MMDiT transformer (rectified flow), 16-channel VAE, two CLIPs and optional T5"
+    summary = (
+        "Stable Diffusion 3 / 3.5: an MMDiT transformer (rectified flow), 16-channel VAE, two CLIPs and optional T5"
+    )
     default_guidance = 7.0  # the pipeline's default
 
     @classmethod
@@ -142,10 +163,17 @@ class SD3Backend(FlowBackend):
         """With T5 as in training: present or not, the same prompt length."""
         from .samplers import PipelineSampler
 
-        return PipelineSampler(diffusers_pipeline(cls.pipeline_name), model.pretrained, model.resolution,
-                               denoiser=cls.denoiser_folder, ddim=not cls.flow, final_folder=final,
-                               lora_rank=model.lora_rank, pipeline_kwargs=text_pipeline_kwargs(model),
-                               call_kwargs={"max_sequence_length": T5_MAX_LENGTH})
+        return PipelineSampler(
+            diffusers_pipeline(cls.pipeline_name),
+            model.pretrained,
+            model.resolution,
+            denoiser=cls.denoiser_folder,
+            ddim=not cls.flow,
+            final_folder=final,
+            lora_rank=model.lora_rank,
+            pipeline_kwargs=text_pipeline_kwargs(model),
+            call_kwargs={"max_sequence_length": T5_MAX_LENGTH},
+        )
 
     @classmethod
     def build_tiny(cls, folder: str | Path, *, seed: int = 0, **options) -> Path:
@@ -155,7 +183,12 @@ class SD3Backend(FlowBackend):
         return build_tiny_sd3_pipeline(folder, seed=seed, **options)
 
     def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            SD3Transformer2DModel,
+            StableDiffusion3Pipeline,
+        )
 
         self.source, self.device, self.resolution = model.pretrained, torch.device(device), model.resolution
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(model.mixed_precision)
@@ -164,10 +197,14 @@ class SD3Backend(FlowBackend):
         self.denoiser, self.vae, self.text_pipeline = None, None, None
         try:
             if denoiser:
-                self.denoiser = SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(self.device)
+                self.denoiser = SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(
+                    self.device
+                )
             self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(self.source, subfolder="scheduler")
             if encoders:
-                self.vae = AutoencoderKL.from_pretrained(model.vae or self.source, **({} if model.vae else {"subfolder": "vae"}))
+                self.vae = AutoencoderKL.from_pretrained(
+                    model.vae or self.source, **({} if model.vae else {"subfolder": "vae"})
+                )
                 # Only the pipeline's prompt encoding is used. It reads the transformer's config (the
                 # joint width of T5's zeros when T5 is left out): without the trained transformer at
                 # hand (building a latent cache), a weightless one on the meta device stands in.
@@ -177,9 +214,11 @@ class SD3Backend(FlowBackend):
 
                     with init_empty_weights():
                         transformer = SD3Transformer2DModel.from_config(
-                            SD3Transformer2DModel.load_config(self.source, subfolder="transformer"))
+                            SD3Transformer2DModel.load_config(self.source, subfolder="transformer")
+                        )
                 self.text_pipeline = StableDiffusion3Pipeline.from_pretrained(
-                    self.source, transformer=transformer, vae=None, **text_pipeline_kwargs(model))
+                    self.source, transformer=transformer, vae=None, **text_pipeline_kwargs(model)
+                )
         except (OSError, ValueError) as exc:
             raise ConfigError(f"model.pretrained: cannot load {self.source}: {str(exc).splitlines()[0]}") from None
         self.vae_dtype = torch.float32 if model.vae_fp32 else self.dtype
@@ -203,8 +242,14 @@ class SD3Backend(FlowBackend):
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Conditioning:
         hidden, _, pooled, _ = self.text_pipeline.encode_prompt(
-            prompt=list(captions), prompt_2=None, prompt_3=None, device=self.device, num_images_per_prompt=1,
-            do_classifier_free_guidance=False, max_sequence_length=T5_MAX_LENGTH)
+            prompt=list(captions),
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            max_sequence_length=T5_MAX_LENGTH,
+        )
         return Conditioning(hidden.float(), {"pooled_projections": pooled.float()})
 
     def fresh_denoiser(self) -> torch.nn.Module:

@@ -43,8 +43,14 @@ class ToySampler:
     def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
         from ...toy.sampling import sample_images
 
-        return sample_images(self.components, prompts, seeds, num_inference_steps=steps,
-                             guidance_scale=guidance_scale, unet=self.denoiser)
+        return sample_images(
+            self.components,
+            prompts,
+            seeds,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            unet=self.denoiser,
+        )
 
 
 class ToyFlowSampler:
@@ -65,8 +71,14 @@ class ToyFlowSampler:
     def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
         from ...toy.sampling import sample_flow_images
 
-        return sample_flow_images(self.components, prompts, seeds, num_inference_steps=steps,
-                                  guidance_scale=guidance_scale, transformer=self.denoiser)
+        return sample_flow_images(
+            self.components,
+            prompts,
+            seeds,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            transformer=self.denoiser,
+        )
 
 
 class PipelineSampler:
@@ -75,9 +87,20 @@ class PipelineSampler:
     ``ddim``: sample with DDIM (the DDPM models); else the pipeline keeps its own scheduler (SD3:
     flow matching, Euler)."""
 
-    def __init__(self, pipeline_class, source: str, resolution: int, *, denoiser: str, ddim: bool,
-                 final_folder: Path | None = None, lora_rank: int = 0, device: str = "cpu",
-                 pipeline_kwargs: dict | None = None, call_kwargs: dict | None = None):
+    def __init__(
+        self,
+        pipeline_class,
+        source: str,
+        resolution: int,
+        *,
+        denoiser: str,
+        ddim: bool,
+        final_folder: Path | None = None,
+        lora_rank: int = 0,
+        device: str = "cpu",
+        pipeline_kwargs: dict | None = None,
+        call_kwargs: dict | None = None,
+    ):
         from diffusers import DDIMScheduler
 
         self.pipe = pipeline_class.from_pretrained(source, **(pipeline_kwargs or {}))
@@ -96,15 +119,25 @@ class PipelineSampler:
         self.pipe.to(device)
         self.resolution = resolution
         self.denoiser = getattr(self.pipe, denoiser)
-        self.latent_shape = (self.denoiser.config.in_channels, resolution // self.pipe.vae_scale_factor,
-                             resolution // self.pipe.vae_scale_factor)
+        self.latent_shape = (
+            self.denoiser.config.in_channels,
+            resolution // self.pipe.vae_scale_factor,
+            resolution // self.pipe.vae_scale_factor,
+        )
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], seeds: list[int], *, guidance_scale: float, steps: int) -> np.ndarray:
         from ...toy.sampling import initial_noise
 
         latents = torch.stack([initial_noise(p, s, self.latent_shape) for p, s in zip(prompts, seeds)])
-        output = self.pipe(list(prompts), latents=latents.to(self.pipe.device, self.denoiser.dtype),
-                           guidance_scale=guidance_scale, num_inference_steps=steps, height=self.resolution,
-                           width=self.resolution, output_type="np", **self.extra)
+        output = self.pipe(
+            list(prompts),
+            latents=latents.to(self.pipe.device, self.denoiser.dtype),
+            guidance_scale=guidance_scale,
+            num_inference_steps=steps,
+            height=self.resolution,
+            width=self.resolution,
+            output_type="np",
+            **self.extra,
+        )
         return (np.clip(output.images, 0, 1) * 255).round().astype(np.uint8)

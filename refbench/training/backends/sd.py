@@ -23,33 +23,85 @@ from .base import Backend, Conditioning, check_weights, diffusers_pipeline, weig
 # The released models' configurations (diffusers' and transformers' config.json), for
 # `refbench bench --full-size` (``bench.full_size``): the UNet, the VAE and each text encoder.
 SD15_FULL_SIZE = {
-    "unet": dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280),
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                 cross_attention_dim=768, attention_head_dim=8),
-    "vae": dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4),
-    "text": [dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                  projection_dim=768, hidden_act="quick_gelu")],
+    "unet": dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    ),
+    "vae": dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    ),
+    "text": [
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
+    ],
     "resolution": 512,
 }
 SDXL_FULL_SIZE = {
-    "unet": dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280),
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                 cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                 addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816),
-    "vae": dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=1024,
-                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.13025),
-    "text": [dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                  projection_dim=768, hidden_act="quick_gelu"),
-             dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                  projection_dim=1280, hidden_act="gelu")],
+    "unet": dict(
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    ),
+    "vae": dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=1024,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=0.13025,
+    ),
+    "text": [
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        ),
+        dict(
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_hidden_layers=32,
+            num_attention_heads=20,
+            projection_dim=1280,
+            hidden_act="gelu",
+        ),
+    ],
     "resolution": 1024,
 }
 
@@ -89,9 +141,15 @@ class StableDiffusionBackend(Backend):
     def sampler(cls, model: ModelConfig, final: Path | None):
         from .samplers import PipelineSampler
 
-        return PipelineSampler(diffusers_pipeline(cls.pipeline_name), model.pretrained, model.resolution,
-                               denoiser=cls.denoiser_folder, ddim=not cls.flow, final_folder=final,
-                               lora_rank=model.lora_rank)
+        return PipelineSampler(
+            diffusers_pipeline(cls.pipeline_name),
+            model.pretrained,
+            model.resolution,
+            denoiser=cls.denoiser_folder,
+            ddim=not cls.flow,
+            final_folder=final,
+            lora_rank=model.lora_rank,
+        )
 
     @classmethod
     def build_tiny(cls, folder: str | Path, *, seed: int = 0, **options) -> Path:
@@ -126,11 +184,15 @@ class StableDiffusionBackend(Backend):
                 self.vae = None if model.vae else AutoencoderKL.from_pretrained(self.source, subfolder="vae")
                 for tokenizer, encoder, encoder_class in self.text_parts:
                     self.tokenizers.append(CLIPTokenizer.from_pretrained(self.source, subfolder=tokenizer))
-                    self.text_encoders.append(getattr(transformers, encoder_class).from_pretrained(self.source, subfolder=encoder))
+                    self.text_encoders.append(
+                        getattr(transformers, encoder_class).from_pretrained(self.source, subfolder=encoder)
+                    )
         except (OSError, ValueError) as exc:
             if not Path(self.source).exists():  # a local path with a typo is tried as a hub id: say both
-                raise ConfigError(f"model.pretrained: cannot load {self.source}: no file or folder of that name exists, "
-                                  f"and as a hub id: {str(exc).splitlines()[0]}") from None
+                raise ConfigError(
+                    f"model.pretrained: cannot load {self.source}: no file or folder of that name exists, "
+                    f"and as a hub id: {str(exc).splitlines()[0]}"
+                ) from None
             raise ConfigError(f"model.pretrained: cannot load {self.source}: {str(exc).splitlines()[0]}") from None
         if encoders and model.vae:  # another VAE (the SDXL preset's fp16-fix, as the official launcher loads)
             try:
@@ -156,8 +218,13 @@ class StableDiffusionBackend(Backend):
     def _token_ids(self, captions: list[str]):
         """Per text encoder: (the captions' token ids, padded to the tokenizer's length; the encoder)."""
         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
-            ids = tokenizer(list(captions), max_length=tokenizer.model_max_length, padding="max_length",
-                            truncation=True, return_tensors="pt").input_ids.to(self.device)
+            ids = tokenizer(
+                list(captions),
+                max_length=tokenizer.model_max_length,
+                padding="max_length",
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
             yield ids, encoder
 
     @torch.no_grad()

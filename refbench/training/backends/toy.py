@@ -19,8 +19,9 @@ from ...toy.sampling import DEFAULT_GUIDANCE_SCALE
 from .base import Backend, Conditioning, check_weights, weights_digest
 
 
-def resolve_toy_folder(pretrained: str, *, aliases: tuple[str, ...], default: Path, parts: tuple[str, ...],
-                       what: str) -> Path:
+def resolve_toy_folder(
+    pretrained: str, *, aliases: tuple[str, ...], default: Path, parts: tuple[str, ...], what: str
+) -> Path:
     """A toy model's folder: the committed one for an alias, else a folder with weights in ``parts``."""
     if pretrained in aliases:
         return default
@@ -35,8 +36,13 @@ def resolve_toy_folder(pretrained: str, *, aliases: tuple[str, ...], default: Pa
 def toy_model_folder(pretrained: str) -> Path:
     from ...toy.model import BASE_CHECKPOINT
 
-    return resolve_toy_folder(pretrained, aliases=("toy:base", "toy"), default=BASE_CHECKPOINT,
-                              parts=("unet", "text_encoder"), what="toy model")
+    return resolve_toy_folder(
+        pretrained,
+        aliases=("toy:base", "toy"),
+        default=BASE_CHECKPOINT,
+        parts=("unet", "text_encoder"),
+        what="toy model",
+    )
 
 
 class ToyWorld:
@@ -61,7 +67,9 @@ class ToyWorld:
         try:
             components = load(folder)
         except (OSError, ValueError) as exc:  # truncated or mismatched weight files
-            raise ConfigError(f"model.pretrained: cannot load the {what} at {folder}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"model.pretrained: cannot load the {what} at {folder}: {str(exc).splitlines()[0]}"
+            ) from None
         self.resolution = int(components.unet.config.sample_size)
         if model.resolution != self.resolution:
             raise ConfigError(f"model.resolution: the {what} works at {self.resolution} px; got {model.resolution}")
@@ -110,7 +118,7 @@ class ToyBackend(ToyWorld, Backend):
     def encode_text(self, captions: list[str]) -> Conditioning:
         from ...toy.model import encode_prompts
 
-        hidden, = self._cached_text(captions, lambda texts: (encode_prompts(self.components, texts),))
+        (hidden,) = self._cached_text(captions, lambda texts: (encode_prompts(self.components, texts),))
         return Conditioning(hidden)
 
     def fresh_denoiser(self) -> torch.nn.Module:

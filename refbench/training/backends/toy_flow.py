@@ -17,13 +17,20 @@ from .toy import ToyWorld, resolve_toy_folder
 def toy_flow_folder(pretrained: str) -> Path:
     from ...toy.flow_model import FLOW_CHECKPOINT
 
-    return resolve_toy_folder(pretrained, aliases=("toy-flow:base", "toy-flow"), default=FLOW_CHECKPOINT,
-                              parts=("transformer", "text_encoder"), what="flow toy model")
+    return resolve_toy_folder(
+        pretrained,
+        aliases=("toy-flow:base", "toy-flow"),
+        default=FLOW_CHECKPOINT,
+        parts=("transformer", "text_encoder"),
+        what="flow toy model",
+    )
 
 
 class ToyFlowBackend(ToyWorld, FlowBackend):
     kind = "toy-flow"
-    summary = "the flow-matching toy world: a 16 px pixel-space SD3 transformer (rectified flow), the toy's text encoder"
+    summary = (
+        "the flow-matching toy world: a 16 px pixel-space SD3 transformer (rectified flow), the toy's text encoder"
+    )
     model_folder = staticmethod(toy_flow_folder)
 
     def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
