@@ -34,7 +34,8 @@ TABLES: dict[str, str] = {
     "samples": """
         sample_id VARCHAR PRIMARY KEY, run VARCHAR, prompt_set VARCHAR, prompt VARCHAR, seed BIGINT,
         image_path VARCHAR, guidance_scale DOUBLE, num_steps INTEGER, created_at TIMESTAMPTZ,
-        sampler VARCHAR, height INTEGER, width INTEGER, prompt_set_sha256 VARCHAR""",
+        sampler VARCHAR, height INTEGER, width INTEGER, prompt_set_sha256 VARCHAR,
+        denoiser_source VARCHAR, denoiser_sha256 VARCHAR""",
     # source / weights_sha256: the checkpoint (or, for built-in oracles, the code) that made the score.
     "scores": """
         sample_id VARCHAR, metric VARCHAR, value DOUBLE, source VARCHAR, weights_sha256 VARCHAR,

@@ -9,13 +9,21 @@ import typer
 from ..defaults import DEFAULT_OUT
 from .common import DB_OPTION, OUT_OPTION, parse_format
 
+UNET_HELP = (
+    "A released UNet (hub id or folder, weights at its root or in unet/), e.g. mhdang/dpo-sd1.5-text2image-v1, "
+    "put into the base pipeline of --preset / --model; its samples go under RUN, with its source and sha256."
+)
+
 
 def generate(
-    run: str = typer.Argument(..., help="A run name, or 'base' for the initial model."),
-    prompts: str = typer.Option(
-        "toy-test",
+    run: str = typer.Argument(
+        ..., help="A run name, 'base' for the initial model, or with --unet the name to file its samples under."
+    ),
+    prompts: str | None = typer.Option(
+        None,
         "--prompts",
-        help="Prompt set: toy-test, toy-train, toy-val, pickapic-test, hpdv2, partiprompts, or NAME=FILE.",
+        help="Prompt set: toy-test, toy-train, toy-val, pickapic-test, hpdv2, partiprompts, or NAME=FILE "
+        "(default: toy-test for the toy worlds, partiprompts for real models).",
     ),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt (0 .. N-1)."),
     num_prompts: int | None = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
@@ -23,6 +31,7 @@ def generate(
     steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default 50)."),
     preset: str = typer.Option("toy", "--preset", help="For 'base': the preset whose model to sample."),
     model: str | None = typer.Option(None, "--model", help="For 'base': a hub id or local diffusers folder."),
+    unet: str | None = typer.Option(None, "--unet", help=UNET_HELP),
     regenerate: bool = typer.Option(
         False,
         "--regenerate",
@@ -48,9 +57,12 @@ def generate(
         preset=preset,
         model=model,
         regenerate=regenerate,
+        unet=unet,
     )
     if counts["main"]:
-        typer.echo(f"{run} on {prompts}: {counts['generated']} images generated, {counts['present']} already there")
+        typer.echo(
+            f"{run} on {counts['prompt_set']}: {counts['generated']} images generated, {counts['present']} already there"
+        )
 
 
 def score(
@@ -73,7 +85,9 @@ def score(
 def winrate(
     run: str = typer.Argument(..., help="The run to evaluate."),
     baseline: str = typer.Option(..., "--baseline", help="A run name, or 'base' (the initial model)."),
-    prompts: str = typer.Option("toy-test", "--prompts", help="Prompt set."),
+    prompts: str | None = typer.Option(
+        None, "--prompts", help="Prompt set (default: toy-test for the toy worlds, partiprompts for real models)."
+    ),
     metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metrics (default: the toy's five)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds per prompt."),
     num_prompts: int | None = typer.Option(None, "--num-prompts", help="Only the first N prompts."),
@@ -86,6 +100,13 @@ def winrate(
     guidance_scale: float | None = typer.Option(
         None, "--guidance-scale", help="With --auto: guidance of the samples it makes."
     ),
+    preset: str | None = typer.Option(
+        None, "--preset", help="With --auto: the model of 'base' and --unet (default: RUN's preset, else toy)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="With --auto: a hub id or folder for 'base' and --unet."),
+    unet: str | None = typer.Option(
+        None, "--unet", help="With --auto: RUN's samples come from this UNet. " + UNET_HELP
+    ),
     fmt: str = typer.Option("table", "--format", help="table, markdown, csv or json."),
     db: Path = DB_OPTION,
     out: Path = OUT_OPTION,
@@ -95,9 +116,10 @@ def winrate(
     from dataclasses import asdict
 
     from ..display import render_frame
-    from ..evaluation.winrates import compute_winrates, winrate_frames, winrate_protocol
+    from ..evaluation.winrates import compute_winrates, winrate_defaults, winrate_frames, winrate_protocol
 
     fmt = parse_format(fmt)
+    preset, model, prompts = winrate_defaults(run, db=db, preset=preset, model=model, prompt_set=prompts)
     names = [m.strip() for m in metrics.split(",")] if metrics else None
     results = compute_winrates(
         run,
@@ -112,6 +134,9 @@ def winrate(
         progress=fmt == "table",
         steps=steps,
         guidance_scale=guidance_scale,
+        preset=preset,
+        model=model,
+        unet=unet,
     )
     if fmt == "json":
         typer.echo(json_module.dumps([{"run": run, "baseline": baseline, **asdict(r)} for r in results], indent=2))

@@ -4,6 +4,12 @@ Every image is a function of (model, prompt, seed): its initial noise depends on
 (prompt, seed), so two models are compared on identical noise. Images go to
 ``RUN_ROOT/RUN/samples/SET/``, one row each in ``samples``; what already exists (row and
 file) is not generated again, so an interrupted generate resumes where it stopped.
+
+With ``unet`` (``--unet SOURCE``: a released denoiser such as Diffusion-DPO's, see
+``denoisers``) the images come from the base pipeline of ``preset`` / ``model`` with that
+denoiser in place of its own, filed under the name given for ``run`` (which must not be a
+training run or ``base``); every row records the denoiser's source and sha256, and a name
+never holds samples of two denoisers. Later calls on that name reuse the recorded source.
 """
 
 from __future__ import annotations
@@ -55,11 +61,31 @@ def run_config(run: str, store: Store, *, preset: str = "toy", model: str | None
     return config_from_dict(record["config"]), record
 
 
-def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | None = None):
-    """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model)."""
+def recorded_denoiser(store: Store, run: str) -> str | None:
+    """The ``--unet`` source the samples filed under ``run`` were made with (None: a run's own, or none yet)."""
+    frame = store.query(
+        "SELECT DISTINCT denoiser_source FROM samples WHERE run = ? AND denoiser_source IS NOT NULL", [run]
+    )
+    return frame["denoiser_source"].iloc[0] if len(frame) else None
+
+
+def check_denoiser_name(store: Store, run: str) -> None:
+    """Samples of a released denoiser go under a name of their own, never a run's or the base's."""
+    if run == BASE or store.get_run(run) is not None:
+        raise RefbenchError(
+            f"--unet: {run!r} is {'the base model' if run == BASE else 'a training run'}; give the samples of "
+            f"that denoiser a name of their own (e.g. `refbench generate dpo-sd15 --unet SOURCE --preset sd15`)"
+        )
+
+
+def sampler_for(
+    run: str, store: Store, *, preset: str = "toy", model: str | None = None, denoiser_path: Path | None = None
+):
+    """The sampler of a run's final policy, or of the initial model (``base``, from --preset / --model),
+    or of the initial model with the denoiser in ``denoiser_path`` (``--unet``)."""
     from ..training.backends import backend_class
 
-    config, record = run_config(run, store, preset=preset, model=model)
+    config, record = run_config(BASE if denoiser_path is not None else run, store, preset=preset, model=model)
     final = None
     if record is not None:
         final = Path(record["run_dir"]) / "final"
@@ -74,13 +100,25 @@ def sampler_for(run: str, store: Store, *, preset: str = "toy", model: str | Non
             )
     backend = backend_class(config.model.kind)
     backend.check_source(config.model)
-    return backend.sampler(config.model, final)
+    try:
+        return backend.sampler(config.model, final, denoiser_path)
+    except ValueError as exc:  # a denoiser that does not fit the pipeline
+        raise RefbenchError(str(exc).splitlines()[0]) from None
+
+
+def default_prompt_set(run: str, store: Store, *, preset: str = "toy", model: str | None = None) -> str:
+    """The prompt set used when none is named: the model kind's (toy-test for the toy worlds, else
+    partiprompts); ``run`` is a training run, ``base`` or a ``--unet`` name (the preset's kind)."""
+    from ..training.backends import backend_class
+
+    config = run_config(run if store.get_run(run) is not None else BASE, store, preset=preset, model=model)[0]
+    return backend_class(config.model.kind).default_prompts
 
 
 def generate(
     run: str,
     *,
-    prompt_set: str,
+    prompt_set: str | None,
     db: Path,
     out_root: Path,
     seeds: int = 1,
@@ -92,10 +130,11 @@ def generate(
     preset: str = "toy",
     model: str | None = None,
     regenerate: bool = False,
+    unet: str | None = None,
 ) -> dict[str, int]:
     """Generate missing images; returns counts of generated and already present images. Samples of
     the run on the set made under another protocol are refused, or with ``regenerate`` removed (rows,
-    scores and images) and made again."""
+    scores and images) and made again. ``unet``: a released denoiser's folder or hub id (see above)."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -108,13 +147,22 @@ def generate(
 
     steps = DEFAULT_STEPS if steps is None else steps
     store = Store(db)
+    unet = unet or recorded_denoiser(store, run)
+    denoiser_path = denoiser_sha = None
+    if unet is not None:
+        from .denoisers import denoiser_sha256, resolve_denoiser
+
+        check_denoiser_name(store, run)
+        denoiser_path = resolve_denoiser(unet)
+        denoiser_sha = denoiser_sha256(denoiser_path)
+    prompt_set = prompt_set or default_prompt_set(run, store, preset=preset, model=model)
     every_prompt = prompt_texts(prompt_set)
     fingerprint = prompt_set_fingerprint(every_prompt)
     prompts = every_prompt[:num_prompts]
     wanted = [(p, s) for p in prompts for s in range(seeds)]
     if guidance_scale is None:
         guidance_scale = backend_class(
-            run_config(run, store, preset=preset, model=model)[0].model.kind
+            run_config(BASE if unet else run, store, preset=preset, model=model)[0].model.kind
         ).default_guidance
     state = PartialState(cpu=not _has_gpu())
     if regenerate:
@@ -124,6 +172,7 @@ def generate(
         state.wait_for_everyone()
     else:  # one set of samples, one protocol: never top up samples made another way
         check_same_protocol(store, run, prompt_set, steps=steps, guidance_scale=guidance_scale, fingerprint=fingerprint)
+        check_same_denoiser(store, run, denoiser_sha)
     done = set(
         store.query(
             "SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set]
@@ -136,7 +185,7 @@ def generate(
     todo_here = todo[state.process_index :: state.num_processes]
     folder = Path(out_root) / run / "samples" / prompt_set
     if todo_here:
-        sampler = sampler_for(run, store, preset=preset, model=model)
+        sampler = sampler_for(run, store, preset=preset, model=model, denoiser_path=denoiser_path)
         folder.mkdir(parents=True, exist_ok=True)
         bar = tqdm(
             total=len(todo_here), desc=f"generate {run}", unit="img", disable=not (progress and state.is_main_process)
@@ -163,13 +212,20 @@ def generate(
                         "height": image.shape[0],
                         "width": image.shape[1],
                         "prompt_set_sha256": fingerprint,
+                        "denoiser_source": unet,
+                        "denoiser_sha256": denoiser_sha,
                     }
                 )
             store.upsert("samples", rows)  # per batch: an interruption keeps what was made
             bar.update(len(chunk))
         bar.close()
     state.wait_for_everyone()
-    return {"generated": len(todo), "present": len(wanted) - len(todo), "main": state.is_main_process}
+    return {
+        "generated": len(todo),
+        "present": len(wanted) - len(todo),
+        "main": state.is_main_process,
+        "prompt_set": prompt_set,
+    }
 
 
 def check_same_protocol(
@@ -199,6 +255,23 @@ def check_same_protocol(
                 f"{steps} steps, guidance {guidance_scale:g}: add --regenerate to remake them all under the asked "
                 f"protocol, or ask for theirs (--steps, --guidance-scale)"
             )
+
+
+def check_same_denoiser(store: Store, run: str, sha256: str | None) -> None:
+    """Refuse, in one line, to add samples of one denoiser to a name holding another's."""
+    frame = store.query(
+        "SELECT DISTINCT denoiser_source, denoiser_sha256 FROM samples WHERE run = ? AND denoiser_sha256 IS DISTINCT FROM ?",
+        [run, sha256],
+    )
+    if len(frame):
+        other = frame["denoiser_source"].iloc[0]
+        theirs = (
+            f"the denoiser {other} (sha256 {str(frame['denoiser_sha256'].iloc[0])[:12]})" if other else "its own model"
+        )
+        raise RefbenchError(
+            f"{run} already has samples made with {theirs}; file these under another name, or add --regenerate "
+            f"to remake them all with this one"
+        )
 
 
 def _has_gpu() -> bool:

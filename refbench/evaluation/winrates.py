@@ -51,6 +51,29 @@ def _missing(store: Store, name: str, prompt_set: str, wanted: int, metrics: lis
     return None
 
 
+def winrate_model(run: str, *, db: Path, preset: str | None, model: str | None) -> tuple[str, str | None]:
+    """(preset, model) that 'base' (and a --unet) are sampled with: those asked, else RUN's own model
+    (a training run's preset and pretrained source), else the toy."""
+    record = Store(db, create=False).get_run(run)
+    if preset is not None or record is None:
+        return preset or "toy", model
+    config_model = (record.get("config") or {}).get("model", {})
+    return record.get("preset") or config_model.get("kind") or "toy", model or config_model.get("pretrained")
+
+
+def winrate_defaults(
+    run: str, *, db: Path, preset: str | None, model: str | None, prompt_set: str | None
+) -> tuple[str, str | None, str]:
+    """(preset, model, prompt set) of `refbench winrate`: those asked, else RUN's (``winrate_model``)
+    and its kind's default prompt set (toy-test for the toy worlds, partiprompts for real models)."""
+    from .generate import default_prompt_set
+
+    preset, model = winrate_model(run, db=db, preset=preset, model=model)
+    if prompt_set is None:
+        prompt_set = default_prompt_set(run, Store(db, create=False), preset=preset, model=model)
+    return preset, model, prompt_set
+
+
 def compute_winrates(
     run: str,
     baseline: str,
@@ -66,13 +89,19 @@ def compute_winrates(
     resamples: int = 2000,
     steps: int | None = None,
     guidance_scale: float | None = None,
+    preset: str | None = None,
+    model: str | None = None,
+    unet: str | None = None,
 ) -> list[WinRate]:
+    """Win rates of ``run`` against ``baseline``; with ``auto`` their missing samples and scores are made
+    first ('base' and ``unet`` from ``preset`` / ``model``; ``unet``: RUN's samples come from that denoiser)."""
     from .generate import generate, prompt_texts
     from .metrics import get_metric
     from .score import score
 
     metrics = list(metrics or TOY_METRICS)
     store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
+    preset, model = winrate_model(run, db=db, preset=preset, model=model)
     wanted = len(prompt_texts(prompt_set)[:num_prompts]) * seeds
     for name in (run, baseline):
         if auto:
@@ -86,6 +115,9 @@ def compute_winrates(
                 progress=progress,
                 steps=steps,
                 guidance_scale=guidance_scale,
+                preset=preset,
+                model=model,
+                unet=unet if name == run else None,
             )
             score(name, metrics=",".join(metrics), db=db, progress=progress)
         flags = (f" --seeds {seeds}" if seeds != 1 else "") + (f" --num-prompts {num_prompts}" if num_prompts else "")

@@ -96,6 +96,9 @@ class Backend:
     denoiser_folder: str = "unet"  # the denoiser's subfolder in a diffusers pipeline and in a run's final/
     pipeline_name: str = "StableDiffusionPipeline"  # the diffusers pipeline whose LoRA format (and sampler) it uses
     default_guidance: float  # `refbench generate`'s classifier-free guidance scale
+    # `refbench generate` / `winrate`'s prompt set when --prompts is not given: for real models a
+    # set that is still public (PartiPrompts; Pick-a-Pic v2's test split is off the hub)
+    default_prompts: str = "partiprompts"
     analysis_pairs: int = 5000  # `refbench timestep-analysis`'s validation pairs (the paper used 5,000)
     full_size: dict | None = None  # `refbench bench --full-size`: the released model's configurations
     lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")  # modelset.UNET_LORA_TARGETS
@@ -117,8 +120,9 @@ class Backend:
         raise NotImplementedError
 
     @classmethod
-    def sampler(cls, model: ModelConfig, final: Path | None):
-        """The image sampler of the model, with a run's fine-tuned denoiser from ``final``."""
+    def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
+        """The image sampler of the model, with a run's fine-tuned denoiser from ``final``, or the
+        denoiser saved in ``denoiser_path`` (a diffusers folder: config.json and weights)."""
         raise NotImplementedError
 
     @classmethod

@@ -159,7 +159,7 @@ class SD3Backend(FlowBackend):
         return {"image_encoder": image_encoder, "text_encoders": weights_digest(model.pretrained, parts)}
 
     @classmethod
-    def sampler(cls, model: ModelConfig, final: Path | None):
+    def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
         """With T5 as in training: present or not, the same prompt length."""
         from .samplers import PipelineSampler
 
@@ -170,6 +170,7 @@ class SD3Backend(FlowBackend):
             denoiser=cls.denoiser_folder,
             ddim=not cls.flow,
             final_folder=final,
+            denoiser_path=denoiser_path,
             lora_rank=model.lora_rank,
             pipeline_kwargs=text_pipeline_kwargs(model),
             call_kwargs={"max_sequence_length": T5_MAX_LENGTH},

@@ -83,7 +83,8 @@ class ToyFlowSampler:
 
 class PipelineSampler:
     """A diffusers SD1.5 / SDXL / SD3 pipeline (``pipeline_class``) with a run's denoiser (full: the
-    ``denoiser`` subfolder of ``final_folder``, "unet" or "transformer") or its policy LoRA adapter.
+    ``denoiser`` subfolder of ``final_folder``, "unet" or "transformer") or its policy LoRA adapter,
+    or with the denoiser saved in ``denoiser_path`` (e.g. a released Diffusion-DPO UNet).
     ``ddim``: sample with DDIM (the DDPM models); else the pipeline keeps its own scheduler (SD3:
     flow matching, Euler)."""
 
@@ -96,6 +97,7 @@ class PipelineSampler:
         denoiser: str,
         ddim: bool,
         final_folder: Path | None = None,
+        denoiser_path: Path | None = None,
         lora_rank: int = 0,
         device: str = "cpu",
         pipeline_kwargs: dict | None = None,
@@ -105,6 +107,8 @@ class PipelineSampler:
 
         self.pipe = pipeline_class.from_pretrained(source, **(pipeline_kwargs or {}))
         self.extra = dict(call_kwargs or {})
+        if denoiser_path is not None:  # loaded as diffusers loads the pipeline's own
+            setattr(self.pipe, denoiser, _matching_denoiser(getattr(self.pipe, denoiser), denoiser_path))
         if final_folder is not None and lora_rank == 0:  # the pipeline's own class for its denoiser
             trained = type(getattr(self.pipe, denoiser)).from_pretrained(str(final_folder / denoiser))
             setattr(self.pipe, denoiser, trained)
@@ -141,3 +145,16 @@ class PipelineSampler:
             **self.extra,
         )
         return (np.clip(output.images, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _matching_denoiser(current, folder: Path):
+    """The denoiser in ``folder``, of the pipeline's denoiser class; refused in one line when it
+    cannot replace ``current`` (another latent width or text-embedding width: another model family)."""
+    replacement = type(current).from_pretrained(str(folder))
+    for key in ("in_channels", "out_channels", "cross_attention_dim", "joint_attention_dim"):
+        want, got = current.config.get(key), replacement.config.get(key)
+        if want != got:
+            raise ValueError(
+                f"the denoiser in {folder} does not fit this pipeline ({key} {got}, the pipeline's {want})"
+            )
+    return replacement

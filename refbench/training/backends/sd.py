@@ -138,7 +138,7 @@ class StableDiffusionBackend(Backend):
         return {"image_encoder": image_encoder, "text_encoders": weights_digest(model.pretrained, parts)}
 
     @classmethod
-    def sampler(cls, model: ModelConfig, final: Path | None):
+    def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
         from .samplers import PipelineSampler
 
         return PipelineSampler(
@@ -148,6 +148,7 @@ class StableDiffusionBackend(Backend):
             denoiser=cls.denoiser_folder,
             ddim=not cls.flow,
             final_folder=final,
+            denoiser_path=denoiser_path,
             lora_rank=model.lora_rank,
         )
 

@@ -51,6 +51,7 @@ class ToyWorld:
 
     device: torch.device
     default_guidance = DEFAULT_GUIDANCE_SCALE
+    default_prompts = "toy-test"
     analysis_pairs = 256
     model_folder: Callable[[str], Path]
 
@@ -109,10 +110,11 @@ class ToyBackend(ToyWorld, Backend):
         self.noise_scheduler = self.components.noise_scheduler
 
     @classmethod
-    def sampler(cls, model: ModelConfig, final: Path | None):
+    def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
         from .samplers import ToySampler
 
-        return ToySampler(toy_model_folder(model.pretrained), final / cls.denoiser_folder if final else None)
+        denoiser = denoiser_path or (final / cls.denoiser_folder if final else None)
+        return ToySampler(toy_model_folder(model.pretrained), denoiser)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Conditioning:

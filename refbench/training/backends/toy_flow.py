@@ -45,10 +45,11 @@ class ToyFlowBackend(ToyWorld, FlowBackend):
         self.noise_scheduler = self.components.noise_scheduler
 
     @classmethod
-    def sampler(cls, model: ModelConfig, final: Path | None):
+    def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
         from .samplers import ToyFlowSampler
 
-        return ToyFlowSampler(toy_flow_folder(model.pretrained), final / cls.denoiser_folder if final else None)
+        denoiser = denoiser_path or (final / cls.denoiser_folder if final else None)
+        return ToyFlowSampler(toy_flow_folder(model.pretrained), denoiser)
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Conditioning:
