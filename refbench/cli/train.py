@@ -177,9 +177,9 @@ def cache_latents(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Write the VAE latents and text embeddings of every usable pair to disk, once, for every run
-    that trains this model on this data (set data.latent_cache = OUT in their config)."""
+    that trains this model on this data (it prints the config file that trains from it)."""
     from ..config import load_config
-    from ..training.cache_build import build_latent_cache
+    from ..training.cache_build import build_latent_cache, cache_config_text
 
     overrides = {
         "model": {"pretrained": model, "resolution": resolution},
@@ -188,4 +188,5 @@ def cache_latents(
     }
     resolved = load_config(method="diff-dpo", preset=preset, config_file=config_file, overrides=overrides)
     folder = build_latent_cache(resolved, out, progress=progress)
-    typer.echo(f'latent cache: {folder} (train with data.latent_cache = "{folder}" in a --config file)')
+    typer.echo(f"latent cache: {folder}; train from it with --config FILE, FILE holding:")
+    typer.echo(cache_config_text(resolved, folder), nl=False)

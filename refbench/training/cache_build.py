@@ -19,7 +19,7 @@ from ..errors import RefbenchError
 from .backends import backend_class, load_backend
 from .latent_cache import TEXT_PREFIX, CacheMismatch, describe_difference
 
-__all__ = ["cache_fingerprint", "build_latent_cache"]
+__all__ = ["cache_fingerprint", "build_latent_cache", "cache_config_text"]
 
 CHUNK_PAIRS = 64
 CHUNK_CAPTIONS = 256
@@ -38,6 +38,36 @@ def cache_fingerprint(config: RunConfig, data_fingerprint: str) -> dict:
         "dtype": config.data.latent_dtype,
         "data": data_fingerprint,
     }
+
+
+def cache_config_text(config: RunConfig, folder: Path) -> str:
+    """A config file (TOML) that trains from the cache in ``folder``: the settings the cache was made
+    with, and ``random_flip = false`` (the cache holds unflipped images; the SD presets flip at random,
+    as the official recipe does, and ``data.random_flip`` with ``data.latent_cache`` is refused)."""
+    from ..model_kinds import MODEL_KINDS
+
+    model, data = config.model, config.data
+    model_fields = {"kind": model.kind, "pretrained": model.pretrained, "resolution": model.resolution}
+    model_fields.update(mixed_precision=model.mixed_precision, vae_fp32=model.vae_fp32, vae=model.vae)
+    if MODEL_KINDS[model.kind].t5:
+        model_fields["t5"] = model.t5
+    data_fields = {"source": data.source, "split": data.split, "max_pairs": data.max_pairs}
+    data_fields.update(exclude_prompts=data.exclude_prompts, latent_cache=str(folder), latent_dtype=data.latent_dtype)
+    data_fields["random_flip"] = False
+    lines = []
+    for table, fields in (("model", model_fields), ("data", data_fields)):
+        lines.append(f"[{table}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in fields.items() if value is not None]
+    lines[-1] += "  # the cache holds unflipped images: no random flip (the official recipe flips)"
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string
 
 
 def build_latent_cache(config: RunConfig, folder: Path, *, accelerator=None, progress: bool = True) -> Path:

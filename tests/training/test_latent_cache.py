@@ -109,12 +109,26 @@ def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
     pq.write_table(table, data, **PARQUET)
     os.replace(data, tmp_path / "pairs.parquet")
     assert (tmp_path / "pairs.parquet").stat().st_size == (tiny / "pairs.parquet").stat().st_size
+    # The config the command printed trains as printed (the SD presets' random flip turned off),
+    # with this test's small-run settings beside it.
+    import tomllib
+
+    printed = made.stdout.split("FILE holding:\n", 1)[1]
+    assert "random_flip = false" in printed
+    shared = tomllib.loads(printed)
+    assert shared["data"] == {
+        "source": str(tiny / "pairs.parquet"),
+        "split": "train",
+        "latent_cache": str(cache),
+        "latent_dtype": "float32",
+        "random_flip": False,
+    }
+    shared["data"]["num_workers"] = 0
+    shared["model"]["gradient_checkpointing"] = False
     config = tmp_path / "shared.json"
-    shared = overrides(tiny, latent_cache=str(cache), latent_dtype="float32")
-    shared["data"]["source"] = str(tiny / "pairs.parquet")
     config.write_text(
         json.dumps(
-            {k: v for k, v in shared.items() if k != "training"}
+            shared
             | {
                 "training": {
                     "batch_size": 4,
@@ -307,3 +321,37 @@ def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
     for name in ("latents.npy", "status.npy", "caption_index.npy", "text_hidden.npy", "text_status.npy"):
         np.testing.assert_allclose(np.load(tmp_path / "two" / name), np.load(tmp_path / "one" / name), atol=1e-6)
     assert json.loads((tmp_path / "two" / "meta.json").read_text())["complete"]
+
+
+@pytest.mark.parametrize("preset", ["sd15", "sdxl", "sd3"])
+def test_printed_cache_config_loads_on_a_flipping_preset(tmp_path, preset):
+    """What `refbench cache-latents --preset P` prints loads with --preset P (whose random_flip is true),
+    with the settings the cache was made with; the bare `data.latent_cache` it used to suggest is refused."""
+    from refbench.config import load_config
+    from refbench.errors import ConfigError
+    from refbench.training.cache_build import cache_config_text
+
+    assert load_config(preset=preset).data.random_flip  # the official recipe flips
+    folder = tmp_path / "my cache"
+    made_with = load_config(
+        method="diff-dpo",
+        preset=preset,
+        overrides={
+            "model": {"pretrained": "./my-model", "resolution": 256},
+            "data": {"source": "./pairs.parquet", "latent_cache": str(folder), "random_flip": False},
+        },
+    )
+    file = tmp_path / "cache.toml"
+    file.write_text(cache_config_text(made_with, folder))
+    loaded = load_config(method="refdpo", preset=preset, config_file=file)
+    assert (loaded.data.latent_cache, loaded.data.random_flip, loaded.data.source) == (
+        str(folder),
+        False,
+        "./pairs.parquet",
+    )
+    assert (loaded.model.pretrained, loaded.model.resolution) == ("./my-model", 256)
+    assert loaded.model.mixed_precision == made_with.model.mixed_precision
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[data]\nlatent_cache = "{folder}"\n')
+    with pytest.raises(ConfigError, match="data.random_flip: must be false with data.latent_cache"):
+        load_config(preset=preset, config_file=bare)
