@@ -7,6 +7,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see refbench/__init__.py
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="refbench-hf-"))
+os.environ["REFBENCH_PROMPTS"] = tempfile.mkdtemp(prefix="refbench-prompts-")  # no local prompt copies
 
 
 import pytest  # noqa: E402

@@ -5,9 +5,9 @@
 | ``toy-train``   | built in | ``refbench.toy.prompts.prompt_set("toy-train")``                |
 | ``toy-test``    | built in | ``refbench.toy.prompts.prompt_set("toy-test")`` (held-out pairs) |
 | ``toy-val``     | built in | 42 toy-train prompts, for tuning (``prompt_set("toy-val")``)    |
-| ``pickapic-test`` | 500   | hub dataset ``yuvalkirstain/pickapic_v2``, split ``test_unique``, column ``caption`` |
-| ``hpdv2``       | 3,200   | hub dataset ``zhwang/HPDv2``, ``benchmark/{anime,concept-art,paintings,photo}.json`` (800 each) |
-| ``partiprompts`` | 1,632  | hub dataset ``nateraw/parti-prompts``, ``PartiPrompts.tsv``, column ``Prompt`` |
+| ``pickapic-test`` | 500   | a local copy only: ``yuvalkirstain/pickapic_v2`` (split ``test_unique``, column ``caption``) is off the hub since 2025-04-30 |
+| ``hpdv2``       | 3,200   | hub dataset ``zhwang/HPDv2``, ``benchmark/{anime,concept-art,paintings,photo}.json`` (800 each; as HPSv2's ``download_benchmark_prompts`` gets them) |
+| ``partiprompts`` | 1,632  | hub dataset ``nateraw/parti-prompts``, ``PartiPrompts.tsv``, column ``Prompt`` (also google-research/parti's ``PartiPrompts.tsv``) |
 
 The counts are those of the paper (Sec. 4). ``pickapic-test`` keeps the first occurrence
 of each caption (``test_unique`` already has 500 distinct ones; a local copy of the full
@@ -23,6 +23,13 @@ a list of objects, or an object holding a list under the column) or ``.jsonl``. 
 is searched for the set's hub file names (e.g. the four HPDv2 style files, or
 ``test_unique-*.parquet``), else every supported file in it is read, sorted by name.
 Hub downloads are cached by huggingface_hub; with ``HF_HUB_OFFLINE=1`` only the cache is used.
+
+With no source named, a set is first looked for in the local prompts folder (``$REFBENCH_PROMPTS``,
+default ``~/.cache/refbench/prompts``): ``FOLDER/NAME/`` holding the set's files in their own
+layout (e.g. ``PartiPrompts.tsv``; ``benchmark/anime.json`` ... or the four files flat; Pick-a-Pic's
+``data/test_unique-*.parquet`` or the parquet files flat), or one file ``FOLDER/NAME.EXT``. Then
+the hub (PartiPrompts, HPDv2). ``pickapic-test`` is never fetched: the hub set is gone. When
+nothing is found, one line says where to put the file.
 
 Tested offline: local files in every accepted format, laid out like the hub files. Not tested:
 the hub loaders themselves (no dataset hub in development).
@@ -56,6 +63,7 @@ class PromptSetSpec:
     files: tuple[str, ...] = ()  # file patterns inside the hub repo (or a local folder), in order
     column: str = "prompt"
     unique: bool = False  # keep only the first occurrence of each prompt
+    off_hub: str | None = None  # when the hub set went away: read from a local copy only
 
 
 PROMPT_SET_SPECS: dict[str, PromptSetSpec] = {
@@ -72,6 +80,7 @@ PROMPT_SET_SPECS: dict[str, PromptSetSpec] = {
             ("data/test_unique-*.parquet",),
             "caption",
             unique=True,
+            off_hub="2025-04-30",
         ),
         PromptSetSpec(
             "hpdv2",
@@ -106,6 +115,14 @@ def load_prompt_set(name: str, source: str | os.PathLike | None = None) -> list[
 
         return [p.text for p in prompt_set(name)]
     source = str(source) if source is not None else None
+    if source is None:
+        source = _local_copy(spec)
+    if source is None and spec.off_hub:
+        raise PromptSetError(
+            f"{name}: the hub set {spec.repo} is gone (since {spec.off_hub}); put a local copy "
+            f"({', '.join(spec.files)}, or any {FORMATS} file of its {spec.column!r} column) in "
+            f"{prompts_home() / name}/ (or pass {name}=PATH)"
+        )
     if source is None or _looks_like_hub_id(source):
         prompts = _from_hub(spec, source or spec.repo)
     else:
@@ -122,6 +139,21 @@ def load_prompt_set(name: str, source: str | os.PathLike | None = None) -> list[
     if not prompts:
         raise PromptSetError(f"{name}: no prompts found in {source or spec.repo!r}")
     return prompts
+
+
+def prompts_home() -> Path:
+    """The local prompts folder: ``$REFBENCH_PROMPTS``, else ``~/.cache/refbench/prompts``."""
+    return Path(os.environ.get("REFBENCH_PROMPTS") or "~/.cache/refbench/prompts").expanduser()
+
+
+def _local_copy(spec: PromptSetSpec) -> str | None:
+    """``HOME/NAME/`` (the set's files) or ``HOME/NAME.EXT`` in the local prompts folder, if there."""
+    home = prompts_home()
+    if (home / spec.name).is_dir():
+        return str(home / spec.name)
+    files = sorted(home.glob(f"{spec.name}.*")) if home.is_dir() else []
+    found = [f for f in files if f.suffix.lower() in _SUFFIXES]
+    return str(found[0]) if found else None
 
 
 def _looks_like_hub_id(source: str) -> bool:
@@ -145,7 +177,8 @@ def _from_hub(spec: PromptSetSpec, repo: str) -> list[str]:
     except (OSError, errors.EntryNotFoundError, errors.HFValidationError) as exc:
         raise PromptSetError(
             f"{spec.name}: cannot load {repo!r} ({', '.join(spec.files)}) from the hub (offline, or not found); "
-            f"pass a local file or folder: load_prompt_set({spec.name!r}, source=PATH) with {FORMATS}"
+            f"put {' and '.join(spec.files)} in {prompts_home() / spec.name}/, or pass a local file or folder "
+            f"({spec.name}=PATH; load_prompt_set({spec.name!r}, source=PATH)) with {FORMATS}"
         ) from exc
     return _read_path(spec, Path(folder))
 

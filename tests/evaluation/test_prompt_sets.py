@@ -7,6 +7,7 @@ are only checked to fail with one line that says how to pass a local file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -41,18 +42,39 @@ def test_unknown_name_one_line() -> None:
 
 
 @pytest.mark.parametrize(
-    "name,repo",
-    [
-        ("pickapic-test", "yuvalkirstain/pickapic_v2"),
-        ("hpdv2", "zhwang/HPDv2"),
-        ("partiprompts", "nateraw/parti-prompts"),
-    ],
+    "name,repo,file",
+    [("hpdv2", "zhwang/HPDv2", "benchmark/anime.json"), ("partiprompts", "nateraw/parti-prompts", "PartiPrompts.tsv")],
 )
-def test_offline_hub_one_line(name: str, repo: str) -> None:
+def test_offline_hub_one_line(name: str, repo: str, file: str) -> None:
     with pytest.raises(PromptSetError) as err:
         load_prompt_set(name)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{name}: cannot load {repo!r}") and "source=PATH" in msg
+    home = Path(os.environ["REFBENCH_PROMPTS"])
+    assert f"put {file}" in msg and f"in {home / name}/" in msg  # where to put the file
+
+
+def test_pickapic_is_never_fetched_one_line() -> None:
+    """The hub set is gone: no hub call, one line saying where a local copy goes."""
+    with pytest.raises(PromptSetError) as err:
+        load_prompt_set("pickapic-test")
+    msg = str(err.value)
+    home = Path(os.environ["REFBENCH_PROMPTS"])
+    assert "\n" not in msg and "yuvalkirstain/pickapic_v2 is gone (since 2025-04-30)" in msg
+    assert f"in {home / 'pickapic-test'}/" in msg and "data/test_unique-*.parquet" in msg
+
+
+def test_local_prompts_folder_in_each_sets_layout(tmp_path: Path, monkeypatch) -> None:
+    """With no source, each set is read from $REFBENCH_PROMPTS/NAME/ in its own hub layout, or NAME.EXT."""
+    monkeypatch.setenv("REFBENCH_PROMPTS", str(tmp_path))
+    data = tmp_path / "pickapic-test" / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"caption": CAPTIONS, "ranking_id": range(6)}).to_parquet(data / "test_unique-00000-of-00001.parquet")
+    assert load_prompt_set("pickapic-test") == UNIQUE
+    expect = _hpd(tmp_path / "hpdv2" / "benchmark")
+    assert load_prompt_set("hpdv2") == expect
+    (tmp_path / "partiprompts.tsv").write_text("Prompt\tCategory\nbond\tAbstract\na red car\tVehicles\n")
+    assert load_prompt_set("partiprompts") == ["bond", "a red car"]
 
 
 def test_missing_local_file_one_line(tmp_path: Path) -> None:
@@ -167,3 +189,27 @@ def test_partiprompts_tsv(tmp_path: Path) -> None:
     assert load_prompt_set("partiprompts", tmp_path) == [r[0] for r in rows]  # folder: finds the tsv
     pd.DataFrame({"Prompt": [r[0] for r in rows], "Category": [r[1] for r in rows]}).to_parquet(tmp_path / "p.parquet")
     assert load_prompt_set("partiprompts", tmp_path / "p.parquet") == [r[0] for r in rows]
+
+
+# ---- defaults -------------------------------------------------------------------
+
+
+def test_real_models_default_to_public_sets(tmp_path: Path) -> None:
+    """`generate` / `winrate` without --prompts: the toy worlds' toy-test, and for every real model
+    kind a set that is still on the hub (PartiPrompts), never the gone Pick-a-Pic test split."""
+    from refbench.evaluation.generate import default_prompt_set
+    from refbench.evaluation.prompt_sets import PROMPT_SET_SPECS
+    from refbench.model_kinds import MODEL_KINDS
+    from refbench.store import Store
+    from refbench.training.backends import backend_class
+
+    store = Store(tmp_path / "db.duckdb")
+    for preset in ("sd15", "sdxl", "sd3", "sd35"):
+        name = default_prompt_set("base", store, preset=preset)
+        spec = PROMPT_SET_SPECS[name]
+        assert (name, spec.repo, spec.off_hub) == ("partiprompts", "nateraw/parti-prompts", None)
+    assert default_prompt_set("base", store, preset="toy") == "toy-test"
+    assert default_prompt_set("base", store, preset="toy-flow") == "toy-test"
+    assert {backend_class(kind).default_prompts for kind in MODEL_KINDS if not kind.startswith("toy")} == {
+        "partiprompts"
+    }
