@@ -170,6 +170,7 @@ def generate(
             for path in store.delete_samples(run, prompt_set):
                 Path(path).unlink(missing_ok=True)
         state.wait_for_everyone()
+        check_same_denoiser(store, run, denoiser_sha)  # what is left: its other prompt sets
     else:  # one set of samples, one protocol: never top up samples made another way
         check_same_protocol(store, run, prompt_set, steps=steps, guidance_scale=guidance_scale, fingerprint=fingerprint)
         check_same_denoiser(store, run, denoiser_sha)

@@ -88,7 +88,18 @@ def check_protocol(store: Store, run: str, baseline: str, prompt_set: str, metri
             )
         sources[metric] = a or b
     protocol["scores"] = sources
+    protocol["unets"] = {name: _unet(store, name, prompt_set) for name in (run, baseline)}
     return protocol
+
+
+def _unet(store: Store, run: str, prompt_set: str) -> tuple | None:
+    """(source, sha256) of the released UNet (``generate --unet``) a name's samples came from, if any."""
+    frame = store.query(
+        "SELECT DISTINCT denoiser_source, denoiser_sha256 FROM samples WHERE run = ? AND prompt_set = ? "
+        "AND denoiser_source IS NOT NULL",
+        [run, prompt_set],
+    )
+    return tuple(frame.iloc[0]) if len(frame) else None
 
 
 def _short(value) -> str:
@@ -109,6 +120,9 @@ def protocol_lines(protocol: dict, prompt_set: str) -> list[str]:
         f"{shown('width')}x{shown('height')} px, prompt set {prompt_set} (sha256 {shown('prompt_set_sha256')}), "
         f"evaluation seeds {', '.join(map(str, seeds)) if seeds else '-'}"
     ]
+    for name, unet in protocol.get("unets", {}).items():
+        if unet:
+            lines.append(f"  {name}: UNet {unet[0]} (sha256 {str(unet[1])[:12]})")
     for metric, source in protocol.get("scores", {}).items():
         lines.append(f"  {metric}: " + (f"{source[0]} (sha256 {source[1][:12]})" if source else "source not recorded"))
     return lines

@@ -172,3 +172,31 @@ def test_unet_of_another_model_family_is_refused(tiny, tmp_path):
         RefbenchError, match=r"does not fit this pipeline \(cross_attention_dim 64, the pipeline's 32\)"
     ):
         _generate(tiny, tmp_path, "other", unet=str(tmp_path / "other"))
+
+
+def test_winrate_auto_with_unet_pairs_it_against_base(tiny, tmp_path):
+    """`winrate --auto --unet`: the UNet's samples under RUN, the base's under 'base', paired by
+    (prompt, seed); the protocol lines name the UNet. A colour oracle scores any RGB image."""
+    from refbench.evaluation.winrates import compute_winrates, winrate_protocol
+
+    db = tmp_path / "db.duckdb"
+    Store(db)
+    common = dict(db=db, out_root=tmp_path / "runs", prompt_set=PROMPT_SET, num_prompts=2, progress=False)
+    results = compute_winrates(
+        "dpo-tiny",
+        "base",
+        metrics=["colour"],
+        auto=True,
+        steps=STEPS,
+        preset="sd15",
+        model=str(tiny / "sd15"),
+        unet=str(tiny / "dpo"),
+        **common,
+    )
+    assert [(r.metric, r.n) for r in results] == [("colour", 2)]
+    rows = Store(db).query("select run, denoiser_source from samples order by run, prompt")
+    assert rows["run"].tolist() == ["base", "base", "dpo-tiny", "dpo-tiny"]
+    assert rows["denoiser_source"].tolist()[2:] == [str(tiny / "dpo")] * 2 and rows["denoiser_source"][:2].isna().all()
+    lines = winrate_protocol("dpo-tiny", "base", db=db, prompt_set=PROMPT_SET, metrics=["colour"])
+    assert any(line.startswith(f"  dpo-tiny: UNet {tiny / 'dpo'} (sha256 ") for line in lines)
+    assert not any("base: UNet" in line for line in lines)
