@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from ..errors import RefbenchError
+from ..hub import looks_local
 from ..store import Store, now
 
 BASE = "base"
@@ -154,6 +155,8 @@ def generate(
 
         check_denoiser_name(store, run)
         denoiser_path = resolve_denoiser(unet)
+        if looks_local(unet):  # recorded so that a later call from another folder finds it
+            unet = str(Path(unet).expanduser().resolve())
         denoiser_sha = denoiser_sha256(denoiser_path)
     prompt_set = prompt_set or default_prompt_set(run, store, preset=preset, model=model)
     every_prompt = prompt_texts(prompt_set)
@@ -165,15 +168,14 @@ def generate(
             run_config(BASE if unet else run, store, preset=preset, model=model)[0].model.kind
         ).default_guidance
     state = PartialState(cpu=not _has_gpu())
+    check_same_denoiser(store, run, denoiser_sha, remade=prompt_set if regenerate else None)
     if regenerate:
         if state.is_main_process:
             for path in store.delete_samples(run, prompt_set):
                 Path(path).unlink(missing_ok=True)
         state.wait_for_everyone()
-        check_same_denoiser(store, run, denoiser_sha)  # what is left: its other prompt sets
     else:  # one set of samples, one protocol: never top up samples made another way
         check_same_protocol(store, run, prompt_set, steps=steps, guidance_scale=guidance_scale, fingerprint=fingerprint)
-        check_same_denoiser(store, run, denoiser_sha)
     done = set(
         store.query(
             "SELECT prompt, seed, image_path FROM samples WHERE run = ? AND prompt_set = ?", [run, prompt_set]
@@ -258,11 +260,13 @@ def check_same_protocol(
             )
 
 
-def check_same_denoiser(store: Store, run: str, sha256: str | None) -> None:
-    """Refuse, in one line, to add samples of one denoiser to a name holding another's."""
+def check_same_denoiser(store: Store, run: str, sha256: str | None, *, remade: str | None = None) -> None:
+    """Refuse, in one line, to add samples of one denoiser to a name holding another's (outside the
+    prompt set ``remade``, whose samples --regenerate removes)."""
     frame = store.query(
-        "SELECT DISTINCT denoiser_source, denoiser_sha256 FROM samples WHERE run = ? AND denoiser_sha256 IS DISTINCT FROM ?",
-        [run, sha256],
+        "SELECT DISTINCT denoiser_source, denoiser_sha256 FROM samples WHERE run = ? "
+        "AND denoiser_sha256 IS DISTINCT FROM ? AND prompt_set IS DISTINCT FROM ?",
+        [run, sha256, remade],
     )
     if len(frame):
         other = frame["denoiser_source"].iloc[0]
@@ -270,8 +274,8 @@ def check_same_denoiser(store: Store, run: str, sha256: str | None) -> None:
             f"the denoiser {other} (sha256 {str(frame['denoiser_sha256'].iloc[0])[:12]})" if other else "its own model"
         )
         raise RefbenchError(
-            f"{run} already has samples made with {theirs}; file these under another name, or add --regenerate "
-            f"to remake them all with this one"
+            f"{run} already has samples made with {theirs}; file these under another name"
+            + ("" if remade else ", or add --regenerate to remake them with this one")
         )
 
 

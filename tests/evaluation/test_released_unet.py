@@ -125,7 +125,13 @@ def test_released_unet_makes_the_image_plain_diffusers_makes(tiny, tmp_path):
     with pytest.raises(RefbenchError, match=r"already has samples made with the denoiser .*dpo") as info:
         _generate(tiny, tmp_path, "dpo-tiny", unet=str(tiny / "sd15"))
     assert "\n" not in str(info.value)
-    # ... and so is filing a UNet's samples under 'base'.
+    # --regenerate remakes the set with the other UNet (the set holds one UNet's samples again).
+    remade = _generate(tiny, tmp_path, "dpo-tiny", unet=str(tiny / "sd15"), regenerate=True)
+    assert remade["generated"] == 1
+    rows = store.query("select denoiser_source, image_path from samples where run = 'dpo-tiny'")
+    assert rows["denoiser_source"].tolist() == [str(tiny / "sd15")]
+    assert np.array_equal(np.asarray(Image.open(rows["image_path"][0])), base)  # the base's own UNet
+    # ... and filing a UNet's samples under 'base' is refused.
     with pytest.raises(RefbenchError, match="give the samples of that denoiser a name of their own"):
         _generate(tiny, tmp_path, "base", unet=str(tiny / "dpo"))
 
