@@ -6,7 +6,7 @@ folder may hold it at its root or in a ``unet/`` subfolder, as the released Diff
 checkpoints ``mhdang/dpo-sd1.5-text2image-v1`` and ``mhdang/dpo-sdxl-text2image-v1`` do (UNet
 only, in ``unet/``). Only that folder is downloaded (config and weights, not a whole repository),
 into the hub cache; with ``HF_HUB_OFFLINE=1`` only the cache is read. Anything not found is one
-line (:class:`refbench.hub.SourceNotFound`).
+line (a :class:`RefbenchError`, which the command line prints as one ``error:`` line).
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model*.saf
 
 def resolve_denoiser(source: str) -> Path:
     """The local folder (config.json + weights) of the denoiser ``source``."""
+    try:
+        return _resolve(source)
+    except SourceNotFound as exc:
+        raise RefbenchError(str(exc)) from None
+
+
+def _resolve(source: str) -> Path:
     if looks_local(source):
         path = local_path(source)
         for folder in (path, path / SUBFOLDER):

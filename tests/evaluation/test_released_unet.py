@@ -154,17 +154,28 @@ def test_released_unet_from_the_hub_cache_offline(tiny, tmp_path):
 
 
 def test_unknown_unet_is_one_line(tiny, tmp_path):
-    from refbench.evaluation.denoisers import resolve_denoiser
-    from refbench.hub import SourceNotFound
+    import subprocess
+    import sys
 
-    with pytest.raises(SourceNotFound, match="HF_HUB_OFFLINE is set") as info:
+    from refbench.evaluation.denoisers import resolve_denoiser
+
+    with pytest.raises(RefbenchError, match="HF_HUB_OFFLINE is set") as info:
         resolve_denoiser("nobody/no-such-unet")
     assert "\n" not in str(info.value) and "nobody/no-such-unet" in str(info.value)
-    with pytest.raises(SourceNotFound, match="no such file or folder './no-such-folder'"):
+    with pytest.raises(RefbenchError, match="no such file or folder './no-such-folder'"):
         resolve_denoiser("./no-such-folder")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RefbenchError, match="no config.json in it or in its unet/ folder"):
         resolve_denoiser(str(tmp_path / "empty"))
+    # The command line: one error line, no traceback.
+    made = subprocess.run(
+        [sys.executable, "-m", "refbench", "generate", "dpo-sd15", "--unet", "nobody/no-such-unet", "--preset", "sd15"]
+        + ["--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode != 0 and made.stderr.count("\n") == 1, made.stderr[-2000:]
+    assert made.stderr.startswith("error: --unet nobody/no-such-unet: no such folder here, and as a hub id")
 
 
 def test_unet_of_another_model_family_is_refused(tiny, tmp_path):
