@@ -99,6 +99,8 @@ def compute_winrates(
     from .metrics import get_metric
     from .score import score
 
+    if unet is not None and not auto:  # without --auto nothing is generated: --unet would be ignored
+        raise RefbenchError("--unet: only with --auto (it names the UNet that makes RUN's missing samples)")
     metrics = list(metrics or TOY_METRICS)
     store = Store(db, create=False)  # it reads what an earlier command wrote: a missing store is a mistyped --db
     preset, model = winrate_model(run, db=db, preset=preset, model=model)

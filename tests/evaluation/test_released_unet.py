@@ -217,3 +217,12 @@ def test_winrate_auto_with_unet_pairs_it_against_base(tiny, tmp_path):
     lines = winrate_protocol("dpo-tiny", "base", db=db, prompt_set=PROMPT_SET, metrics=["colour"])
     assert any(line.startswith(f"  dpo-tiny: UNet {tiny / 'dpo'} (sha256 ") for line in lines)
     assert not any("base: UNet" in line for line in lines)
+
+
+def test_winrate_refuses_unet_without_auto(tmp_path):
+    """Without --auto nothing is generated, so a --unet would be ignored: refused in one line instead."""
+    from refbench.errors import RefbenchError
+    from refbench.evaluation.winrates import compute_winrates
+
+    with pytest.raises(RefbenchError, match=r"^--unet: only with --auto"):
+        compute_winrates("dpo-sd15", "base", db=tmp_path / "none.duckdb", out_root=tmp_path, unet="some/unet")
