@@ -239,7 +239,9 @@ def _run_training(
             print(f"{config.name}: no checkpoint yet in {checkpoint}; starting from step 0", flush=True)
     saved_step = saved["state"]["step"] if saved else 0
     from .backends import check_model_source
+    from .data_sources import check_data_source
 
+    check_data_source(config.data)  # a missing or withdrawn data set is said before any model loads
     check_model_source(config.model)
     with accelerator.main_process_first():  # the main process builds the toy pairs if they are missing
         pairs = load_preference_pairs(config)
