@@ -16,6 +16,11 @@ from ..sources import WITHDRAWN, DataError, PairSource, withdrawn_message
 from . import hpdv2, hpdv3, imagerewarddb, mapped, open_image_preferences, pickapic  # noqa: F401 (registers)
 from .registry import REGISTRY, DataSource, source_names, split_source
 
+# `refbench data list` order: the paper's data first, the column mapping last.
+_ORDER = ["pickapic-v2", "hpdv2", "hpdv3", "imagerewarddb", "open-image-preferences", "parquet"]
+for _name in sorted(REGISTRY, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
+    REGISTRY[_name] = REGISTRY.pop(_name)
+
 __all__ = ["REGISTRY", "DataSource", "open_source", "resolve", "check_data_source", "source_names"]
 
 
