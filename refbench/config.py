@@ -174,7 +174,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Preference pairs in the Pick-a-Pic v2 schema (caption, jpg_0, jpg_1, label_0)."""
+    """Preference pairs, read into the Pick-a-Pic v2 schema (caption, jpg_0, jpg_1, label_0)."""
 
     # "toy" (built-in pairs), a local parquet file/folder or hub id in Pick-a-Pic v2's schema, or a
     # named source NAME:LOCATION ("hpdv2:/data/HPDv2"; `refbench data list`; docs/data.md)
