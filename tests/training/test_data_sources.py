@@ -4,6 +4,7 @@ against tiny copies made in the test (tests/data_source_helpers.py) with hand-wo
 from __future__ import annotations
 
 import json
+import pickle
 
 import data_source_helpers as make
 import pyarrow.parquet as pq
@@ -113,6 +114,11 @@ def test_column_mapped_parquet(tmp_path):
     assert len(pairs) == 7 and pairs.skipped.as_dict() == {"tie": 1}
     assert pairs.rows.tolist() == [0, 1, 2, 4, 5, 6, 7]
     assert pairs.winner_is_0.tolist() == [True, False, True, True, False, True, False]
+    clone = pickle.loads(pickle.dumps(pairs))  # as DataLoader workers get it: paths, no open handles
+    assert clone.source.held_bytes() == 0 and clone[1][0] == pairs[1][0]
+    assert (clone[1][1] == pairs[1][1]).all()
+    with pytest.raises(DataError, match="^data.columns: only for the parquet source"):
+        open_source(f"hpdv2:{tmp_path}", columns=columns)
     rule = {"caption": "prompt", "image_0": "good", "image_1": "bad", "preferred": "image_1"}
     flipped = PreferencePairs(open_source(f"parquet:{path}", columns=rule), resolution=16)
     assert len(flipped) == 8 and not flipped.winner_is_0.any()

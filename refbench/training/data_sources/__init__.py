@@ -33,10 +33,15 @@ def resolve(text: str, columns: dict | None = None) -> tuple[str, str]:
 
 
 def open_source(text: str, split: str = "train", columns: dict | None = None) -> PairSource:
-    name, location = resolve(text, columns)
-    if columns and name not in ("parquet",):
-        raise DataError(f"data.columns: only for the parquet source (a plain path or parquet:PATH); {name} has its own")
+    name, location = _resolved(text, columns)
     return REGISTRY[name].open(location, split, dict(columns or {}))
+
+
+def _resolved(text: str, columns: dict | None) -> tuple[str, str]:
+    name, location = resolve(text, columns)
+    if columns and name != "parquet":
+        raise DataError(f"data.columns: only for the parquet source (a plain path or parquet:PATH); {name} has its own")
+    return name, location
 
 
 def check_data_source(data) -> None:
@@ -45,7 +50,7 @@ def check_data_source(data) -> None:
     a withdrawn hub data set that is not in the local cache."""
     if data.source == "toy":
         return
-    name, location = resolve(data.source, data.columns)
+    name, location = _resolved(data.source, data.columns)
     if data.columns:
         from .columns import check_columns
 
