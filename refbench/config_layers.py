@@ -128,7 +128,9 @@ def check_data_columns(columns: dict) -> None:
     the data is opened, by the parquet source)."""
     unknown = [k for k in columns if k not in DATA_COLUMN_KEYS]
     if unknown:
-        raise ConfigError(f"data.columns: unknown key(s) {', '.join(unknown)}; valid: {', '.join(DATA_COLUMN_KEYS)}")
+        raise ConfigError(
+            f"data.columns: must have keys among {', '.join(DATA_COLUMN_KEYS)}; got {', '.join(map(str, unknown))}"
+        )
     for key, value in columns.items():
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"data.columns.{key}: must be a column name; got {value!r}")
+            raise ConfigError(f"data.columns: must name a column for {key}; got {value!r}")

@@ -21,7 +21,7 @@ _ORDER = ["pickapic-v2", "hpdv2", "hpdv3", "imagerewarddb", "open-image-preferen
 for _name in sorted(REGISTRY, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
     REGISTRY[_name] = REGISTRY.pop(_name)
 
-__all__ = ["REGISTRY", "DataSource", "open_source", "resolve", "check_data_source", "source_names"]
+__all__ = ["REGISTRY", "DataSource", "open_source", "resolve", "check_data_source", "check_gone", "source_names"]
 
 
 def resolve(text: str, columns: dict | None = None) -> tuple[str, str]:
@@ -44,19 +44,25 @@ def _resolved(text: str, columns: dict | None) -> tuple[str, str]:
     return name, location
 
 
+def check_gone(data) -> None:
+    """A withdrawn hub data set that is not in the local cache, in one line, before anything else
+    is checked or loaded (the SD presets' default data is one)."""
+    if data.source in WITHDRAWN and not _cached_locally(data.source) and _gone_from_hub(data.source):
+        raise DataError(withdrawn_message(data.source))
+
+
 def check_data_source(data) -> None:
-    """What can be said of ``data`` (a DataConfig) before any model is loaded, in one line: an
-    unknown source name, a column mapping that cannot work, a local location that is missing,
-    a withdrawn hub data set that is not in the local cache."""
+    """What can be said of ``data`` (a DataConfig) before it is read, in one line: an unknown
+    source name, a column mapping that cannot work, a local location that is missing, a
+    withdrawn hub data set that is not in the local cache."""
     if data.source == "toy":
         return
+    check_gone(data)
     name, location = _resolved(data.source, data.columns)
     if data.columns:
         from .columns import check_columns
 
         check_columns(data.columns)
-    if location in WITHDRAWN and not _cached_locally(location) and _gone_from_hub(location):
-        raise DataError(withdrawn_message(location))
     looks_local = location.startswith((".", "/", "~")) or location.count("/") != 1 or name != "pickapic-v2"
     if looks_local and not Path(location).expanduser().exists():
         raise DataError(f"preference data not found: no file or folder {location} exists ({name} source)")
