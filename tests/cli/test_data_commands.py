@@ -61,12 +61,18 @@ def _source(kind: str, tmp_path) -> tuple[str, list[str]]:
         return f"imagerewarddb:{make.imagerewarddb(tmp_path / 'ir')}", []
     if kind == "open-image-preferences":
         return f"open-image-preferences:{make.open_image_preferences(tmp_path / 'oip')}", []
+    if kind == "parquet-set":  # the same mapping from the command line, with the rule instead of a label
+        mapping = {"caption": "prompt", "image_0": "good", "image_1": "bad", "preferred": "image_0"}
+        sets = [arg for key, value in mapping.items() for arg in ("--set", f"data.columns.{key}={value}")]
+        return f"parquet:{make.mapped_parquet(tmp_path / 'prefs.parquet')}", sets
     config = tmp_path / "columns.toml"  # a column-mapped parquet, named in a config file
     config.write_text('[data.columns]\ncaption = "prompt"\nimage_0 = "good"\nimage_1 = "bad"\nlabel_0 = "score"\n')
     return str(make.mapped_parquet(tmp_path / "prefs.parquet")), ["--config", str(config)]
 
 
-@pytest.mark.parametrize("kind", ["hpdv2", "hpdv3", "imagerewarddb", "open-image-preferences", "parquet"])
+@pytest.mark.parametrize(
+    "kind", ["hpdv2", "hpdv3", "imagerewarddb", "open-image-preferences", "parquet", "parquet-set"]
+)
 def test_train_on_each_source(toy_world, tmp_path, monkeypatch, capsys, kind):
     """3 steps of refdpo on the toy world from each source; the stored config names the source."""
     data, extra = _source(kind, tmp_path)
@@ -98,6 +104,8 @@ def test_train_on_each_source(toy_world, tmp_path, monkeypatch, capsys, kind):
     if kind == "parquet":
         assert run["config"]["data"]["columns"]["caption"] == "prompt"
         assert "'tie': 1" in run["message"]
+    if kind == "parquet-set":
+        assert run["config"]["data"]["columns"]["preferred"] == "image_0" and "tie" not in run["message"]
 
 
 def test_train_on_a_named_source_with_the_tiny_sd15_pipeline(tmp_path, monkeypatch, capsys):
