@@ -76,9 +76,10 @@ class ColumnSource:
                     metadata, names = handle.metadata, handle.schema_arrow.names
                 missing = [c for c in needed if c not in names]
                 if missing:
+                    hint = "" if name == "parquet" else "; the parquet source reads it through data.columns"
                     raise DataError(
                         f"{path} lacks the column(s) {', '.join(missing)} that the {name} source reads "
-                        f"(it has {', '.join(names)})"
+                        f"(it has {', '.join(names)}){hint}"
                     )
                 for group in range(metadata.num_row_groups):
                     counts.append(metadata.row_group(group).num_rows)
