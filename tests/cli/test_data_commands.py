@@ -109,41 +109,34 @@ def test_train_on_each_source(toy_world, tmp_path, monkeypatch, capsys, kind):
 
 
 def test_train_on_a_named_source_with_the_tiny_sd15_pipeline(tmp_path, monkeypatch, capsys):
-    """The real-model path (a tiny random-weight SD1.5 built offline) trains 2 steps on HPDv2's layout."""
+    """The real-model path (a tiny random-weight SD1.5 built offline) on HPDv2's layout: 2 steps from
+    images; then the latent cache built from the same source, 2 steps from it, resumed to 4."""
     from refbench.training.backends import backend_class
 
     backend_class("sd15").build_tiny(tmp_path / "sd15")
+    data = f"hpdv2:{make.hpdv2(tmp_path / 'HPDv2')}"
     db = tmp_path / "db.duckdb"
+    common = ["--preset", "sd15", "--model", tmp_path / "sd15", "--data", data, "--resolution", "16"]
+    steps = ["--batch-size", "2", "--accumulation", "1", "--set", "training.monitor_size=2"]
+    where = ["--db", db, "--out", tmp_path / "runs", "--no-progress"]
     code, _, err = refbench(
-        monkeypatch,
-        capsys,
-        "train",
-        "--preset",
-        "sd15",
-        "--model",
-        tmp_path / "sd15",
-        "--data",
-        f"hpdv2:{make.hpdv2(tmp_path / 'HPDv2')}",
-        "--max-steps",
-        "2",
-        "--resolution",
-        "16",
-        "--batch-size",
-        "2",
-        "--accumulation",
-        "1",
-        "--set",
-        "data.num_workers=0",
-        "--set",
-        "training.monitor_size=2",
-        "--db",
-        db,
-        "--out",
-        tmp_path / "runs",
-        "--no-progress",
+        monkeypatch, capsys, "train", *common, *steps, "--max-steps", "2", "--set", "data.num_workers=0", *where
     )
     assert code == 0, err
     assert Store(db).get_run("refdpo")["status"] == "finished"
+    cache = tmp_path / "cache"
+    code, out, err = refbench(monkeypatch, capsys, "cache-latents", *common, "--out", cache, "--no-progress")
+    assert code == 0 and "latent cache:" in out, err
+    config = tmp_path / "cached.toml"
+    config.write_text(f'[data]\nlatent_cache = "{cache}"\nrandom_flip = false\nnum_workers = 0\n')
+    cached = ["--config", config, "--set", "training.checkpoint_every=2", "--name", "cached"]
+    code, _, err = refbench(monkeypatch, capsys, "train", *common, *steps, *cached, "--max-steps", "2", *where)
+    assert code == 0, err
+    code, _, err = refbench(monkeypatch, capsys, "train", "--name", "cached", "--resume", "--max-steps", "4", *where)
+    assert code == 0, err
+    run = Store(db).get_run("cached")
+    assert run["status"] == "finished" and run["config"]["training"]["max_steps"] == 4
+    assert run["config"]["data"]["source"] == data and run["config"]["data"]["latent_cache"] == str(cache)
 
 
 def test_the_presets_default_data_is_gone_in_one_line(tmp_path, monkeypatch, capsys):
