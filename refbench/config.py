@@ -22,7 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from .config_layers import accumulation_or_effective_batch, coerce, refuse_reference_updates, vae_goes_with_its_model
+from .config_layers import (
+    accumulation_or_effective_batch,
+    check_data_columns,
+    coerce,
+    refuse_reference_updates,
+    vae_goes_with_its_model,
+)
 from .errors import ConfigError
 from .extensions import check_params, resolve_objective
 from .method.reference_update import ReferenceUpdateRule
@@ -168,9 +174,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Preference pairs in the Pick-a-Pic v2 schema (caption, jpg_0, jpg_1, label_0)."""
+    """Preference pairs, read into the Pick-a-Pic v2 schema (caption, jpg_0, jpg_1, label_0)."""
 
-    source: str = "toy"  # "toy" (built-in pairs), a hub id, or a local parquet file/folder
+    # "toy" (built-in pairs), a local parquet file/folder or hub id in Pick-a-Pic v2's schema, or a
+    # named source NAME:LOCATION ("hpdv2:/data/HPDv2"; `refbench data list`; docs/data.md)
+    source: str = "toy"
     split: str = "train"
     max_pairs: int | None = None
     # Prompts whose pairs are left out (skip reason "held-out prompt"): a toy prompt set such as
@@ -188,9 +196,13 @@ class DataConfig:
     # Horizontal flip of each image with probability 1/2 (official default; --no_hflip turns it
     # off). The latent cache holds unflipped images, so the two do not go together.
     random_flip: bool = False
+    # A parquet's own column names (docs/data.md): caption, image_0, image_1, and label_0 (a label
+    # column, 1/0/0.5 as Pick-a-Pic) or preferred ("image_0" or "image_1" is always preferred).
+    columns: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_literals(self, "data")
+        check_data_columns(self.columns)
         _require(bool(self.source), "data.source", "must not be empty")
         _require(bool(self.split), "data.split", "must not be empty")
         _require(

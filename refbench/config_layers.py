@@ -15,7 +15,11 @@ __all__ = [
     "refuse_reference_updates",
     "coerce",
     "assignments",
+    "check_data_columns",
+    "DATA_COLUMN_KEYS",
 ]
+
+DATA_COLUMN_KEYS = ("caption", "image_0", "image_1", "label_0", "preferred")
 
 _REFERENCE_UPDATE_FIELDS = ("tau", "delta", "on_exceed", "mixup_alpha")
 
@@ -117,3 +121,16 @@ def assignments(items: list[str] | None) -> dict:
             target = target.setdefault(part, {})
         target[name] = value
     return overrides
+
+
+def check_data_columns(columns: dict) -> None:
+    """``data.columns``: known keys, text values (whether the mapping is complete is checked when
+    the data is opened, by the parquet source)."""
+    unknown = [k for k in columns if k not in DATA_COLUMN_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"data.columns: must have keys among {', '.join(DATA_COLUMN_KEYS)}; got {', '.join(map(str, unknown))}"
+        )
+    for key, value in columns.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"data.columns: must name a column for {key}; got {value!r}")

@@ -1,7 +1,7 @@
 """The `refbench` command line. It parses and calls; the work happens in the library.
 
 This module assembles the app from the command groups (one module per stage of the
-package: store, train, evaluate, experiments, analysis, toy); the groups never import it.
+package: store, train, evaluate, experiments, analysis, toy, data); the groups never import it.
 Heavy imports (torch, diffusers, duckdb, pandas) happen inside the commands, so that
 `refbench --help` answers at once. Errors meant for the user are one line, no traceback.
 """
@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import RefbenchError, RunInterrupted
-from . import analysis, evaluate, experiments, store, toy, train
+from . import analysis, data, evaluate, experiments, store, toy, train
 
 app = typer.Typer(
     name="refbench",
@@ -49,6 +49,7 @@ app.command("score")(evaluate.score)
 app.command("winrate")(evaluate.winrate)
 app.command("doctor")(evaluate.doctor)
 app.add_typer(toy.toy_app, name="toy")
+app.add_typer(data.data_app, name="data")
 app.command("timestep-analysis")(experiments.timestep_analysis)
 app.command("sweep")(experiments.sweep)
 app.command("plot")(analysis.plot)

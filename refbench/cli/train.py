@@ -83,7 +83,11 @@ def train(
         "--t5/--no-t5",
         help="SD3 / SD3.5: load the T5 text encoder (--no-t5: text_encoder_3 = None, as diffusers allows).",
     ),
-    data: str | None = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Local parquet or hub id (Pick-a-Pic v2 schema), or a named source NAME:LOCATION (refbench data list).",
+    ),
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank (0: full fine-tuning)."),
     resolution: int | None = typer.Option(None, "--resolution", help="Training image size in pixels."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per process per micro-step."),
@@ -170,7 +174,11 @@ def cache_latents(
         None, "--preset", help="Model/data preset: toy, toy-flow, sd15, sdxl, sd3, sd35."
     ),
     model: str | None = typer.Option(None, "--model", help="Hub id or local diffusers folder."),
-    data: str | None = typer.Option(None, "--data", help="Hub dataset id or local parquet (Pick-a-Pic v2 schema)."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        help="Local parquet or hub id (Pick-a-Pic v2 schema), or a named source NAME:LOCATION (refbench data list).",
+    ),
     resolution: int | None = typer.Option(None, "--resolution", help="Training image size in pixels."),
     dtype: str | None = typer.Option(None, "--dtype", help="float16 (default) or float32."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML or JSON config file."),

@@ -236,8 +236,10 @@ def load_preference_pairs(config):
         from ..toy.dataset import ensure_toy_pairs, pairs_path
 
         source = str(pairs_path(config.data.split, ensure_toy_pairs()))
+    from .data_sources import open_source
+
     return PreferencePairs(
-        open_pair_source(source, config.data.split),
+        open_source(source, config.data.split, config.data.columns),
         resolution=config.model.resolution,
         max_pairs=config.data.max_pairs,
         exclude=excluded_prompts(config.data.exclude_prompts),

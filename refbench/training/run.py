@@ -239,8 +239,11 @@ def _run_training(
             print(f"{config.name}: no checkpoint yet in {checkpoint}; starting from step 0", flush=True)
     saved_step = saved["state"]["step"] if saved else 0
     from .backends import check_model_source
+    from .data_sources import check_data_source, check_gone
 
+    check_gone(config.data)  # a withdrawn data set (the SD presets' default) is said before the model is looked at
     check_model_source(config.model)
+    check_data_source(config.data)  # then a missing location, a bad column mapping: before the data is read
     with accelerator.main_process_first():  # the main process builds the toy pairs if they are missing
         pairs = load_preference_pairs(config)
     latent_cache = open_latent_cache(config, pairs, accelerator, progress)

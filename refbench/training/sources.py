@@ -21,11 +21,31 @@ import numpy as np
 
 from ..errors import RefbenchError
 
-__all__ = ["DataError", "REQUIRED_COLUMNS", "PairSource", "ParquetSource", "TableSource", "open_pair_source"]
+__all__ = [
+    "DataError",
+    "REQUIRED_COLUMNS",
+    "PairSource",
+    "ParquetSource",
+    "TableSource",
+    "open_pair_source",
+    "WITHDRAWN",
+    "withdrawn_message",
+]
 
 REQUIRED_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0")
 CACHED_ROW_GROUPS = 2
 OPEN_FILES = 4
+# Hub data sets that are gone: id -> the day they were withdrawn.
+WITHDRAWN = {"yuvalkirstain/pickapic_v2": "2025-04-30", "yuvalkirstain/pickapic_v1": "2025-04-30"}
+
+
+def withdrawn_message(name: str) -> str:
+    """One line for a data set withdrawn from the Hub and not in the local cache."""
+    return (
+        f"{name} was withdrawn from the Hugging Face Hub on {WITHDRAWN[name]} and is not in the local cache; "
+        f'use a local copy (--data DIR, or data.source = "pickapic-v2:DIR"), another source listed by '
+        f"`refbench data list` (e.g. --data hpdv2:DIR), or pairs of your own from `refbench make-pairs`"
+    )
 
 
 class DataError(RefbenchError):
@@ -177,6 +197,8 @@ def _load_hub_dataset(name: str, split: str):
 
         dataset = datasets.load_dataset(name, split=split)
     except Exception as exc:  # the hub raises many kinds; the user needs one sentence
+        if name in WITHDRAWN:
+            raise DataError(withdrawn_message(name)) from None
         raise DataError(
             f"no file or folder {name} exists, and as a hub data set it cannot be loaded "
             f"(split {split!r}): {str(exc).splitlines()[0]}"

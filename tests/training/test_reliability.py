@@ -465,6 +465,7 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
         "num_workers": -1,
         "caption_dropout": 1.0,
         "random_flip": "yes",
+        "columns": {"winner": "good"},
     },
     "training": {
         "max_steps": 0,
@@ -491,6 +492,7 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
 ALTERNATIVE = {  # a second invalid value where the first tests the type, or a range has two ends
     ("method", "gamma"): 1.5,
     ("method", "params"): {1: 2},
+    ("data", "columns"): {"caption": 3},
     ("method", "delta"): float("nan"),
     ("method", "tau"): "8",
     ("training", "seed"): 2**63,
