@@ -266,7 +266,10 @@ def make_pairs(
         "min_gap": min_gap,
         "tie_tolerance": tie_tolerance,
     }
-    if _check_folder(out, protocol):
+    if _check_folder(out, protocol):  # (a kill after the rename left the store's row running: complete it)
+        meta = read_metadata(out / PAIRS_FILE)
+        done = {k: meta.get(k) for k in ("sampler", "num_pairs", "num_ties")} | {"prompts_done": meta["num_prompts"]}
+        store.upsert("pair_sets", [{k: meta.get(k) for k in PROTOCOL_KEYS} | done | {"out": str(out)} | _stamps(meta)])
         return {**_summary(out), "already_complete": True}
     work = out / WORK_FOLDER
     work.mkdir(parents=True, exist_ok=True)
@@ -434,6 +437,16 @@ def _finish(store: Store, out: Path, protocol: dict, set_row: dict) -> dict:
     for chunk in chunks:
         (work / chunk["part"]).unlink(missing_ok=True)
     return {**_summary(out), "already_complete": False}
+
+
+def _stamps(meta: dict) -> dict:
+    from datetime import datetime
+
+    return {
+        "status": "complete",
+        "created_at": datetime.fromisoformat(meta["created_at"]),
+        "finished_at": datetime.fromisoformat(meta["finished_at"]),
+    }
 
 
 def _summary(out: Path) -> dict:
