@@ -227,7 +227,8 @@ def make_pairs(
     batch_size: int = 64,
     progress: bool = True,
 ) -> dict:
-    """Make (or finish) the pair set in ``out``; returns its summary (pairs, ties, prompts, skipped)."""
+    """Make (or finish) the pair set in ``out``; returns its summary (out, pairs, ties, prompts, already_complete).
+    A prompt listed twice in the set is made once (pairs are per prompt text)."""
     from ..training.backends import backend_class
     from ..training.backends.samplers import DEFAULT_STEPS
     from .generate import prompt_set_fingerprint, prompt_texts
@@ -242,7 +243,7 @@ def make_pairs(
     store = Store(db)
     metric, source, sha256 = _reward(reward, store, db)  # before any generation
     every_prompt = prompt_texts(prompt_set)
-    prompts = every_prompt[:num_prompts]
+    prompts = list(dict.fromkeys(every_prompt[:num_prompts]))
     policy = resolve_policy(model, store, preset=preset, base_model=base_model, resolution=resolution)
     kind = policy.config.model.kind
     protocol = {
