@@ -48,6 +48,21 @@ TABLES: dict[str, str] = {
     "metric_sources": """
         metric VARCHAR PRIMARY KEY, source VARCHAR, weights_sha256 VARCHAR, size_bytes BIGINT,
         recorded_at TIMESTAMPTZ""",
+    # `refbench make-pairs`: one row per output folder (its protocol: model, prompts, reward model and
+    # the checkpoint that scored, sampling), the score of every candidate image, and the pairs written.
+    "pair_sets": """
+        out VARCHAR PRIMARY KEY, model VARCHAR, model_kind VARCHAR, pretrained VARCHAR, policy VARCHAR,
+        prompt_set VARCHAR, prompt_set_sha256 VARCHAR, num_prompts BIGINT, reward VARCHAR,
+        reward_source VARCHAR, reward_sha256 VARCHAR, per_prompt INTEGER, seed BIGINT, steps INTEGER,
+        guidance_scale DOUBLE, resolution INTEGER, sampler VARCHAR, selection VARCHAR, min_gap DOUBLE,
+        tie_tolerance DOUBLE, status VARCHAR, prompts_done BIGINT, num_pairs BIGINT, num_ties BIGINT,
+        created_at TIMESTAMPTZ, finished_at TIMESTAMPTZ""",
+    "pair_candidates": """
+        out VARCHAR, prompt VARCHAR, seed BIGINT, score DOUBLE,
+        PRIMARY KEY (out, prompt, seed)""",
+    "made_pairs": """
+        out VARCHAR, prompt VARCHAR, seed_0 BIGINT, seed_1 BIGINT, score_0 DOUBLE, score_1 DOUBLE,
+        label_0 DOUBLE, PRIMARY KEY (out, prompt, seed_0, seed_1)""",
     # What a run's training cost: image-passes through each model by kind (policy, reference,
     # initial, monitor) and, in the row kind 'total', the wall seconds of its training steps.
     "run_costs": """

@@ -316,6 +316,44 @@ def build_synthetic_store(path: str | Path) -> Store:
             }
         ],
     )
+    # a `make-pairs` set: its protocol, the scores of its candidates, and its one pair
+    out = "/pairs/onpolicy"
+    store.upsert(
+        "pair_sets",
+        [
+            {
+                "out": out,
+                "model": "base",
+                "model_kind": "toy",
+                "prompt_set": "toy-train",
+                "reward": "human",
+                "per_prompt": 2,
+                "steps": 20,
+                "status": "complete",
+                "num_pairs": 1,
+                "num_ties": 0,
+                "created_at": stamp,
+            }
+        ],
+    )
+    store.upsert(
+        "pair_candidates",
+        [{"out": out, "prompt": "a red circle", "seed": seed, "score": 0.5 + 0.1 * seed} for seed in (0, 1)],
+    )
+    store.upsert(
+        "made_pairs",
+        [
+            {
+                "out": out,
+                "prompt": "a red circle",
+                "seed_0": 0,
+                "seed_1": 1,
+                "score_0": 0.5,
+                "score_1": 0.6,
+                "label_0": 0.0,
+            }
+        ],
+    )
 
     n = NUM_PROMPTS * len(SEEDS)
     winrates = []

@@ -23,6 +23,9 @@ def test_new_file_gets_every_table(tmp_path):
         "winrates",
         "metric_sources",
         "run_costs",
+        "pair_sets",
+        "pair_candidates",
+        "made_pairs",
     }
     assert set(TABLES) == names
 

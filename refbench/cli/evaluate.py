@@ -1,4 +1,4 @@
-"""Commands that evaluate runs: generate, score, winrate."""
+"""Commands that evaluate runs: generate, score, winrate, make-pairs (and doctor)."""
 
 from __future__ import annotations
 
@@ -181,3 +181,66 @@ def doctor(
     failed = [c.name for c in checks if not c.ok]
     if failed:
         raise RefbenchError(f"{len(failed)} of {len(checks)} reward models cannot be loaded here: {', '.join(failed)}")
+
+
+def make_pairs(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Who samples: a run name (its final policy), 'base' (the preset's model), a LoRA folder, or a hub id / model folder.",
+    ),
+    prompts: str = typer.Option(..., "--prompts", help="Prompt set (as generate takes), e.g. toy-train or NAME=FILE."),
+    reward: str = typer.Option(
+        ..., "--reward", help="A registered metric (e.g. human, pickscore, or pickscore=/local/path) that ranks them."
+    ),
+    per_prompt: int = typer.Option(..., "--per-prompt", help="Images per prompt (K >= 2), seeds S .. S+K-1."),
+    out: Path = typer.Option(..., "--out", help="Output folder: OUT/pairs.parquet (Pick-a-Pic v2 schema) at the end."),
+    min_gap: float | None = typer.Option(
+        None, "--min-gap", help="Every pair whose score gap exceeds G (default: best against worst per prompt)."
+    ),
+    tie_tolerance: float = typer.Option(
+        0.0, "--tie-tolerance", help="A pair whose scores differ by at most this is a tie (label_0 = 0.5)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="First seed S (the noise is fixed by prompt and seed)."),
+    num_prompts: int | None = typer.Option(None, "--num-prompts", help="Only the first N prompts of the set."),
+    steps: int | None = typer.Option(None, "--steps", help="Sampling steps (default 50)."),
+    guidance_scale: float | None = typer.Option(None, "--guidance-scale", help="Classifier-free guidance scale."),
+    preset: str = typer.Option("toy", "--preset", help="The model preset (kind, resolution) of base, folder or LoRA."),
+    base_model: str | None = typer.Option(
+        None, "--base-model", help="For a LoRA --model: the model it adapts (default: the preset's)."
+    ),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help="Sampling resolution (default: the model's, as its preset or run says)."
+    ),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per sampler call (a chunk is N // K prompts)."),
+    db: Path = DB_OPTION,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """On-policy pairs from AI feedback: K images per prompt from a model, ranked by a reward model,
+    written as Pick-a-Pic pairs for `refbench train --data OUT`; a rerun resumes."""
+    from ..evaluation.make_pairs import make_pairs as run_make_pairs
+
+    summary = run_make_pairs(
+        model,
+        prompt_set=prompts,
+        reward=reward,
+        per_prompt=per_prompt,
+        out=out,
+        db=db,
+        min_gap=min_gap,
+        tie_tolerance=tie_tolerance,
+        seed=seed,
+        num_prompts=num_prompts,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        preset=preset,
+        base_model=base_model,
+        resolution=resolution,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    state = "already complete" if summary["already_complete"] else "written"
+    typer.echo(
+        f"{summary['out']}/pairs.parquet {state}: {summary['pairs']} pairs ({summary['ties']} ties) "
+        f"from {summary['prompts']} prompts"
+    )
