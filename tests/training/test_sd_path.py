@@ -177,6 +177,8 @@ def test_sdxl_conditioning(tiny):
 
 @pytest.mark.slow
 def test_missing_model_folder_is_one_sentence(tmp_path):
+    """The preset's default data (Pick-a-Pic v2, withdrawn) is said first, so a local --data is given:
+    the model is then checked before the data is read."""
     result = subprocess.run(
         [
             sys.executable,
@@ -187,6 +189,8 @@ def test_missing_model_folder_is_one_sentence(tmp_path):
             "sd15",
             "--model",
             str(tmp_path / "nope"),
+            "--data",
+            str(tmp_path),
             "--db",
             str(tmp_path / "db.duckdb"),
             "--out",
