@@ -22,10 +22,9 @@ demo: install
 	$(BIN)/refbench train --start-or-resume
 	$(BIN)/refbench runs
 
-# Three pytest-xdist workers on 2 cores: many tests wait on subprocesses (accelerate launches,
-# the CLI, killed runs) and files, so a third worker fills the idle time (measured: 9:15 with
-# two, see the commit). TEST_WORKERS=0 runs them in this one process.
-TEST_WORKERS ?= 3
+# Two pytest-xdist workers on 2 cores: about 9 minutes (a third worker measured slower, 9:35
+# against 9:15). TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
