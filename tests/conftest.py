@@ -34,25 +34,3 @@ def toy_world(tmp_path_factory):
     save_components(build_components(seed=0), root / "base")
     write_pairs(build_pairs(64, "train", seed=0), root / "pairs.parquet")
     return root
-
-
-# The tests that take longest (20 s and more each on 2 cores, from `make test`'s --durations), by
-# test id: run first, so that the short tests fill the workers' last minutes instead of one long
-# test running alone at the end. Only the order changes; every test still runs.
-LONGEST_FIRST = (
-    "tests/experiments/test_paper_regime.py::test_paper_regime_tunes_then_trains_with_the_choice",
-    "tests/experiments/test_plan_workers.py::test_jobs_1_and_jobs_2_give_the_same_runs",
-    "tests/training/test_sd3_path.py::test_resume_and_two_processes_on_sd3",
-    "tests/evaluation/test_generate_score.py::test_two_processes_split_generation",
-    "tests/experiments/test_plan_workers.py::test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it",
-    "tests/toy/test_toy_flow.py::test_toy_flow_preset_trains_samples_and_analyses",
-    "tests/training/test_data_scale.py::test_an_error_on_the_main_process_ends_every_process",
-    "tests/training/test_latent_cache.py::test_two_processes_split_the_build_and_make_the_same_cache",
-    "tests/experiments/test_plan_workers.py::test_ctrl_c_stops_the_workers_with_a_checkpoint",
-    "tests/training/test_trainer.py::test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {nodeid: position for position, nodeid in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("[")[0], len(rank)))  # stable: the rest keep their order
