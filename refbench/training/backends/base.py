@@ -53,6 +53,28 @@ def weights_digest(source: str, subfolders: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
+def image_encoder_digest(model: ModelConfig) -> str:
+    """The latent cache's record of the VAE: model.vae's weights when given, else the pipeline's vae/."""
+    return weights_digest(model.vae, ("",)) if model.vae else weights_digest(model.pretrained, ("vae",))
+
+
+def pipeline_sampler(backend: type, model: ModelConfig, final: Path | None, denoiser_path: Path | None, **kwargs):
+    """The diffusers pipeline sampler of a pipeline backend class (SD, SDXL, SD3); ``kwargs``: what differs."""
+    from .samplers import PipelineSampler
+
+    return PipelineSampler(
+        diffusers_pipeline(backend.pipeline_name),
+        model.pretrained,
+        model.resolution,
+        denoiser=backend.denoiser_folder,
+        ddim=not backend.flow,
+        final_folder=final,
+        denoiser_path=denoiser_path,
+        lora_rank=model.lora_rank,
+        **kwargs,
+    )
+
+
 def diffusers_pipeline(name: str):
     """The diffusers pipeline class of that name (imported only when asked for)."""
     import diffusers

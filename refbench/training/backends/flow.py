@@ -24,7 +24,15 @@ import torch
 from ...config import ModelConfig
 from ...errors import ConfigError
 from ...method.flow import equivalent_alphas_cumprod, flow_noisy, flow_velocity, model_timesteps, shifted_sigmas
-from .base import Backend, Conditioning, check_weights, diffusers_pipeline, weights_digest
+from .base import (
+    Backend,
+    Conditioning,
+    check_weights,
+    diffusers_pipeline,
+    image_encoder_digest,
+    pipeline_sampler,
+    weights_digest,
+)
 
 # LoRA on every attention projection of both streams (diffusers' train_dreambooth_lora_sd3.py
 # default target modules): the joint blocks' text stream has its own q/k/v/out.
@@ -153,25 +161,18 @@ class SD3Backend(FlowBackend):
 
     @classmethod
     def encoder_fingerprint(cls, model: ModelConfig) -> dict[str, str]:
-        image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(model.pretrained, ("vae",))
         # T5 left out: its zeros depend on no weights
         parts = ("text_encoder", "text_encoder_2") + (() if without_t5(model) else ("text_encoder_3",))
-        return {"image_encoder": image_encoder, "text_encoders": weights_digest(model.pretrained, parts)}
+        return {"image_encoder": image_encoder_digest(model), "text_encoders": weights_digest(model.pretrained, parts)}
 
     @classmethod
     def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
         """With T5 as in training: present or not, the same prompt length."""
-        from .samplers import PipelineSampler
-
-        return PipelineSampler(
-            diffusers_pipeline(cls.pipeline_name),
-            model.pretrained,
-            model.resolution,
-            denoiser=cls.denoiser_folder,
-            ddim=not cls.flow,
-            final_folder=final,
-            denoiser_path=denoiser_path,
-            lora_rank=model.lora_rank,
+        return pipeline_sampler(
+            cls,
+            model,
+            final,
+            denoiser_path,
             pipeline_kwargs=text_pipeline_kwargs(model),
             call_kwargs={"max_sequence_length": T5_MAX_LENGTH},
         )

@@ -18,7 +18,7 @@ import torch
 
 from ...config import ModelConfig
 from ...errors import ConfigError
-from .base import Backend, Conditioning, check_weights, diffusers_pipeline, weights_digest
+from .base import Backend, Conditioning, check_weights, image_encoder_digest, pipeline_sampler, weights_digest
 
 # The released models' configurations (diffusers' and transformers' config.json), for
 # `refbench bench --full-size` (``bench.full_size``): the UNet, the VAE and each text encoder.
@@ -133,24 +133,12 @@ class StableDiffusionBackend(Backend):
 
     @classmethod
     def encoder_fingerprint(cls, model: ModelConfig) -> dict[str, str]:
-        image_encoder = weights_digest(model.vae, ("",)) if model.vae else weights_digest(model.pretrained, ("vae",))
         parts = tuple(encoder for _, encoder, _ in cls.text_parts)
-        return {"image_encoder": image_encoder, "text_encoders": weights_digest(model.pretrained, parts)}
+        return {"image_encoder": image_encoder_digest(model), "text_encoders": weights_digest(model.pretrained, parts)}
 
     @classmethod
     def sampler(cls, model: ModelConfig, final: Path | None, denoiser_path: Path | None = None):
-        from .samplers import PipelineSampler
-
-        return PipelineSampler(
-            diffusers_pipeline(cls.pipeline_name),
-            model.pretrained,
-            model.resolution,
-            denoiser=cls.denoiser_folder,
-            ddim=not cls.flow,
-            final_folder=final,
-            denoiser_path=denoiser_path,
-            lora_rank=model.lora_rank,
-        )
+        return pipeline_sampler(cls, model, final, denoiser_path)
 
     @classmethod
     def build_tiny(cls, folder: str | Path, *, seed: int = 0, **options) -> Path:
