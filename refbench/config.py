@@ -150,6 +150,9 @@ class ModelConfig:
     vae: str | None = None
     vae_fp32: bool = True  # keep the VAE in fp32 under mixed precision (False: the mixed precision's dtype)
     t5: bool = True  # SD3 only; False: text_encoder_3 = None (zeros), as diffusers allows: T5-XXL is 4.7 B
+    # Under FSDP (accelerate launch with an FSDP config): keep the frozen copies' shards (the
+    # initial model, a syncing reference) in CPU memory, brought to the device block by block.
+    offload_frozen: bool = False
 
     def __post_init__(self) -> None:
         _check_literals(self, "model")

@@ -34,8 +34,13 @@ def _text_config(vocab_size: int, tokenizer, projection: bool):
     )
 
 
-def build_tiny_pipeline(folder: str | Path, *, sdxl: bool = False, seed: int = 0) -> Path:
-    """Write a tiny SD1.5-style pipeline (``sdxl``: SDXL-style) into ``folder``; images 16 px -> latents 8 x 8."""
+def build_tiny_pipeline(folder: str | Path, *, sdxl: bool = False, seed: int = 0, norm_groups: int = 32) -> Path:
+    """Write a tiny SD1.5-style pipeline (``sdxl``: SDXL-style) into ``folder``; images 16 px -> latents 8 x 8.
+
+    ``norm_groups``: the UNet's GroupNorm groups. With the default 32, the first block's 32 channels
+    are normalised one by one, so a per-channel shift (its conv1 bias, its time-embedding projection)
+    has an exact gradient of zero, and AdamW turns that gradient's rounding noise into steps of +-lr:
+    tests that compare two computations of one update use 8 (four channels a group; SD1.5 has ten)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -65,7 +70,7 @@ def build_tiny_pipeline(folder: str | Path, *, sdxl: bool = False, seed: int = 0
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=TEXT_HIDDEN * (2 if sdxl else 1),
             attention_head_dim=8,
-            norm_num_groups=32,
+            norm_num_groups=norm_groups,
             **extra,
         )
         vae = AutoencoderKL(

@@ -92,11 +92,10 @@ def full_size_bench(
     steps: int = 2,
 ) -> list[dict]:
     """One row per case: seconds per optimizer step (after the first) and peak memory."""
-    from accelerate import Accelerator
-
     from ..config import load_config
     from ..toy.pairs import build_pairs, write_pairs
     from ..training.data import load_preference_pairs
+    from ..training.sharding import make_accelerator
     from ..training.trainer import Trainer
     from .common import advance
 
@@ -127,7 +126,7 @@ def full_size_bench(
                             },
                         },
                     )
-                    accelerator = Accelerator(
+                    accelerator = make_accelerator(  # FSDP2 under an FSDP accelerate launch
                         mixed_precision=config.model.mixed_precision if gpu else "no", cpu=not gpu
                     )
                     if gpu:

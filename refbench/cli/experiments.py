@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -287,12 +288,32 @@ def bench_command(
     root: Path = typer.Option(
         Path("runs/bench-full-size"), "--root", help="With --full-size: where the models are built (SD1.5 ~4 GB)."
     ),
+    memory_table: bool = typer.Option(
+        False,
+        "--memory-table",
+        help="Only the memory per rank under FSDP for SDXL, SD3.5 Medium and Large at 1/2/4/8 ranks "
+        "(arithmetic from the released configs; nothing is built or trained; --full-size prints it first).",
+    ),
+    offload_frozen: bool = typer.Option(
+        False, "--offload-frozen", help="With --memory-table: the frozen copies in CPU memory (model.offload_frozen)."
+    ),
 ) -> None:
     """Time training and analysis against their bare passes, side by side (see benchmarks/RESULTS.md)."""
-    if full_size:
-        import json
+    if memory_table:
+        from ..bench.sharded_memory import memory_rows
+        from ..bench.sharded_memory import memory_table as table
 
+        rows = memory_rows(offload_frozen=offload_frozen)
+        typer.echo(json.dumps(rows, indent=1) if as_json else table(rows))
+        if out:
+            out.write_text(json.dumps(rows, indent=1))
+        return
+    if full_size:
         from ..bench.full_size import full_size_bench
+        from ..bench.sharded_memory import memory_rows
+        from ..bench.sharded_memory import memory_table as table
+
+        typer.echo("memory per rank under FSDP (arithmetic; docs/scale.md):\n" + table(memory_rows()))
 
         rows = full_size_bench(
             root,

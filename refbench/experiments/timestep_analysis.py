@@ -51,6 +51,11 @@ def _build_models(config, checkpoint: Path, device: str):
         lora_rank=config.model.lora_rank,
         lora_targets=backend.lora_targets,
     )
+    if not (checkpoint / "policy.safetensors").is_file() and (checkpoint / "pytorch_model_fsdp_0").is_dir():
+        raise RefbenchError(
+            f"{checkpoint} is sharded (the run trained under FSDP); timestep-analysis reads whole checkpoints "
+            "only: run it on a data-parallel or single-process run"
+        )
     models.load_policy_state(load_file(str(checkpoint / "policy.safetensors")))
     if reference_mode == "sync" and (checkpoint / "reference.safetensors").is_file():
         models.load_reference_state(load_file(str(checkpoint / "reference.safetensors")))

@@ -13,6 +13,13 @@ states are read with ``torch.load(weights_only=True)`` (tensors, numbers, string
 containers only; a planted pickle payload is refused, not run), and ``state.json`` is JSON.
 Every file is checked as it is read, and a missing, truncated or foreign one is a one-line
 ``CheckpointError`` naming the file and what to do.
+
+Under FSDP (``sharding.py``) the weights and the optimizer state are accelerate's sharded state
+instead: ``pytorch_model_fsdp_0/`` (the policy; for LoRA the whole denoiser with both adapters),
+``pytorch_model_fsdp_1/`` (a syncing full reference) and ``optimizer_0/``, each a
+``torch.distributed.checkpoint`` folder to which every rank writes its own shards, beside
+``lr_scheduler.pt`` and ``state.json`` (which records the number of ranks). The same rename makes
+the sharded checkpoint appear whole or not at all.
 """
 
 from __future__ import annotations
@@ -60,6 +67,57 @@ def save_checkpoint(
         folder.rename(previous)
     partial.rename(folder)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+SHARDED_FOLDERS = {"policy": "pytorch_model_fsdp_0", "reference": "pytorch_model_fsdp_1", "optimizer": "optimizer_0"}
+
+
+def save_sharded_checkpoint(
+    folder: Path,
+    accelerator,
+    *,
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    optimizer,
+    lr_scheduler: dict,
+    state: dict[str, Any],
+) -> None:
+    """Every rank writes its shards (accelerate's FSDP save functions); the main process writes
+    the rest and renames the folder into place once all ranks are done."""
+    from accelerate.utils import save_fsdp_model, save_fsdp_optimizer
+
+    folder, plugin, main = Path(folder), accelerator.state.fsdp_plugin, accelerator.is_main_process
+    partial = folder.with_name(folder.name + ".partial")
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    save_fsdp_model(plugin, accelerator, policy, partial, 0)
+    if reference is not None:
+        save_fsdp_model(plugin, accelerator, reference, partial, 1)
+    save_fsdp_optimizer(plugin, accelerator, optimizer, policy, partial, 0)
+    accelerator.wait_for_everyone()
+    if main:
+        torch.save({"lr_scheduler": lr_scheduler}, partial / "lr_scheduler.pt")
+        (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
+        previous = folder.with_name(folder.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        if folder.exists():
+            folder.rename(previous)
+        partial.rename(folder)
+        shutil.rmtree(previous, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_sharded_into(folder: Path, accelerator, *, policy, reference, optimizer) -> None:
+    """Every rank reads its shards into the sharded models and optimizer (collective)."""
+    from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
+
+    plugin = accelerator.state.fsdp_plugin
+    load_fsdp_model(plugin, accelerator, policy, folder, 0)
+    if reference is not None:
+        load_fsdp_model(plugin, accelerator, reference, folder, 1)
+    load_fsdp_optimizer(plugin, accelerator, optimizer, policy, folder, 0)
 
 
 def has_checkpoint(folder: Path) -> bool:
@@ -133,9 +191,12 @@ def _read_state(path: Path, folder: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Every file of a checkpoint, checked; a missing or corrupt one is a ``CheckpointError``."""
+    """Every file of a checkpoint, checked; a missing or corrupt one is a ``CheckpointError``.
+    A sharded checkpoint's shards are read later, into the sharded models (``load_sharded_into``)."""
     folder = Path(folder)
     state = _read_state(folder / STATE_FILE, folder)
+    if state.get("sharded"):
+        return _sharded_checkpoint(folder, state)
     reference_file = folder / "reference.safetensors"
     optimizer = _read_optimizer(folder / "optimizer.pt", folder)
     return {
@@ -145,3 +206,22 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
         "lr_scheduler": optimizer["lr_scheduler"],
         "state": state,
     }
+
+
+def _sharded_checkpoint(folder: Path, state: dict[str, Any]) -> dict[str, Any]:
+    needed = [SHARDED_FOLDERS["policy"], SHARDED_FOLDERS["optimizer"]]
+    if state["sharded"].get("reference"):
+        needed.append(SHARDED_FOLDERS["reference"])
+    for name in needed:
+        if not (folder / name / ".metadata").is_file():
+            raise _unusable(folder / name, folder, "is missing or incomplete (no .metadata)")
+    path = folder / "lr_scheduler.pt"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise _unusable(path, folder, "is missing") from None
+    except Exception as exc:
+        raise _unusable(path, folder, f"is corrupt or truncated ({_first_line(exc)})") from None
+    if not isinstance(saved, dict) or "lr_scheduler" not in saved:
+        raise _unusable(path, folder, "is not a refbench lr-schedule state")
+    return {"sharded": True, "folder": folder, "lr_scheduler": saved["lr_scheduler"], "state": state}

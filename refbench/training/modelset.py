@@ -13,6 +13,12 @@ Reference-free methods (``reference_mode="none"``: sft, mapo) get no reference a
 asking for it is an error, so a stray reference pass cannot go unnoticed.
 
 The policy runs with gradients; the reference and the initial model never do.
+
+Under FSDP (``sharding.py``) the trainer shards the policy after this set is built and
+``prepare_frozen`` shards each frozen copy as it is made (before the next one is copied), so
+the three models hold the same shards on each rank and every reference rule is elementwise
+on local shards. The LoRA set then finds its adapters' (sharded) parameters again
+(``after_prepare``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from contextlib import contextmanager
 import torch
 
 from ..method.reference_update import mix_into
+from .sharding import reshard
 
 POLICY, REFERENCE = "policy", "reference"
 # The UNet's attention projections (the official Diffusion-DPO LoRA and diffusers' SD scripts);
@@ -47,12 +54,18 @@ class FullModelSet:
     lora = False
     reference_version = 0  # bumped whenever the reference's weights change (cached outputs of it expire)
 
-    def __init__(self, denoiser: torch.nn.Module, *, reference_mode: str):
+    def __init__(self, denoiser: torch.nn.Module, *, reference_mode: str, prepare_frozen=None):
+        prepare_frozen = prepare_frozen or (lambda module: module)
         self.policy_module = denoiser.train().requires_grad_(True)
         self.reference_mode = reference_mode
-        self.initial_module = _frozen(copy.deepcopy(denoiser))
+        self.initial_module = prepare_frozen(_frozen(copy.deepcopy(denoiser)))
         # A fixed reference is the initial model; only a syncing reference needs its own copy.
-        self.reference_module = _frozen(copy.deepcopy(denoiser)) if reference_mode == "sync" else self.initial_module
+        self.reference_module = (
+            prepare_frozen(_frozen(copy.deepcopy(denoiser))) if reference_mode == "sync" else self.initial_module
+        )
+
+    def after_prepare(self, policy_forward: torch.nn.Module) -> None:
+        """Nothing to find again: the modules' parameters are read from the modules."""
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.policy_module.parameters() if p.requires_grad]
@@ -69,14 +82,17 @@ class FullModelSet:
             yield self.initial_module
 
     def sync_reference(self, alpha: float) -> None:
+        reshard(self.reference_module, self.policy_module)  # under FSDP: shard by shard, on each rank
         mix_into(self.reference_module.parameters(), self.policy_module.parameters(), alpha)
         self.reference_version += 1
 
     def reset_reference(self) -> None:
+        reshard(self.reference_module, self.initial_module)
         mix_into(self.reference_module.parameters(), self.initial_module.parameters(), 1.0)
         self.reference_version += 1
 
     def reference_state(self) -> dict[str, torch.Tensor]:
+        reshard(self.reference_module)
         return {k: v.detach().clone() for k, v in self.reference_module.state_dict().items()}
 
     def load_reference_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -84,6 +100,7 @@ class FullModelSet:
         self.reference_version += 1
 
     def policy_state(self) -> dict[str, torch.Tensor]:
+        reshard(self.policy_module)
         return self.policy_module.state_dict()
 
     def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -123,8 +140,13 @@ class LoraModelSet:
                     denoiser.add_adapter(config, adapter_name=REFERENCE)
         self.policy_module = denoiser.train()
         self.reference_mode = reference_mode
-        self._policy_params = {n: p for n, p in denoiser.named_parameters() if f".{POLICY}." in n}
-        self._reference_params = {n: p for n, p in denoiser.named_parameters() if f".{REFERENCE}." in n}
+        self.after_prepare(denoiser)
+
+    def after_prepare(self, policy_forward: torch.nn.Module) -> None:
+        """The adapters' parameters, found (again) by name: FSDP replaces them with sharded ones."""
+        named = dict(self.policy_module.named_parameters())
+        self._policy_params = {n: p for n, p in named.items() if f".{POLICY}." in n}
+        self._reference_params = {n: p for n, p in named.items() if f".{REFERENCE}." in n}
         self._activate(POLICY)
 
     def _activate(self, adapter: str) -> None:
@@ -155,6 +177,7 @@ class LoraModelSet:
             self._activate(POLICY)
 
     def _pairs(self):
+        reshard(self.policy_module)
         for name, param in self._policy_params.items():
             yield self._reference_params[name.replace(f".{POLICY}.", f".{REFERENCE}.")], param
 
@@ -164,6 +187,7 @@ class LoraModelSet:
         self.reference_version += 1
 
     def reset_reference(self) -> None:
+        reshard(self.policy_module)
         with torch.no_grad():
             for name, param in self._reference_params.items():
                 if "lora_B" in name:  # B = 0 makes the adapter's update zero: the initial model
@@ -171,6 +195,7 @@ class LoraModelSet:
         self.reference_version += 1
 
     def reference_state(self) -> dict[str, torch.Tensor]:
+        reshard(self.policy_module)
         return {k: v.detach().clone() for k, v in self._reference_params.items()}
 
     def load_reference_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -180,6 +205,7 @@ class LoraModelSet:
         self.reference_version += 1
 
     def policy_state(self) -> dict[str, torch.Tensor]:
+        reshard(self.policy_module)
         return {k: v.detach() for k, v in self._policy_params.items()}
 
     def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -195,9 +221,11 @@ def build_model_set(
     lora_rank: int,
     lora_targets: tuple[str, ...] | list[str] = UNET_LORA_TARGETS,
     seed: int = 0,
+    prepare_frozen=None,
 ):
+    """``prepare_frozen`` (FSDP: shard) is applied to each frozen copy of full fine-tuning as it is made."""
     if lora_rank > 0:
         return LoraModelSet(
             denoiser, reference_mode=reference_mode, rank=lora_rank, target_modules=lora_targets, seed=seed
         )
-    return FullModelSet(denoiser, reference_mode=reference_mode)
+    return FullModelSet(denoiser, reference_mode=reference_mode, prepare_frozen=prepare_frozen)

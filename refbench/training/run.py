@@ -76,7 +76,9 @@ def run_training(
     run) is shared with the others, so every process ends with the same error instead of waiting
     for a peer that has stopped."""
     import torch
-    from accelerate import Accelerator, PartialState
+    from accelerate import PartialState
+
+    from .sharding import make_accelerator
 
     # Half precision is for GPUs; on a CPU the same run goes in fp32 (accelerate refuses fp16 there).
     # cpu=True without a GPU also makes accelerate set up gloo when launched with several processes.
@@ -95,7 +97,7 @@ def run_training(
     if failure:
         raise RefbenchError(failure)
     report_to = config.training.report_to
-    accelerator = Accelerator(
+    accelerator = make_accelerator(
         mixed_precision=config.model.mixed_precision if gpu else "no",
         cpu=not gpu,
         log_with=None if report_to == "none" else report_to,
@@ -280,8 +282,9 @@ def _run_training(
         return max(trainer.step if trainer else 0, saved_step)
 
     def save_snapshot(step: int) -> None:
+        _save_final(trainer, _snapshot_folder(run_dir, step) / "final")  # every process: gathered under FSDP
         if main:
-            _save_snapshot(trainer, store, run_dir, step)
+            _record_snapshot(trainer, store, run_dir, step)
         accelerator.wait_for_everyone()
 
     try:
@@ -329,9 +332,9 @@ def _run_training(
     if tracker is not None:
         accelerator.end_training()
     report = trainer.process_report()
+    _save_final(trainer, run_dir / "final")
     if main:
         (run_dir / "processes.json").write_text(json.dumps(report, indent=1))
-        _save_final(trainer, run_dir / "final")
         message = _skips(trainer, pairs)
         run_log.flush(final=True)
         store.set_run_status(config.name, "finished", message)
@@ -355,17 +358,20 @@ def snapshot_name(run: str, step: int) -> str:
     return f"{run}.step{step}"
 
 
-def _save_snapshot(trainer, store: Store, run_dir: Path, step: int) -> None:
-    """The policy after ``step`` steps as a finished run of its own: ``RUN/snapshots/step-N/final``
-    and a store row ``RUN.stepN`` whose config says max_steps = N, so that generate, score and
+def _snapshot_folder(run_dir: Path, step: int) -> Path:
+    return run_dir / "snapshots" / f"step-{step}"
+
+
+def _record_snapshot(trainer, store: Store, run_dir: Path, step: int) -> None:
+    """The policy after ``step`` steps (saved in ``RUN/snapshots/step-N/final``) as a finished run of
+    its own: a store row ``RUN.stepN`` whose config says max_steps = N, so that generate, score and
     win rates take it like any run. Written again (the same weights) if a resumed run repeats the step."""
     import dataclasses
 
     from ..provenance import git_revision, package_versions
 
     config = trainer.config
-    folder = run_dir / "snapshots" / f"step-{step}"
-    _save_final(trainer, folder / "final")
+    folder = _snapshot_folder(run_dir, step)
     name = snapshot_name(config.name, step)
     short = dataclasses.replace(
         config, name=name, training=dataclasses.replace(config.training, max_steps=step, snapshot_steps=())
@@ -389,19 +395,58 @@ def _save_final(trainer, folder: Path) -> None:
     ``UNet2DConditionModel`` folder (``final/unet``) or, for SD3 / flow models, an
     ``SD3Transformer2DModel`` folder (``final/transformer``): the backend's ``denoiser_folder``;
     LoRA as diffusers-format LoRA weights (``final/pytorch_lora_weights.safetensors``, for
-    ``pipe.load_lora_weights(final)``), in the format of the backend's pipeline."""
-    folder.mkdir(parents=True, exist_ok=True)
-    models, backend = trainer.models, trainer.backend
-    denoiser = trainer.accelerator.unwrap_model(models.policy_module)
+    ``pipe.load_lora_weights(final)``), in the format of the backend's pipeline.
+
+    Called on every process: under FSDP the weights are gathered to the main process's CPU (one
+    full copy there, none on any device), and only the main process writes."""
+    from .modelset import POLICY
+
+    models, backend, acc = trainer.models, trainer.backend, trainer.accelerator
+    main = acc.is_main_process
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+    denoiser = acc.unwrap_model(models.policy_module)
     if not models.lora:
-        denoiser.save_pretrained(str(folder / backend.denoiser_folder))
+        if not trainer.sharded:
+            if main:
+                denoiser.save_pretrained(str(folder / backend.denoiser_folder))
+            return
+        from huggingface_hub import save_torch_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        from .sharding import reshard
+
+        reshard(denoiser)
+        whole = get_model_state_dict(denoiser, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if main:  # the files diffusers' save_pretrained writes: its config and its safetensors (+ index)
+            _write_denoiser_config(denoiser, folder / backend.denoiser_folder)
+            save_torch_state_dict(
+                whole,
+                folder / backend.denoiser_folder,
+                filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                max_shard_size="10GB",
+            )
         return
     from peft.utils import get_peft_model_state_dict
 
-    from .modelset import POLICY
+    from .sharding import full_tensor
 
     layers = get_peft_model_state_dict(denoiser, adapter_name=POLICY)
-    backend.save_lora({k: v.detach().contiguous().cpu() for k, v in layers.items()}, folder)
+    layers = {k: full_tensor(v.detach()).contiguous().cpu() for k, v in layers.items()}  # small: LoRA only
+    if main:
+        backend.save_lora(layers, folder)
+
+
+def _write_denoiser_config(denoiser, folder: Path) -> None:
+    """``config.json`` as diffusers writes it, naming the model's own class (FSDP2 subclasses the
+    module's class as ``FSDP<name>``, which diffusers would write)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    original = next(c for c in type(denoiser).__mro__ if not issubclass(c, FSDPModule))
+    config = json.loads(denoiser.to_json_string())
+    config["_class_name"] = original.__name__
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 __all__ = ["run_training", "resolve_resumed_config"]

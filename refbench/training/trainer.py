@@ -34,7 +34,7 @@ from ..method.reference_update import Action, ReferenceUpdater
 from ..method.timesteps import make_timestep_sampler, reward_scale
 from .backends import Backend, Conditioning, load_backend
 from .batches import BatchSource, StepBatch
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, load_checkpoint, load_sharded_into, save_checkpoint, save_sharded_checkpoint
 from .costs import PassCounts
 from .data import PreferencePairs
 from .latent_cache import LatentCache
@@ -43,6 +43,7 @@ from .monitor import DivergenceMonitor
 from .optimizers import make_optimizer
 from .run_log import RunLog
 from .seeding import step_generator
+from .sharding import check_resume_layout, full_tensor, is_sharded, make_accelerator, reshard, shard_frozen
 from .stopping import TrainingDiverged, TrainingInterrupted, stop_requests
 
 __all__ = ["Trainer"]
@@ -60,19 +61,25 @@ class Trainer:
         latent_cache: LatentCache | None = None,
         on_snapshot=None,
     ):
-        from accelerate import Accelerator
         from diffusers.optimization import get_scheduler
 
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         self.on_snapshot = on_snapshot  # called with the step at each of training.snapshot_steps
-        self.accelerator = acc = accelerator or Accelerator(
+        self.accelerator = acc = accelerator or make_accelerator(
             mixed_precision=config.model.mixed_precision, cpu=not torch.cuda.is_available()
         )
+        self.sharded = is_sharded(acc)  # FSDP2: the policy and its frozen copies sharded over the ranks
         self.log = run_log if acc.is_main_process else None
         method, training = config.method, config.training
         self.objective = method.resolved_objective()
         # With the latent cache the VAE and text encoders are never loaded: batches come encoded.
-        self.backend: Backend = load_backend(config.model, device=str(acc.device), encoders=latent_cache is None)
+        # A sharded denoiser stays on the CPU until each copy is sharded (no whole copy on the device).
+        self.backend: Backend = load_backend(
+            config.model,
+            device=str(acc.device),
+            encoders=latent_cache is None,
+            denoiser_device="cpu" if self.sharded else None,
+        )
         if config.model.gradient_checkpointing:
             self.backend.denoiser.enable_gradient_checkpointing()
         self.models = build_model_set(
@@ -81,6 +88,11 @@ class Trainer:
             lora_rank=config.model.lora_rank,
             lora_targets=self.backend.lora_targets,
             seed=training.seed,
+            prepare_frozen=(
+                (lambda module: shard_frozen(acc, module, offload=config.model.offload_frozen))
+                if self.sharded
+                else None
+            ),
         )
         self.sampler = make_timestep_sampler(
             method.timestep_sampler, self.backend.num_train_timesteps, gamma=method.gamma, bins=method.bins
@@ -96,8 +108,10 @@ class Trainer:
             num_warmup_steps=training.lr_warmup_steps,
             num_training_steps=training.max_steps,
         )
-        # Only the policy is wrapped (DDP across processes); the frozen models run locally.
+        # Only the policy is prepared (DDP across processes, or sharded by FSDP2 with its optimizer);
+        # the frozen models run locally (or were sharded above).
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
+        self.models.after_prepare(self.policy_forward)
         self.batches = BatchSource(
             pairs,
             self.backend,
@@ -284,23 +298,40 @@ class Trainer:
                 self.passes.rows(self.config.name, processes=self.accelerator.num_processes, seconds=self.elapsed)
             )
         committed = self.log.flush() if self.log else True
-        if self.accelerator.is_main_process and committed:
+        acc, syncs = self.accelerator, self.config.method.reference == "sync"
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_steps": self.nonfinite_steps,
+            "passes": self.passes.state_dict(),
+            "updater": self.updater.state_dict(),
+        }
+        if self.sharded:  # every rank writes its shards: the main process's word decides for all
+            (committed,) = _from_main(acc, committed)
+            if committed:
+                full_reference = syncs and not self.models.lora  # a LoRA reference is in the policy's module
+                reshard(self.policy_forward, self.models.reference_module if full_reference else self.policy_forward)
+                save_sharded_checkpoint(
+                    self._checkpoint_dir(),
+                    acc,
+                    policy=self.policy_forward,
+                    reference=self.models.reference_module if full_reference else None,
+                    optimizer=self.optimizer,
+                    lr_scheduler=self.lr_scheduler.state_dict(),
+                    state={**state, "sharded": {"processes": acc.num_processes, "reference": full_reference}},
+                )
+            return
+        if acc.is_main_process and committed:
             save_checkpoint(
                 self._checkpoint_dir(),
                 policy=self.models.policy_state(),
-                reference=self.models.reference_state() if self.config.method.reference == "sync" else None,
+                reference=self.models.reference_state() if syncs else None,
                 optimizer=self.optimizer.state_dict(),
                 lr_scheduler=self.lr_scheduler.state_dict(),
-                state={
-                    "step": self.step,
-                    "elapsed": self.elapsed,
-                    "skipped_steps": self.skipped_steps,
-                    "nonfinite_steps": self.nonfinite_steps,
-                    "passes": self.passes.state_dict(),
-                    "updater": self.updater.state_dict(),
-                },
+                state=state,
             )
-        self.accelerator.wait_for_everyone()
+        acc.wait_for_everyone()
 
     def restore(self, saved: dict | None = None) -> bool:
         """Continue from a checkpoint (``saved``, as ``load_checkpoint`` returns it, or the run's own);
@@ -309,11 +340,24 @@ class Trainer:
             if not has_checkpoint(self._checkpoint_dir()):
                 return False
             saved = load_checkpoint(self._checkpoint_dir())
+        check_resume_layout(saved, sharded=self.sharded, num_processes=self.accelerator.num_processes)
         try:
-            self.models.load_policy_state(saved["policy"])
-            if saved["reference"] is not None:
-                self.models.load_reference_state(saved["reference"])
-            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.sharded:
+                full_reference = saved["state"]["sharded"]["reference"]
+                reshard(self.policy_forward, self.models.reference_module if full_reference else self.policy_forward)
+                load_sharded_into(
+                    saved["folder"],
+                    self.accelerator,
+                    policy=self.policy_forward,
+                    reference=self.models.reference_module if full_reference else None,
+                    optimizer=self.optimizer,
+                )
+                self.models.reference_version += 1
+            else:
+                self.models.load_policy_state(saved["policy"])
+                if saved["reference"] is not None:
+                    self.models.load_reference_state(saved["reference"])
+                self.optimizer.load_state_dict(saved["optimizer"])
             self.lr_scheduler.load_state_dict(saved["lr_scheduler"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -333,8 +377,8 @@ class Trainer:
         With DDP every process must hold the same weights and have taken the same decisions."""
         from accelerate.utils import gather_object
 
-        def checksum(tensors) -> float:
-            return float(sum(t.detach().double().abs().sum() for t in tensors))
+        def checksum(tensors) -> float:  # of whole tensors: under FSDP, gathered (every rank calls this)
+            return float(sum(full_tensor(t.detach()).double().abs().sum() for t in tensors))
 
         reference = self.models.reference_state().values() if self.config.method.reference == "sync" else []
         mine = {
@@ -417,3 +461,12 @@ class Trainer:
             self.save()
         if stop:
             raise TrainingInterrupted(step)
+
+
+def _from_main(accelerator, *values) -> tuple:
+    """The main process's values on every process."""
+    if accelerator.num_processes == 1:
+        return values
+    from accelerate.utils import broadcast_object_list
+
+    return tuple(broadcast_object_list(list(values), from_process=0))

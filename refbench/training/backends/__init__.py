@@ -41,8 +41,18 @@ def check_model_source(model: ModelConfig) -> None:
     backend_class(model.kind).check_source(model)
 
 
-def load_backend(model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True) -> Backend:
+def load_backend(
+    model: ModelConfig,
+    device: str = "cpu",
+    *,
+    denoiser: bool = True,
+    encoders: bool = True,
+    denoiser_device: str | None = None,
+) -> Backend:
     """The model's backend; ``denoiser=False`` skips the denoiser (building a latent cache) and
     ``encoders=False`` the VAE and text encoders (training from a latent cache). The toy models'
-    parts are small and always load."""
-    return backend_class(model.kind)(model, device, denoiser=denoiser, encoders=encoders)
+    parts are small and always load. ``denoiser_device`` (default ``device``): where the denoiser is
+    loaded (the CPU under FSDP, which moves each rank's shards to ``device``)."""
+    return backend_class(model.kind)(
+        model, device, denoiser=denoiser, encoders=encoders, denoiser_device=denoiser_device
+    )

@@ -184,7 +184,15 @@ class SD3Backend(FlowBackend):
 
         return build_tiny_sd3_pipeline(folder, seed=seed, **options)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: str = "cpu",
+        *,
+        denoiser: bool = True,
+        encoders: bool = True,
+        denoiser_device: str | None = None,
+    ):
         from diffusers import (
             AutoencoderKL,
             FlowMatchEulerDiscreteScheduler,
@@ -200,7 +208,7 @@ class SD3Backend(FlowBackend):
         try:
             if denoiser:
                 self.denoiser = SD3Transformer2DModel.from_pretrained(self.source, subfolder="transformer").to(
-                    self.device
+                    denoiser_device or self.device
                 )
             self.noise_scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(self.source, subfolder="scheduler")
             if encoders:

@@ -152,7 +152,15 @@ class StableDiffusionBackend(Backend):
 
         write_pipeline_index(folder, sdxl=False)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: str = "cpu",
+        *,
+        denoiser: bool = True,
+        encoders: bool = True,
+        denoiser_device: str | None = None,
+    ):
         import transformers
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTokenizer
@@ -167,7 +175,9 @@ class StableDiffusionBackend(Backend):
         self.denoiser, self.vae, self.tokenizers, self.text_encoders = None, None, [], []
         try:
             if denoiser:
-                self.denoiser = UNet2DConditionModel.from_pretrained(self.source, subfolder="unet").to(self.device)
+                self.denoiser = UNet2DConditionModel.from_pretrained(self.source, subfolder="unet").to(
+                    denoiser_device or self.device
+                )
             self.noise_scheduler = DDPMScheduler.from_pretrained(self.source, subfolder="scheduler")
             if encoders:
                 self.vae = None if model.vae else AutoencoderKL.from_pretrained(self.source, subfolder="vae")

@@ -98,7 +98,15 @@ class ToyBackend(ToyWorld, Backend):
     summary = "the built-in toy world: a 16 px pixel-space UNet (DDPM) with a small CLIP text encoder"
     model_folder = staticmethod(toy_model_folder)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: str = "cpu",
+        *,
+        denoiser: bool = True,
+        encoders: bool = True,
+        denoiser_device: str | None = None,
+    ):
         """The parts are small: all load, whatever ``denoiser`` and ``encoders`` say."""
         from ...toy.model import load_components
 
@@ -106,7 +114,7 @@ class ToyBackend(ToyWorld, Backend):
         self.device = torch.device(device)
         self.components = self._load(load_components, self.folder, model, "toy model")
         self.components.text_encoder.requires_grad_(False).to(self.device)
-        self.denoiser = self.components.unet.to(self.device)
+        self.denoiser = self.components.unet.to(denoiser_device or self.device)
         self.noise_scheduler = self.components.noise_scheduler
 
     @classmethod

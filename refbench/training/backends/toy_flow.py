@@ -33,7 +33,15 @@ class ToyFlowBackend(ToyWorld, FlowBackend):
     )
     model_folder = staticmethod(toy_flow_folder)
 
-    def __init__(self, model: ModelConfig, device: str = "cpu", *, denoiser: bool = True, encoders: bool = True):
+    def __init__(
+        self,
+        model: ModelConfig,
+        device: str = "cpu",
+        *,
+        denoiser: bool = True,
+        encoders: bool = True,
+        denoiser_device: str | None = None,
+    ):
         """The parts are small: all load, whatever ``denoiser`` and ``encoders`` say."""
         from ...toy.flow_model import load_flow_components
 
@@ -41,7 +49,7 @@ class ToyFlowBackend(ToyWorld, FlowBackend):
         self.device = torch.device(device)
         self.components = self._load(load_flow_components, self.folder, model, "flow toy model")
         self.components.text_encoder.to(self.device)
-        self.denoiser = self.components.transformer.to(self.device)
+        self.denoiser = self.components.transformer.to(denoiser_device or self.device)
         self.noise_scheduler = self.components.noise_scheduler
 
     @classmethod
