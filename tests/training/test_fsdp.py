@@ -17,6 +17,7 @@ channel a group, three tensors have an exact gradient of zero, whose rounding Ad
 A run killed and resumed under FSDP ends with the uninterrupted run's weights within 1e-6.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -36,7 +37,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FSDP_CONFIG = ROOT / "examples" / "accelerate" / "fsdp-1node.yaml"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 STEPS = 3
-FAST = ["--set", "training.learning_rate=1e-3", "--set", "training.lr_warmup_steps=0", "--set", "method.delta=1e-9"]
+FAST = [
+    *["--set", "training.learning_rate=1e-3", "--set", "training.lr_warmup_steps=0", "--set", "method.delta=1e-9"],
+    *["--set", "training.monitor_size=4"],
+]
 # SD3 also exercises the other reference rules: a soft sync (TR-DPO's mix) and re-initialisation past delta.
 SOFT_REINIT = ["--set", "method.mixup_alpha=0.5", "--set", "method.on_exceed=reinit"]
 
@@ -92,8 +96,8 @@ def losses(run: Path) -> list[float]:
     return frame["loss"].tolist()
 
 
-def final_weights(run: Path, folder: str) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "final" / folder / "diffusion_pytorch_model.safetensors"))
+def final_weights(run: Path, folder: str, weights: str = "final") -> dict[str, torch.Tensor]:
+    return load_file(str(run / weights / folder / "diffusion_pytorch_model.safetensors"))
 
 
 def assert_same_update(fsdp: dict, dp: dict, initial: dict) -> None:
@@ -125,23 +129,87 @@ def assert_sharded_checkpoint(run: Path, reference: bool) -> None:
     assert not (checkpoint / "policy.safetensors").exists()
 
 
-@pytest.mark.parametrize("method", ["refdpo", "diff-dpo"])
-def test_fsdp_and_data_parallel_agree_on_sd15(tiny, tmp_path, method):
-    """Tiny SD1.5, full fine-tuning, 3 steps: FSDP (sharded checkpoint, both ranks' gathered weights
-    equal) against data parallel, by the rule above; plain diffusers loads the sharded run's UNet."""
+def compare_on_sd15(tiny: Path, fsdp: Path, dp: Path, method: str, weights: str = "final") -> None:
     from diffusers import UNet2DConditionModel
 
-    fsdp = train("fsdp", tiny, tmp_path / "fsdp", "sd15", method, 0, STEPS)
-    dp = train("dp", tiny, tmp_path / "dp", "sd15", method, 0, STEPS)
     assert_sharded_checkpoint(fsdp, reference=method == "refdpo")
     initial = load_file(str(tiny / "sd15" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert_same_update(final_weights(fsdp, "unet"), final_weights(dp, "unet"), initial)
+    assert_same_update(final_weights(fsdp, "unet", weights), final_weights(dp, "unet", weights), initial)
     assert_same_events(fsdp, dp)
     assert losses(fsdp)[0] == pytest.approx(losses(dp)[0], rel=1e-6)
-    assert losses(fsdp) == pytest.approx(losses(dp), abs=1e-3)
-    unet = UNet2DConditionModel.from_pretrained(str(fsdp / "final" / "unet"))
+    assert losses(fsdp)[:STEPS] == pytest.approx(losses(dp)[:STEPS], abs=1e-3)
+    unet = UNet2DConditionModel.from_pretrained(str(fsdp / weights / "unet"))
     assert type(unet).__name__ == "UNet2DConditionModel"
-    assert torch.equal(unet.state_dict()["conv_in.weight"], final_weights(fsdp, "unet")["conv_in.weight"])
+    assert torch.equal(unet.state_dict()["conv_in.weight"], final_weights(fsdp, "unet", weights)["conv_in.weight"])
+
+
+def test_diff_dpo_on_sd15_fsdp_and_data_parallel_agree(tiny, tmp_path):
+    """Tiny SD1.5, full fine-tuning, 3 steps: FSDP (sharded checkpoint, both ranks' gathered weights
+    equal) against data parallel, by the rule above; plain diffusers loads the sharded run's UNet."""
+    fsdp = train("fsdp", tiny, tmp_path / "fsdp", "sd15", "diff-dpo", 0, STEPS)
+    dp = train("dp", tiny, tmp_path / "dp", "sd15", "diff-dpo", 0, STEPS)
+    compare_on_sd15(tiny, fsdp, dp, "diff-dpo")
+
+
+def test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_kill(tiny, tmp_path):
+    """refdpo on tiny SD1.5 (hard syncs, then a freeze), 6 steps with a sharded checkpoint every 2
+    and a snapshot after step 3 (gathered like the final output): the snapshots of FSDP and data
+    parallel agree by the rule above. Then the FSDP run again, SIGKILLed (every process) once a
+    checkpoint exists, and `--resume`d under FSDP: its final weights equal the uninterrupted run's
+    within 1e-6. Resuming the sharded checkpoint without FSDP is refused in one line first (another
+    number of ranks: tests/training/test_sharding.py)."""
+    steps = 6
+    every = ["--set", "training.checkpoint_every=2", "--set", f"training.snapshot_steps=[{STEPS}]"]
+    straight = train("fsdp", tiny, tmp_path / "straight", "sd15", "refdpo", 0, steps, *every)
+    dp = train("dp", tiny, tmp_path / "dp", "sd15", "refdpo", 0, steps, *every)
+    compare_on_sd15(tiny, straight, dp, "refdpo", weights=f"snapshots/step-{STEPS}/final")
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        command("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = out / "runs" / "refdpo" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 240
+    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in [*descendants(process.pid), process.pid]:  # torchrun's workers are not in its group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert killed_at < steps, "the run finished before the kill"
+    assert not (out / "runs" / "refdpo" / "final").exists()
+
+    single = subprocess.run(
+        [sys.executable, "-m", "refbench", *train_args(tiny, out, "sd15", "refdpo", 0, steps, *every), "--resume"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert single.returncode != 0
+    assert "sharded by FSDP over 2 processes" in single.stderr and "Traceback" not in single.stderr, single.stderr
+    resumed = train("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every, "--resume")
+    a, b = final_weights(straight, "unet"), final_weights(resumed, "unet")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), deepest first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found[::-1]
 
 
 @pytest.mark.parametrize("method", ["refdpo", "diff-dpo"])
@@ -181,42 +249,3 @@ def test_lora_under_fsdp_matches_data_parallel_and_loads_in_diffusers(tiny, tmp_
     )
     pipe.load_lora_weights(str(fsdp / "final"))
     assert pipe.get_list_adapters()
-
-
-def test_killed_and_resumed_under_fsdp_ends_as_the_uninterrupted_run(tiny, tmp_path):
-    """refdpo on tiny SD1.5 under FSDP, 6 steps with a sharded checkpoint every 2: SIGKILL once a
-    checkpoint exists (mid-run), `--resume` under FSDP, and the weights equal an uninterrupted run's
-    within 1e-6. Resuming that sharded checkpoint without FSDP is refused in one line (another number
-    of ranks: tests/training/test_sharding.py)."""
-    steps, every = 6, ["--set", "training.checkpoint_every=2"]
-    straight = train("fsdp", tiny, tmp_path / "straight", "sd15", "refdpo", 0, steps, *every)
-    out = tmp_path / "killed"
-    process = subprocess.Popen(
-        command("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every),
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    state = out / "runs" / "refdpo" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 240
-    while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = json.loads(state.read_text())["step"]
-    assert killed_at < steps, "the run finished before the kill"
-    assert not (out / "runs" / "refdpo" / "final").exists()
-
-    single = subprocess.run(
-        [sys.executable, "-m", "refbench", *train_args(tiny, out, "sd15", "refdpo", 0, steps), "--resume"],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
-    assert single.returncode != 0
-    assert "sharded by FSDP over 2 processes" in single.stderr and "Traceback" not in single.stderr
-    resumed = train("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every, "--resume")
-    a, b = final_weights(straight, "unet"), final_weights(resumed, "unet")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-6)
