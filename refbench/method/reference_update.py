@@ -113,9 +113,10 @@ class ReferenceUpdater:
 
 @torch.no_grad()
 def mix_into(reference: Iterable[torch.Tensor], source: Iterable[torch.Tensor], alpha: float) -> None:
-    """In place: ``reference <- (1 - alpha) * reference + alpha * source`` (alpha = 1 copies exactly)."""
+    """In place: ``reference <- (1 - alpha) * reference + alpha * source`` (alpha = 1 copies exactly).
+    The source may sit on another device (a reference offloaded to CPU memory)."""
     for ref_tensor, src_tensor in zip(reference, source, strict=True):
         if alpha == 1.0:
             ref_tensor.copy_(src_tensor)
         else:
-            ref_tensor.lerp_(src_tensor.to(ref_tensor.dtype), alpha)
+            ref_tensor.lerp_(src_tensor.to(ref_tensor.device, ref_tensor.dtype), alpha)

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import torch
 
 from ..method.reference_update import mix_into
-from .sharding import reshard
+from .sharding import local_shards, reshard
 
 POLICY, REFERENCE = "policy", "reference"
 # The UNet's attention projections (the official Diffusion-DPO LoRA and diffusers' SD scripts);
@@ -83,12 +83,12 @@ class FullModelSet:
 
     def sync_reference(self, alpha: float) -> None:
         reshard(self.reference_module, self.policy_module)  # under FSDP: shard by shard, on each rank
-        mix_into(self.reference_module.parameters(), self.policy_module.parameters(), alpha)
+        mix_into(local_shards(self.reference_module.parameters()), local_shards(self.policy_module.parameters()), alpha)
         self.reference_version += 1
 
     def reset_reference(self) -> None:
         reshard(self.reference_module, self.initial_module)
-        mix_into(self.reference_module.parameters(), self.initial_module.parameters(), 1.0)
+        mix_into(local_shards(self.reference_module.parameters()), local_shards(self.initial_module.parameters()), 1.0)
         self.reference_version += 1
 
     def reference_state(self) -> dict[str, torch.Tensor]:
@@ -183,7 +183,7 @@ class LoraModelSet:
 
     def sync_reference(self, alpha: float) -> None:
         references, policies = zip(*self._pairs())
-        mix_into(references, policies, alpha)
+        mix_into(local_shards(references), local_shards(policies), alpha)
         self.reference_version += 1
 
     def reset_reference(self) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "fsdp_requested",
     "full_tensor",
     "is_sharded",
+    "local_shards",
     "make_accelerator",
     "reshard",
     "shard_frozen",
@@ -116,6 +117,14 @@ def reshard(*modules: torch.nn.Module) -> None:
         for unit in module.modules():
             if isinstance(unit, FSDPModule):
                 unit.reshard()
+
+
+def local_shards(tensors):
+    """Each tensor's shard on this rank (the tensor itself when it is not sharded), sharing its
+    storage: what the reference rules write in place."""
+    from torch.distributed.tensor import DTensor
+
+    return [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,11 @@ class Trainer:
             mixed_precision=config.model.mixed_precision, cpu=not torch.cuda.is_available()
         )
         self.sharded = is_sharded(acc)  # FSDP2: the policy and its frozen copies sharded over the ranks
+        if config.model.offload_frozen and not self.sharded:
+            raise ConfigError(
+                "model.offload_frozen offloads the frozen copies' FSDP shards: it needs an FSDP launch "
+                "(accelerate launch --config_file examples/accelerate/fsdp-1node.yaml ...); got a run without FSDP"
+            )
         self.log = run_log if acc.is_main_process else None
         method, training = config.method, config.training
         self.objective = method.resolved_objective()

@@ -215,11 +215,14 @@ def descendants(pid: int) -> list[int]:
 @pytest.mark.parametrize("method", ["refdpo", "diff-dpo"])
 def test_fsdp_and_data_parallel_agree_on_sd3(tiny, tmp_path, method):
     """Tiny SD3, full fine-tuning: as on SD1.5; refdpo here mixes the reference half-way (soft sync)
-    and re-initialises it past delta. Plain diffusers loads the transformer."""
+    and re-initialises it past delta, with the frozen copies' shards offloaded to CPU memory
+    (model.offload_frozen; on this CPU-only machine that exercises the setting, not a device move).
+    Plain diffusers loads the transformer."""
     from diffusers import SD3Transformer2DModel
 
     extra = SOFT_REINIT if method == "refdpo" else []
-    fsdp = train("fsdp", tiny, tmp_path / "fsdp", "sd3", method, 0, STEPS, *extra)
+    offload = ["--set", "model.offload_frozen=true"] if method == "refdpo" else []
+    fsdp = train("fsdp", tiny, tmp_path / "fsdp", "sd3", method, 0, STEPS, *extra, *offload)
     dp = train("dp", tiny, tmp_path / "dp", "sd3", method, 0, STEPS, *extra)
     if method == "refdpo":
         kinds = {e["kind"] for e in json.loads((fsdp / "processes.json").read_text())[0]["events"]}

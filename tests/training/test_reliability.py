@@ -454,6 +454,7 @@ INVALID = {  # one invalid value per config field; a new field without an entry 
         "vae": "",
         "vae_fp32": "yes",
         "t5": False,
+        "offload_frozen": "yes",
     },
     "data": {
         "source": "",

@@ -92,3 +92,13 @@ def test_the_memory_table_command_prints_every_model_and_rank_count():
     assert lines[0] == "| model | parameters | method | 1 rank | 2 ranks | 4 ranks | 8 ranks |"
     assert len(lines) == 2 + 3 * 2  # SDXL, SD3.5 Medium and Large x diff-dpo, refdpo
     assert "| sd35-large | 8.06 B | refdpo | 193.4 GB | 98.5 GB | 50.1 GB | 25.9 GB |" in lines
+
+
+def test_offloading_frozen_copies_without_fsdp_is_one_line(tmp_path):
+    """Checked before anything loads (the pairs are not even looked at)."""
+    from refbench.config import load_config
+    from refbench.training.trainer import Trainer
+
+    config = load_config(overrides={"model": {"offload_frozen": True}, "training": {"max_steps": 1}})
+    with pytest.raises(ConfigError, match="model.offload_frozen .* needs an FSDP launch"):
+        Trainer(config, None, tmp_path / "run", None, progress=False)
