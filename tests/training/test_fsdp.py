@@ -31,7 +31,7 @@ import torch
 from launch_helpers import free_port
 from safetensors.torch import load_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fsdp")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 FSDP_CONFIG = ROOT / "examples" / "accelerate" / "fsdp-1node.yaml"
