@@ -31,15 +31,14 @@ def _load_run(store: Store, run: str):
     if record is None:
         raise RefbenchError(f"no run named {run!r} in {store.path}; `refbench runs` lists them")
     checkpoint = Path(record["run_dir"]) / "checkpoint"
-    if not (checkpoint / "policy.safetensors").is_file():
+    whole, sharded = (checkpoint / "policy.safetensors").is_file(), (checkpoint / "pytorch_model_fsdp_0").is_dir()
+    if not (whole or sharded):
         raise RefbenchError(f"run {run!r} has no checkpoint yet (status {record['status']}); train it first")
     return config_from_dict(record["config"]), checkpoint
 
 
 def _build_models(config, checkpoint: Path, device: str):
     """Backend and model set holding the run's last policy and reference (from its checkpoint)."""
-    from safetensors.torch import load_file
-
     from ..training.backends import load_backend
     from ..training.modelset import build_model_set
 
@@ -51,16 +50,33 @@ def _build_models(config, checkpoint: Path, device: str):
         lora_rank=config.model.lora_rank,
         lora_targets=backend.lora_targets,
     )
-    if not (checkpoint / "policy.safetensors").is_file() and (checkpoint / "pytorch_model_fsdp_0").is_dir():
-        raise RefbenchError(
-            f"{checkpoint} is sharded (the run trained under FSDP); timestep-analysis reads whole checkpoints "
-            "only: run it on a data-parallel or single-process run"
-        )
-    models.load_policy_state(load_file(str(checkpoint / "policy.safetensors")))
-    if reference_mode == "sync" and (checkpoint / "reference.safetensors").is_file():
-        models.load_reference_state(load_file(str(checkpoint / "reference.safetensors")))
+    policy, reference = _checkpoint_weights(checkpoint, reference_mode == "sync", lora=config.model.lora_rank > 0)
+    models.load_policy_state(policy)
+    if reference is not None:
+        models.load_reference_state(reference)
     models.policy_module.eval()
     return backend, models, reference_mode
+
+
+def _checkpoint_weights(checkpoint: Path, syncs: bool, *, lora: bool):
+    """The checkpoint's policy and (syncing) reference weights, as the model set loads them; a
+    sharded checkpoint (FSDP) is read whole in this one process."""
+    from safetensors.torch import load_file
+
+    from ..training.checkpoint import SHARDED_FOLDERS, read_sharded_weights
+    from ..training.modelset import POLICY, REFERENCE
+
+    if (checkpoint / "policy.safetensors").is_file():
+        reference = checkpoint / "reference.safetensors"
+        return load_file(str(checkpoint / "policy.safetensors")), (
+            load_file(str(reference)) if syncs and reference.is_file() else None
+        )
+    weights = read_sharded_weights(checkpoint, "policy")
+    if lora:  # the whole denoiser: both adapters are in it
+        policy = {k: v for k, v in weights.items() if f".{POLICY}." in k}
+        return policy, ({k: v for k, v in weights.items() if f".{REFERENCE}." in k} if syncs else None)
+    syncing = syncs and (checkpoint / SHARDED_FOLDERS["reference"]).is_dir()
+    return weights, (read_sharded_weights(checkpoint, "reference") if syncing else None)
 
 
 def pair_draws(

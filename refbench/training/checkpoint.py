@@ -225,3 +225,20 @@ def _sharded_checkpoint(folder: Path, state: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(saved, dict) or "lr_scheduler" not in saved:
         raise _unusable(path, folder, "is not a refbench lr-schedule state")
     return {"sharded": True, "folder": folder, "lr_scheduler": saved["lr_scheduler"], "state": state}
+
+
+def read_sharded_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
+    """A sharded checkpoint's ``part`` ("policy" or "reference") as one whole state dict, read in a
+    single process (``torch.distributed.checkpoint``'s converter; for analyses, not for resuming)."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    folder = Path(folder)
+    source = folder / SHARDED_FOLDERS[part]
+    if not (source / ".metadata").is_file():
+        raise _unusable(source, folder, "is missing or incomplete (no .metadata)")
+    with tempfile.TemporaryDirectory(prefix="refbench-dcp-") as scratch:
+        whole = Path(scratch) / "whole.pt"
+        dcp_to_torch_save(source, whole)
+        return torch.load(whole, map_location="cpu", weights_only=True)["model"]

@@ -154,7 +154,7 @@ def test_diff_dpo_on_sd15_fsdp_and_data_parallel_agree(tiny, tmp_path):
 def test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_kill(tiny, tmp_path):
     """refdpo on tiny SD1.5 (hard syncs, then a freeze), 6 steps with a sharded checkpoint every 2
     and a snapshot after step 3 (gathered like the final output): the snapshots of FSDP and data
-    parallel agree by the rule above. Then the FSDP run again, SIGKILLed (every process) once a
+    parallel agree by the rule above; timestep-analysis reads the sharded checkpoint. Then the FSDP run again, SIGKILLed (every process) once a
     checkpoint exists, and `--resume`d under FSDP: its final weights equal the uninterrupted run's
     within 1e-6. Resuming the sharded checkpoint without FSDP is refused in one line first (another
     number of ranks: tests/training/test_sharding.py)."""
@@ -163,6 +163,18 @@ def test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_ki
     straight = train("fsdp", tiny, tmp_path / "straight", "sd15", "refdpo", 0, steps, *every)
     dp = train("dp", tiny, tmp_path / "dp", "sd15", "refdpo", 0, steps, *every)
     compare_on_sd15(tiny, straight, dp, "refdpo", weights=f"snapshots/step-{STEPS}/final")
+    # timestep-analysis reads the sharded checkpoint whole: the policy is the final output, the
+    # (frozen) reference agrees with data parallel's by the rule.
+    from refbench.experiments.timestep_analysis import _checkpoint_weights, analyse_run
+
+    policy, reference = _checkpoint_weights(straight / "checkpoint", True, lora=False)
+    final = final_weights(straight, "unet")
+    assert policy.keys() == final.keys() and all(torch.equal(policy[k], final[k]) for k in final)
+    initial = load_file(str(tiny / "sd15" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert_same_update(reference, load_file(str(dp / "checkpoint" / "reference.safetensors")), initial)
+    db = straight.parents[1] / "db.duckdb"
+    rows = analyse_run("refdpo", db=db, num_pairs=2, intervals=2, data=str(tiny / "pairs.parquet"), progress=False)
+    assert len(rows) == 2
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
