@@ -23,16 +23,17 @@ demo: install
 	$(BIN)/refbench runs
 
 # Two pytest-xdist workers on 2 cores: about 9 minutes (a third worker measured slower, 9:35
-# against 9:15). TEST_WORKERS=0 runs them in this one process.
+# against 9:15). TEST_WORKERS=0 runs them in this one process. --dist loadgroup: the tests marked
+# xdist_group (those of one expensive module fixture) run on one worker, so it is built once.
 TEST_WORKERS ?= 2
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # The inner loop: everything but the tests marked slow (accelerate launches, the CLI in a
 # subprocess, notebooks). `make test` still runs them all.
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

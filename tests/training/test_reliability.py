@@ -128,6 +128,11 @@ else:
 """
 
 
+# The tests of shared_db (a minute of processes) on one pytest-xdist worker: built once, not once a
+# worker (`make test` runs with --dist loadgroup).
+SHARED_DB_WORKER = pytest.mark.xdist_group("reliability-shared-db")
+
+
 @pytest.fixture(scope="module")
 def shared_db(toy_world, tmp_path_factory):
     """Real refbench processes on one DuckDB file, in two waves (one fixture, so that the processes
@@ -221,6 +226,7 @@ def shared_db(toy_world, tmp_path_factory):
 
 
 @pytest.mark.slow
+@SHARED_DB_WORKER
 def test_sigkill_at_a_random_step_then_resume_loses_and_duplicates_nothing(shared_db):
     """After SIGKILL and `--resume`: every metric row committed before the kill is still there with
     the same value, none is duplicated, the events are those of an uninterrupted run, and the final
@@ -279,6 +285,7 @@ def test_a_checkpoint_is_written_only_once_its_rows_are_committed(toy_world, tmp
 
 
 @pytest.mark.slow
+@SHARED_DB_WORKER
 def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(shared_db):
     """generate and score killed after their first committed batch: the rerun does only what is
     missing, and every (prompt, seed) and every (sample, metric) is there exactly once."""
@@ -301,6 +308,7 @@ def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(share
 
 
 @pytest.mark.slow
+@SHARED_DB_WORKER
 def test_concurrent_processes_neither_corrupt_the_database_nor_crash(shared_db):
     """Up to four refbench processes and this one wrote to the file at once: `train other` launched
     twice trains once (the second is refused in one line: its run is locked, or already exists),
