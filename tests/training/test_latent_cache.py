@@ -1,6 +1,7 @@
 """The on-disk latent cache on a tiny random-weight SD1.5 pipeline: built once, read by several
 runs without decoding an image or loading the VAE, refused when its settings differ, resumed
-after an interrupted build."""
+after an interrupted build. The refbench commands run in this process through the real entry point
+(``cli_helpers.run_refbench``); `accelerate launch` and the sweep's workers start processes."""
 
 import json
 import os
