@@ -1,12 +1,14 @@
 """The plan's long-lived workers: numbers independent of --jobs, a killed worker loses nothing,
 Ctrl-C stops the runs with a checkpoint, and a step's command line is the command it stands for."""
 
+import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
@@ -150,7 +152,19 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True
     )
-    wait_for_steps(db, "refdpo", 3)
+    # Evidence that the loop is under way: the checkpoint of step 2 (checkpoint_every = 2) is on disk,
+    # polled as a file every 50 ms (the store's rows land only at checkpoints, and a poll may find
+    # the store locked by its writer), so the SIGINT goes with about 38 of the 40 steps still to
+    # train however loaded the machine (a fixed wait let the run finish first under load).
+    state = out / "refdpo" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads(state.read_text())["step"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
