@@ -14,21 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from store_polling import wait_for_steps
+from sweep_helpers import TWO_RUNS_AT_JOBS_2, evaluation_steps, tiny_specs
 
 from refbench.experiments.steps import Step
-from refbench.experiments.sweep import grid_specs, run_specs
+from refbench.experiments.sweep import run_specs
 from refbench.store import Store
-
-TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "checkpoint_every": 2}
 
 
 def _specs(toy_world, methods, max_steps):
-    extra = {
-        "model": {"pretrained": str(toy_world / "base")},
-        "data": {"source": str(toy_world / "pairs.parquet")},
-        "training": TINY_TRAINING,
-    }
-    return grid_specs(methods, max_steps=max_steps, extra=extra)
+    return tiny_specs(toy_world, methods, max_steps)
 
 
 def test_step_command_line_is_the_refbench_command():
@@ -51,40 +45,27 @@ def _final_weights(run_dir):
 
 
 @pytest.mark.slow
-def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
+@TWO_RUNS_AT_JOBS_2
+def test_jobs_1_and_jobs_2_give_the_same_runs(two_runs_at_jobs_2, tmp_path):
     """Two runs trained, sampled and scored at --jobs 1 (both in one worker, one after the other) and at
     --jobs 2 (one worker each): the same final weights, train_metrics, reference events and scores,
-    bit for bit (wall-clock columns aside). The second run in a shared worker inherits nothing."""
-    specs = _specs(toy_world, ["diff-dpo", "refdpo"], 4)
-    stores = {}
-    for jobs in (1, 2):
-        db, out = tmp_path / f"j{jobs}.duckdb", tmp_path / f"runs{jobs}"
-
-        def then(spec, db=db, out=out):
-            return [
-                Step(
-                    "generate",
-                    spec.name,
-                    {
-                        "prompts": "toy-test",
-                        "seeds": 1,
-                        "num_prompts": 2,
-                        "db": str(db),
-                        "out": str(out),
-                        "no_progress": True,
-                    },
-                ),
-                Step("score", spec.name, {"metrics": "colour,count,shape", "db": str(db), "no_progress": True}),
-            ]
-
-        timings = {}
-        assert run_specs(specs, db=db, out_root=out, jobs=jobs, progress=False, then=then, timings=timings) == {
-            "diff-dpo": "trained",
-            "refdpo": "trained",
-        }
-        assert set(timings["refdpo"]) == {"train", "generate", "score", "wall"}
-        assert timings["refdpo"]["wall"] >= timings["refdpo"]["train"] > 0
-        stores[jobs] = Store(db)
+    bit for bit (wall-clock columns aside). The second run in a shared worker inherits nothing.
+    The --jobs 2 sweep is the session's (conftest.py), on its toy world, which the --jobs 1 sweep uses too."""
+    shared = two_runs_at_jobs_2
+    specs = shared["specs"]
+    db, out = tmp_path / "j1.duckdb", tmp_path / "runs1"
+    timings = {}
+    outcomes = {
+        1: run_specs(
+            specs, db=db, out_root=out, jobs=1, progress=False, then=evaluation_steps(db, out), timings=timings
+        ),
+        2: shared["outcomes"],
+    }
+    stores = {1: Store(db), 2: Store(shared["db"])}
+    for jobs, timed in ((1, timings), (2, shared["timings"])):
+        assert outcomes[jobs] == {"diff-dpo": "trained", "refdpo": "trained"}, jobs
+        assert set(timed["refdpo"]) == {"train", "generate", "score", "wall"}
+        assert timed["refdpo"]["wall"] >= timed["refdpo"]["train"] > 0
     metrics = "select * exclude (seconds) from train_metrics order by run, step"
     events = "select * from ref_events order by run, step, kind"
     scores = "select run, prompt, seed, metric, value from scores join samples using (sample_id) order by all"
@@ -93,7 +74,7 @@ def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
         assert len(one) > 0 or sql == events
         assert one.equals(two), sql
     for run in ("diff-dpo", "refdpo"):
-        one, two = _final_weights(tmp_path / "runs1" / run), _final_weights(tmp_path / "runs2" / run)
+        one, two = _final_weights(out / run), _final_weights(shared["out"] / run)
         assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one), run
 
 

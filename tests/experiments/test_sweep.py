@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from store_polling import wait_for_steps
+from sweep_helpers import TWO_RUNS_AT_JOBS_2
 
 from refbench.errors import RefbenchError
 from refbench.experiments.sweep import grid_specs, run_specs
@@ -48,16 +49,19 @@ def _tiny_specs(toy_world, max_steps):  # noqa: F811
     return grid_specs(["diff-dpo", "refdpo"], max_steps=max_steps, extra=extra)
 
 
-def test_sweep_trains_then_skips(toy_world, tmp_path):  # noqa: F811
-    """Two 3-step runs at once (jobs 2); run again, both are skipped and no metric row is duplicated."""
-    specs = _tiny_specs(toy_world, 3)
-    db, out = tmp_path / "db.duckdb", tmp_path / "runs"
-    assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "trained", "refdpo": "trained"}
+@TWO_RUNS_AT_JOBS_2
+def test_sweep_trains_then_skips(two_runs_at_jobs_2):
+    """Two 4-step runs at once (jobs 2); run again, both are skipped and no metric row is duplicated.
+    The first sweep is the session's (conftest.py), which test_plan_workers compares with jobs 1;
+    the rerun finds both finished and starts no worker."""
+    shared = two_runs_at_jobs_2
+    specs, db, out = shared["specs"], shared["db"], shared["out"]
+    assert shared["outcomes"] == {"diff-dpo": "trained", "refdpo": "trained"}
     assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "skipped", "refdpo": "skipped"}
     counts = Store(db).query(
         "select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run"
     )
-    assert counts.values.tolist() == [["diff-dpo", 3, 3], ["refdpo", 3, 3]]
+    assert counts.values.tolist() == [["diff-dpo", 4, 4], ["refdpo", 4, 4]]
 
 
 @pytest.mark.slow
