@@ -1,19 +1,17 @@
 """The plan's long-lived workers: numbers independent of --jobs, a killed worker loses nothing,
 Ctrl-C stops the runs with a checkpoint, and a step's command line is the command it stands for."""
 
-import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from store_polling import wait_for_steps
+from store_polling import wait_for_checkpoint
 from sweep_helpers import TWO_RUNS_AT_JOBS_2, evaluation_steps, tiny_specs
 
 from refbench.experiments.steps import Step
@@ -88,7 +86,7 @@ def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(toy_world, 
     killed = []
 
     def kill_when_training():
-        if wait_for_steps(db, "diff-dpo", 3, every=0.2):
+        if wait_for_checkpoint(out / "diff-dpo", 2):  # training, with 6 of its 8 steps to go
             for child in multiprocessing.active_children():
                 os.kill(child.pid, signal.SIGKILL)
                 killed.append(child.pid)
@@ -133,19 +131,10 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True
     )
-    # Evidence that the loop is under way: the checkpoint of step 2 (checkpoint_every = 2) is on disk,
-    # polled as a file every 50 ms (the store's rows land only at checkpoints, and a poll may find
-    # the store locked by its writer), so the SIGINT goes with about 38 of the 40 steps still to
-    # train however loaded the machine (a fixed wait let the run finish first under load).
-    state = out / "refdpo" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if json.loads(state.read_text())["step"] >= 2:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+    # Evidence that the loop is under way, polled as a file: the checkpoint of step 2 (checkpoint_every
+    # = 2), so the SIGINT goes with about 38 of the 40 steps still to train however loaded the
+    # machine (waiting for store rows let the run finish first under load).
+    wait_for_checkpoint(out / "refdpo", 2, still_going=lambda: process.poll() is None)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from store_polling import wait_for_steps
+from store_polling import wait_for_checkpoint
 from sweep_helpers import TWO_RUNS_AT_JOBS_2
 
 from refbench.errors import RefbenchError
@@ -76,7 +76,7 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
         f"run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)"
     )
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # its own process group
-    wait_for_steps(db, "refdpo", 3, still_going=lambda: process.poll() is None, every=0.5)
+    wait_for_checkpoint(out / "refdpo", 2, still_going=lambda: process.poll() is None)  # 6 of 8 steps to go
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     store = Store(db)
