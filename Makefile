@@ -23,17 +23,17 @@ demo: install
 	$(BIN)/refbench runs
 
 # Two pytest-xdist workers on 2 cores: about 9 minutes (a third worker measured slower, 9:35
-# against 9:15). TEST_WORKERS=0 runs them in this one process. --dist loadgroup: the tests marked
-# xdist_group (those of one expensive module fixture) run on one worker, so it is built once.
+# against 9:15). TEST_WORKERS=0 runs them in this one process. The tests that share
+# an expensive fixture run on one worker (tests/conftest.py's SAME_WORKER), so it is built once.
 TEST_WORKERS ?= 2
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 # The inner loop: everything but the tests marked slow (accelerate launches, the CLI in a
 # subprocess, notebooks). `make test` still runs them all.
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,12 +1,6 @@
 """Tiny sweeps of the toy world for the tests of the plan's workers and `run_specs`."""
 
-import pytest
-
 TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "checkpoint_every": 2}
-
-# The tests that read `two_runs_at_jobs_2` share one pytest-xdist worker (`make test` runs with
-# --dist loadgroup), so that the sweep is made once.
-TWO_RUNS_AT_JOBS_2 = pytest.mark.xdist_group("two-runs-at-jobs-2")
 
 
 def tiny_specs(world, methods, max_steps):

@@ -1,4 +1,5 @@
-"""A sweep shared by two tests of the plan's workers (built once a session, on one xdist worker)."""
+"""A sweep shared by two tests of the plan's workers (built once a session: both tests run on one
+pytest-xdist worker, tests/conftest.py's SAME_WORKER)."""
 
 import pytest
 from sweep_helpers import evaluation_steps, tiny_specs

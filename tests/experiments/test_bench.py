@@ -7,9 +7,6 @@ import math
 import pytest
 from cli_helpers import run_refbench
 
-# One pytest-xdist worker builds `result` (`make test` runs with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("bench-result")
-
 TOP_LEVEL = (
     "refdpo_over_diffdpo_step",
     "diffdpo_over_bare_step",

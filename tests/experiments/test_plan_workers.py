@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from store_polling import wait_for_checkpoint
-from sweep_helpers import TWO_RUNS_AT_JOBS_2, evaluation_steps, tiny_specs
+from sweep_helpers import evaluation_steps, tiny_specs
 
 from refbench.experiments.steps import Step
 from refbench.experiments.sweep import run_specs
@@ -43,7 +43,6 @@ def _final_weights(run_dir):
 
 
 @pytest.mark.slow
-@TWO_RUNS_AT_JOBS_2
 def test_jobs_1_and_jobs_2_give_the_same_runs(two_runs_at_jobs_2, tmp_path):
     """Two runs trained, sampled and scored at --jobs 1 (both in one worker, one after the other) and at
     --jobs 2 (one worker each): the same final weights, train_metrics, reference events and scores,

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 from store_polling import wait_for_checkpoint
-from sweep_helpers import TWO_RUNS_AT_JOBS_2
 
 from refbench.errors import RefbenchError
 from refbench.experiments.sweep import grid_specs, run_specs
@@ -49,7 +48,6 @@ def _tiny_specs(toy_world, max_steps):  # noqa: F811
     return grid_specs(["diff-dpo", "refdpo"], max_steps=max_steps, extra=extra)
 
 
-@TWO_RUNS_AT_JOBS_2
 def test_sweep_trains_then_skips(two_runs_at_jobs_2):
     """Two 4-step runs at once (jobs 2); run again, both are skipped and no metric row is duplicated.
     The first sweep is the session's (conftest.py), which test_plan_workers compares with jobs 1;

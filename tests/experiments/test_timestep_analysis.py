@@ -8,9 +8,6 @@ from refbench.method.interval_stats import interval_bounds, interval_statistics
 from refbench.store import Store
 from refbench.training.run import run_training
 
-# One pytest-xdist worker trains `trained` (`make test` runs with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("timestep-analysis-trained")
-
 
 def test_interval_bounds_run_noisiest_first():
     """T = 10, K = 2: edges 0, 5, 10; denoising order puts [5, 10) first. T = 10, K = 3: edges

@@ -128,11 +128,6 @@ else:
 """
 
 
-# The tests of shared_db (a minute of processes) on one pytest-xdist worker: built once, not once a
-# worker (`make test` runs with --dist loadgroup).
-SHARED_DB_WORKER = pytest.mark.xdist_group("reliability-shared-db")
-
-
 @pytest.fixture(scope="module")
 def shared_db(toy_world, tmp_path_factory):
     """Real refbench processes on one DuckDB file, in two waves (one fixture, so that the processes
@@ -143,7 +138,8 @@ def shared_db(toy_world, tmp_path_factory):
     launched twice (a sweep started twice), and `generate` (slowed, batches of 2; SIGKILL after its
     first committed batch); meanwhile this process writes rows and lists the runs.
     Wave 2: `train killed --resume` runs while this process reruns generate, then `score` (slowed)
-    is killed after its first committed batch and rerun here. Then the same training uninterrupted."""
+    is killed after its first committed batch and rerun here. Then the same training uninterrupted.
+    The tests that read it run on one pytest-xdist worker (conftest.SAME_WORKER), so it is built once."""
     from refbench.evaluation.generate import generate
     from refbench.evaluation.score import score
 
@@ -226,7 +222,6 @@ def shared_db(toy_world, tmp_path_factory):
 
 
 @pytest.mark.slow
-@SHARED_DB_WORKER
 def test_sigkill_at_a_random_step_then_resume_loses_and_duplicates_nothing(shared_db):
     """After SIGKILL and `--resume`: every metric row committed before the kill is still there with
     the same value, none is duplicated, the events are those of an uninterrupted run, and the final
@@ -285,7 +280,6 @@ def test_a_checkpoint_is_written_only_once_its_rows_are_committed(toy_world, tmp
 
 
 @pytest.mark.slow
-@SHARED_DB_WORKER
 def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(shared_db):
     """generate and score killed after their first committed batch: the rerun does only what is
     missing, and every (prompt, seed) and every (sample, metric) is there exactly once."""
@@ -308,7 +302,6 @@ def test_killed_generate_and_score_are_finished_by_a_rerun_without_redoing(share
 
 
 @pytest.mark.slow
-@SHARED_DB_WORKER
 def test_concurrent_processes_neither_corrupt_the_database_nor_crash(shared_db):
     """Up to four refbench processes and this one wrote to the file at once: `train other` launched
     twice trains once (the second is refused in one line: its run is locked, or already exists),
