@@ -23,3 +23,25 @@ def wait_for_steps(
         if logged >= steps:
             return True
     return False
+
+
+def wait_for_checkpoint(
+    run_dir, step: int, *, still_going=lambda: True, timeout: float = 240, every: float = 0.05
+) -> bool:
+    """Poll ``run_dir/checkpoint/state.json`` until the run's checkpoint has reached ``step``; False
+    on timeout or once ``still_going()`` is False. A file, polled often: evidence that the training
+    loop is under way that comes as soon as the checkpoint is written, however loaded the machine
+    (the store's rows may come later, and a poll may find the store locked by its writer)."""
+    import json
+    from pathlib import Path
+
+    state = Path(run_dir) / "checkpoint" / "state.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and still_going():
+        try:
+            if json.loads(state.read_text())["step"] >= step:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(every)
+    return False

@@ -1,22 +1,29 @@
-"""`refbench doctor` on tiny random-weight reward models built offline (as test_rewards builds them)."""
+"""`refbench doctor` on tiny random-weight reward models built offline (as test_rewards builds them).
+
+`refbench doctor` runs in this process through the real entry point (``cli_helpers.run_refbench``,
+offline as conftest.py sets it), except where the environment it starts with is the point."""
 
 import hashlib
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from cli_helpers import run_refbench
 from reward_helpers import tiny_hf_clip as _tiny_hf_clip
 from reward_helpers import tiny_open_clip as _tiny_open_clip
 
 
-def doctor(*metrics):
-    return subprocess.run(
-        [sys.executable, "-m", "refbench", "doctor", *metrics],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+@pytest.fixture
+def doctor(monkeypatch, capsys):
+    """`refbench doctor METRICS` in this process: returncode, stdout and stderr (stripped)."""
+
+    def call(*metrics):
+        code, out, err = run_refbench(monkeypatch, capsys, "doctor", *metrics)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return call
 
 
 @pytest.mark.slow
@@ -37,7 +44,7 @@ def test_doctor_is_offline_unless_asked(tmp_path):
 
 
 @pytest.mark.slow
-def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
+def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path, doctor):
     """PickScore as a folder (its model.safetensors) and HPSv2 as a file: both load, exit 0, and the
     printed sha256 is the file's own (for the folder: of its one weight file)."""
     _tiny_hf_clip(tmp_path / "pickscore")
@@ -53,7 +60,7 @@ def test_doctor_passes_on_loadable_models_and_names_their_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path):
+def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path, doctor):
     """A truncated HPSv2 file (its first half) and a path that is not there: both FAILED with
     their reason on one line, and the command ends with one error line and exit code 2."""
     _tiny_open_clip(tmp_path / "hps", "HPS_v2_compressed.pt", wrap=True)
@@ -68,7 +75,7 @@ def test_doctor_fails_in_one_line_on_a_missing_or_truncated_checkpoint(tmp_path)
 
 
 @pytest.mark.slow
-def test_doctor_without_arguments_reports_the_stack_and_the_papers_five():
+def test_doctor_without_arguments_reports_the_stack_and_the_papers_five(doctor):
     """No arguments: versions of torch, diffusers, transformers, accelerate, open_clip and the GPU
     line, then the paper's five reward models; offline, without their weights, all five fail."""
     from importlib import metadata
@@ -140,7 +147,7 @@ def test_every_score_records_its_checkpoint_and_another_one_is_refused(tmp_path)
 
 
 @pytest.mark.slow
-def test_imagereward_loads_in_refbenchs_own_environment(tmp_path):
+def test_imagereward_loads_in_refbenchs_own_environment(tmp_path, doctor):
     """The ported ImageReward (a tiny ImageReward.pt with its configs and tokenizer beside it)
     loads through `refbench doctor` in the environment `make test` installs: exit 0, its sha256."""
     from reward_helpers import tiny_imagereward

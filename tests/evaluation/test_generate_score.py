@@ -1,22 +1,34 @@
-"""generate -> score -> winrate on the committed toy base model, through the CLI."""
+"""generate -> score -> winrate on the committed toy base model, through the CLI.
+
+The commands run in this process through the real entry point (``cli_helpers.run_refbench``: its
+exit codes, its stdout and its one-line errors); only `accelerate launch` starts processes here."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+from cli_helpers import run_refbench
 from launch_helpers import accelerate_launch
 
 from refbench.store import Store
 
 
-def refbench(*args):
-    return subprocess.run([sys.executable, "-m", "refbench", *args], capture_output=True, text=True)
+@pytest.fixture
+def refbench(monkeypatch, capsys):
+    """`refbench ARGS` in this process: an object with returncode, stdout and stderr (stripped)."""
+
+    def call(*args):
+        code, out, err = run_refbench(monkeypatch, capsys, *args)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return call
 
 
 @pytest.mark.slow
-def test_generate_score_winrate_and_rerun_skips(tmp_path):
+def test_generate_score_winrate_and_rerun_skips(tmp_path, refbench):
     db, out = str(tmp_path / "db.duckdb"), str(tmp_path / "runs")
     common = ["--db", db, "--out", out]
     result = refbench(
@@ -68,7 +80,7 @@ def test_generate_score_winrate_and_rerun_skips(tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_run_and_unknown_metric_are_one_line(tmp_path):
+def test_missing_run_and_unknown_metric_are_one_line(tmp_path, refbench):
     db = str(tmp_path / "db.duckdb")
     result = refbench("generate", "nope", "--prompts", "toy-test", "--db", db)
     assert result.returncode == 2 and result.stderr.startswith("error: no run named 'nope'")
@@ -79,7 +91,7 @@ def test_missing_run_and_unknown_metric_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_split_generation(tmp_path):
+def test_two_processes_split_generation(tmp_path, refbench):
     """`accelerate launch` with 2 processes: each makes half of the images, all rows land once,
     and the images equal those of a single process (noise depends only on prompt and seed)."""
     import os
@@ -111,24 +123,15 @@ def test_two_processes_split_generation(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("4 images generated") == 1
-    single = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "generate",
-            "base",
-            *common,
-            "--db",
-            str(tmp_path / "one.duckdb"),
-            "--out",
-            str(tmp_path / "one"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # same thread count: same float rounding
-    assert single.returncode == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same float rounding
+    try:
+        single = refbench(
+            "generate", "base", *common, "--db", tmp_path / "one.duckdb", "--out", tmp_path / "one"
+        )  # one process: this one
+    finally:
+        torch.set_num_threads(threads)
+    assert single.returncode == 0, single.stderr[-2000:]
     two = Store(tmp_path / "two.duckdb").query("select prompt, seed, image_path from samples order by prompt, seed")
     one = Store(tmp_path / "one.duckdb").query("select prompt, seed, image_path from samples order by prompt, seed")
     assert len(two) == 4 and two[["prompt", "seed"]].equals(one[["prompt", "seed"]])
@@ -137,7 +140,7 @@ def test_two_processes_split_generation(tmp_path):
 
 
 @pytest.mark.slow
-def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_them(tmp_path):
+def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_them(tmp_path, refbench):
     """2 of 3 prompts made at 2 steps. Asking for 3 prompts at the default 50 steps (generate, or
     winrate --auto) is refused in one line before anything is made; asking for their 2 steps tops
     the set up; --regenerate at 3 steps removes the old rows, scores and images and remakes all 3."""
@@ -167,26 +170,19 @@ def test_samples_of_another_protocol_are_never_topped_up_and_regenerate_remakes_
         assert "--regenerate" in message and "\n" not in message
         assert len(store.query("select * from samples")) == 2
     assert generate("base", num_prompts=3, steps=2, **common)["generated"] == 1
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "generate",
-            "base",
-            "--num-prompts",
-            "3",
-            "--steps",
-            "3",
-            "--regenerate",
-            "--no-progress",
-            "--db",
-            str(db),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = refbench(
+        "generate",
+        "base",
+        "--num-prompts",
+        "3",
+        "--steps",
+        "3",
+        "--regenerate",
+        "--no-progress",
+        "--db",
+        db,
+        "--out",
+        out,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 images generated, 0 already there" in result.stdout

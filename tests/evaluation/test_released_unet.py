@@ -153,9 +153,8 @@ def test_released_unet_from_the_hub_cache_offline(tiny, tmp_path):
     assert json.loads((folder / "config.json").read_text())["cross_attention_dim"] == 32
 
 
-def test_unknown_unet_is_one_line(tiny, tmp_path):
-    import subprocess
-    import sys
+def test_unknown_unet_is_one_line(tiny, tmp_path, monkeypatch, capsys):
+    from cli_helpers import run_refbench
 
     from refbench.evaluation.denoisers import resolve_denoiser
 
@@ -167,15 +166,15 @@ def test_unknown_unet_is_one_line(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RefbenchError, match="no config.json in it or in its unet/ folder"):
         resolve_denoiser(str(tmp_path / "empty"))
-    # The command line: one error line, no traceback.
-    made = subprocess.run(
-        [sys.executable, "-m", "refbench", "generate", "dpo-sd15", "--unet", "nobody/no-such-unet", "--preset", "sd15"]
-        + ["--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "runs"), "--no-progress"],
-        capture_output=True,
-        text=True,
+    # The command line (the real entry point, in this process): one error line, no traceback.
+    code, _, err = run_refbench(
+        monkeypatch,
+        capsys,
+        *["generate", "dpo-sd15", "--unet", "nobody/no-such-unet", "--preset", "sd15"],
+        *["--db", tmp_path / "db.duckdb", "--out", tmp_path / "runs", "--no-progress"],
     )
-    assert made.returncode != 0 and made.stderr.count("\n") == 1, made.stderr[-2000:]
-    assert made.stderr.startswith("error: --unet nobody/no-such-unet: no such folder here, and as a hub id")
+    assert code != 0 and err and "\n" not in err, err[-2000:]  # err is stripped: one line
+    assert err.startswith("error: --unet nobody/no-such-unet: no such folder here, and as a hub id")
 
 
 def test_unet_of_another_model_family_is_refused(tiny, tmp_path):

@@ -3,10 +3,9 @@ finite and positive. No timing assertions: the machines are shared and noisy."""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import run_refbench
 
 TOP_LEVEL = (
     "refdpo_over_diffdpo_step",
@@ -90,9 +89,9 @@ def test_table_renders(result):
 
 
 @pytest.mark.slow
-def test_cli_lists_the_command():
-    out = subprocess.run([sys.executable, "-m", "refbench", "bench", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--quick" in out.stdout and "--json" in out.stdout
+def test_cli_lists_the_command(monkeypatch, capsys):
+    code, out, _ = run_refbench(monkeypatch, capsys, "bench", "--help")
+    assert code == 0 and "--quick" in out and "--json" in out
 
 
 def test_probe_finds_every_part_it_times():

@@ -11,22 +11,16 @@ import threading
 import pytest
 import torch
 from safetensors.torch import load_file
-from store_polling import wait_for_steps
+from store_polling import wait_for_checkpoint
+from sweep_helpers import evaluation_steps, tiny_specs
 
 from refbench.experiments.steps import Step
-from refbench.experiments.sweep import grid_specs, run_specs
+from refbench.experiments.sweep import run_specs
 from refbench.store import Store
-
-TINY_TRAINING = {"batch_size": 2, "monitor_size": 2, "lr_warmup_steps": 0, "checkpoint_every": 2}
 
 
 def _specs(toy_world, methods, max_steps):
-    extra = {
-        "model": {"pretrained": str(toy_world / "base")},
-        "data": {"source": str(toy_world / "pairs.parquet")},
-        "training": TINY_TRAINING,
-    }
-    return grid_specs(methods, max_steps=max_steps, extra=extra)
+    return tiny_specs(toy_world, methods, max_steps)
 
 
 def test_step_command_line_is_the_refbench_command():
@@ -49,40 +43,26 @@ def _final_weights(run_dir):
 
 
 @pytest.mark.slow
-def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
+def test_jobs_1_and_jobs_2_give_the_same_runs(two_runs_at_jobs_2, tmp_path):
     """Two runs trained, sampled and scored at --jobs 1 (both in one worker, one after the other) and at
     --jobs 2 (one worker each): the same final weights, train_metrics, reference events and scores,
-    bit for bit (wall-clock columns aside). The second run in a shared worker inherits nothing."""
-    specs = _specs(toy_world, ["diff-dpo", "refdpo"], 4)
-    stores = {}
-    for jobs in (1, 2):
-        db, out = tmp_path / f"j{jobs}.duckdb", tmp_path / f"runs{jobs}"
-
-        def then(spec, db=db, out=out):
-            return [
-                Step(
-                    "generate",
-                    spec.name,
-                    {
-                        "prompts": "toy-test",
-                        "seeds": 1,
-                        "num_prompts": 2,
-                        "db": str(db),
-                        "out": str(out),
-                        "no_progress": True,
-                    },
-                ),
-                Step("score", spec.name, {"metrics": "colour,count,shape", "db": str(db), "no_progress": True}),
-            ]
-
-        timings = {}
-        assert run_specs(specs, db=db, out_root=out, jobs=jobs, progress=False, then=then, timings=timings) == {
-            "diff-dpo": "trained",
-            "refdpo": "trained",
-        }
-        assert set(timings["refdpo"]) == {"train", "generate", "score", "wall"}
-        assert timings["refdpo"]["wall"] >= timings["refdpo"]["train"] > 0
-        stores[jobs] = Store(db)
+    bit for bit (wall-clock columns aside). The second run in a shared worker inherits nothing.
+    The --jobs 2 sweep is the session's (conftest.py), on its toy world, which the --jobs 1 sweep uses too."""
+    shared = two_runs_at_jobs_2
+    specs = shared["specs"]
+    db, out = tmp_path / "j1.duckdb", tmp_path / "runs1"
+    timings = {}
+    outcomes = {
+        1: run_specs(
+            specs, db=db, out_root=out, jobs=1, progress=False, then=evaluation_steps(db, out), timings=timings
+        ),
+        2: shared["outcomes"],
+    }
+    stores = {1: Store(db), 2: Store(shared["db"])}
+    for jobs, timed in ((1, timings), (2, shared["timings"])):
+        assert outcomes[jobs] == {"diff-dpo": "trained", "refdpo": "trained"}, jobs
+        assert set(timed["refdpo"]) == {"train", "generate", "score", "wall"}
+        assert timed["refdpo"]["wall"] >= timed["refdpo"]["train"] > 0
     metrics = "select * exclude (seconds) from train_metrics order by run, step"
     events = "select * from ref_events order by run, step, kind"
     scores = "select run, prompt, seed, metric, value from scores join samples using (sample_id) order by all"
@@ -91,7 +71,7 @@ def test_jobs_1_and_jobs_2_give_the_same_runs(toy_world, tmp_path):
         assert len(one) > 0 or sql == events
         assert one.equals(two), sql
     for run in ("diff-dpo", "refdpo"):
-        one, two = _final_weights(tmp_path / "runs1" / run), _final_weights(tmp_path / "runs2" / run)
+        one, two = _final_weights(out / run), _final_weights(shared["out"] / run)
         assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one), run
 
 
@@ -105,7 +85,7 @@ def test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it(toy_world, 
     killed = []
 
     def kill_when_training():
-        if wait_for_steps(db, "diff-dpo", 3, every=0.2):
+        if wait_for_checkpoint(out / "diff-dpo", 2):  # training, with 6 of its 8 steps to go
             for child in multiprocessing.active_children():
                 os.kill(child.pid, signal.SIGKILL)
                 killed.append(child.pid)
@@ -150,7 +130,10 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(toy_world, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True
     )
-    wait_for_steps(db, "refdpo", 3)
+    # Evidence that the loop is under way, polled as a file: the checkpoint of step 2 (checkpoint_every
+    # = 2), so the SIGINT goes with about 38 of the 40 steps still to train however loaded the
+    # machine (waiting for store rows let the run finish first under load).
+    wait_for_checkpoint(out / "refdpo", 2, still_going=lambda: process.poll() is None)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

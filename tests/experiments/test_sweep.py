@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from store_polling import wait_for_steps
+from store_polling import wait_for_checkpoint
 
 from refbench.errors import RefbenchError
 from refbench.experiments.sweep import grid_specs, run_specs
@@ -48,16 +48,18 @@ def _tiny_specs(toy_world, max_steps):  # noqa: F811
     return grid_specs(["diff-dpo", "refdpo"], max_steps=max_steps, extra=extra)
 
 
-def test_sweep_trains_then_skips(toy_world, tmp_path):  # noqa: F811
-    """Two 3-step runs at once (jobs 2); run again, both are skipped and no metric row is duplicated."""
-    specs = _tiny_specs(toy_world, 3)
-    db, out = tmp_path / "db.duckdb", tmp_path / "runs"
-    assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "trained", "refdpo": "trained"}
+def test_sweep_trains_then_skips(two_runs_at_jobs_2):
+    """Two 4-step runs at once (jobs 2); run again, both are skipped and no metric row is duplicated.
+    The first sweep is the session's (conftest.py), which test_plan_workers compares with jobs 1;
+    the rerun finds both finished and starts no worker."""
+    shared = two_runs_at_jobs_2
+    specs, db, out = shared["specs"], shared["db"], shared["out"]
+    assert shared["outcomes"] == {"diff-dpo": "trained", "refdpo": "trained"}
     assert run_specs(specs, db=db, out_root=out, jobs=2, progress=False) == {"diff-dpo": "skipped", "refdpo": "skipped"}
     counts = Store(db).query(
         "select run, count(*) as n, count(distinct step) as steps from train_metrics group by run order by run"
     )
-    assert counts.values.tolist() == [["diff-dpo", 3, 3], ["refdpo", 3, 3]]
+    assert counts.values.tolist() == [["diff-dpo", 4, 4], ["refdpo", 4, 4]]
 
 
 @pytest.mark.slow
@@ -72,7 +74,7 @@ def test_sweep_killed_then_rerun_finishes_the_work(toy_world, tmp_path):  # noqa
         f"run_specs(specs, db=Path({str(db)!r}), out_root=Path({str(out)!r}), jobs=1, progress=False)"
     )
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)  # its own process group
-    wait_for_steps(db, "refdpo", 3, still_going=lambda: process.poll() is None, every=0.5)
+    wait_for_checkpoint(out / "refdpo", 2, still_going=lambda: process.poll() is None)  # 6 of 8 steps to go
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     store = Store(db)

@@ -146,44 +146,31 @@ def test_batch_size_does_not_change_the_result(trained, toy_world):  # noqa: F81
 
 
 @pytest.mark.slow
-def test_cli_prints_the_table_and_writes_a_figure(trained, toy_world, tmp_path):  # noqa: F811
-    import subprocess
-    import sys
+def test_cli_prints_the_table_and_writes_a_figure(trained, toy_world, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """Through the real entry point, in this process (``cli_helpers.run_refbench``)."""
+    from cli_helpers import run_refbench
 
     figure = tmp_path / "ts.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "timestep-analysis",
-            "diff-dpo",
-            "--db",
-            str(trained / "db.duckdb"),
-            "--pairs",
-            "4",
-            "--intervals",
-            "2",
-            "--data",
-            str(toy_world / "pairs.parquet"),
-            "--figure",
-            str(figure),
-            "--format",
-            "markdown",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    code, out, err = run_refbench(
+        monkeypatch,
+        capsys,
+        "timestep-analysis",
+        "diff-dpo",
+        "--db",
+        trained / "db.duckdb",
+        "--pairs",
+        "4",
+        "--intervals",
+        "2",
+        "--data",
+        toy_world / "pairs.parquet",
+        "--figure",
+        figure,
+        "--format",
+        "markdown",
+        "--no-progress",
     )
-    assert result.returncode == 0, result.stderr
-    assert "| bin | t_low | t_high | n |" in result.stdout and figure.stat().st_size > 1000
-    missing = subprocess.run(
-        [sys.executable, "-m", "refbench", "timestep-analysis", "nope", "--db", str(trained / "db.duckdb")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert (
-        missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no run named 'nope'" in missing.stderr
-    )
+    assert code == 0, err
+    assert "| bin | t_low | t_high | n |" in out and figure.stat().st_size > 1000
+    code, _, err = run_refbench(monkeypatch, capsys, "timestep-analysis", "nope", "--db", trained / "db.duckdb")
+    assert code == 2 and err.strip().count("\n") == 0 and "no run named 'nope'" in err

@@ -1,12 +1,9 @@
 """The flow-matching toy world: its committed base model, pretraining, sampler and preset."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_refbench
 
 from refbench.store import Store
 
@@ -104,11 +101,11 @@ def test_flow_samples_do_not_depend_on_the_batch():
 
 
 @pytest.mark.slow
-def test_toy_flow_preset_trains_samples_and_analyses(tmp_path):
+def test_toy_flow_preset_trains_samples_and_analyses(tmp_path, monkeypatch, capsys):
     """`refbench train --preset toy-flow` (3 steps, batch 2, tau 1): three syncs, a transformer folder
     as the final model; `refbench generate` samples it with the flow sampler; the timestep analysis
-    names intervals by s (shift 1, 4 intervals: s from 0.751 to 1, ..., 0.001 to 0.25)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    names intervals by s (shift 1, 4 intervals: s from 0.751 to 1, ..., 0.001 to 0.25). The commands
+    run in this process through the real entry point (``cli_helpers.run_refbench``)."""
     db, out = tmp_path / "db.duckdb", tmp_path / "runs"
     common = ["--db", str(db), "--no-progress"]
     for args in (
@@ -127,10 +124,8 @@ def test_toy_flow_preset_trains_samples_and_analyses(tmp_path):
             str(tmp_path / "ts.png"),
         ],
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "refbench", *args, *common], capture_output=True, text=True, env=env
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        code, _, err = run_refbench(monkeypatch, capsys, *args, *common)
+        assert code == 0, err[-3000:]
     store = Store(db)
     assert store.query("select count(*) as n from ref_events where kind = 'sync'")["n"][0] == 3
     assert (out / "refdpo" / "final" / "transformer" / "config.json").is_file()

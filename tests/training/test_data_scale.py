@@ -166,18 +166,14 @@ def test_a_killed_run_shows_as_interrupted_with_how_to_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
+def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path, monkeypatch, capsys):
     """Two processes (accelerate, gloo): a second launch of a finished run without --resume is
     refused by the main process's store check; both processes end with that one line instead of
-    the second waiting for the first forever (the timeout would fail the test)."""
+    the second waiting for the first forever (the timeout would fail the test). The first run, which
+    only has to exist finished, is trained by the same command in this process."""
+    from cli_helpers import run_refbench
+
     args = [
-        *accelerate_launch(2),
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "refbench",
         "train",
         "--model",
         str(toy_world / "base"),
@@ -193,10 +189,11 @@ def test_an_error_on_the_main_process_ends_every_process(toy_world, tmp_path):
         str(tmp_path / "runs"),
         "--no-progress",
     ]
+    code, _, err = run_refbench(monkeypatch, capsys, *args)
+    assert code == 0, err[-2000:]
+    launch = [*accelerate_launch(2), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "refbench", *args]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(args, capture_output=True, text=True, env=environment, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run(args, capture_output=True, text=True, env=environment, timeout=300)
+    second = subprocess.run(launch, capture_output=True, text=True, env=environment, timeout=300)
     assert second.returncode != 0
     assert second.stderr.count("error: run 'refdpo' already exists") == 2
 

@@ -1,16 +1,18 @@
 """The on-disk latent cache on a tiny random-weight SD1.5 pipeline: built once, read by several
 runs without decoding an image or loading the VAE, refused when its settings differ, resumed
-after an interrupted build."""
+after an interrupted build. The refbench commands run in this process through the real entry point
+(``cli_helpers.run_refbench``); `accelerate launch` and the sweep's workers start processes."""
 
 import json
 import os
 import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_helpers import run_refbench
 from launch_helpers import accelerate_launch
 
 from refbench.store import Store
@@ -48,14 +50,22 @@ def overrides(tiny, **data):
     }
 
 
-def cli(*args, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "refbench", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        **kwargs,
-    )
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """`refbench ARGS` in this process through the real entry point, on one torch thread (as the
+    launched processes' OMP_NUM_THREADS=1): returncode, stdout and stderr (stripped)."""
+    import torch
+
+    def call(*args):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            code, out, err = run_refbench(monkeypatch, capsys, *args)
+        finally:
+            torch.set_num_threads(threads)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return call
 
 
 def build(tiny, folder, **data):
@@ -71,7 +81,7 @@ def build(tiny, folder, **data):
 
 
 @pytest.mark.slow
-def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path):
+def test_cache_then_sweep_trains_two_runs_and_reads_no_image(tiny, tmp_path, cli):
     """`refbench cache-latents`, then `refbench sweep --config` with data.latent_cache: both runs
     train from the cache. The parquet file is then swapped for one whose every image is garbage of
     the same length (same captions, labels and file size, so the same data fingerprint): a run that
@@ -276,7 +286,7 @@ def test_an_interrupted_build_resumes_with_what_it_had_not_finished(tiny, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path):
+def test_two_processes_split_the_build_and_make_the_same_cache(tiny, tmp_path, cli):
     """`accelerate launch --num_processes 2 -m refbench cache-latents`: the processes take chunks
     of 64 pairs in turn (150 pairs: chunks 0 and 2 to process 0, chunk 1 to process 1), writing
     their own rows of the shared arrays; the cache equals the one a single process builds."""

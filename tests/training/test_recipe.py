@@ -3,13 +3,11 @@ choice, another VAE, the effective batch."""
 
 import dataclasses
 import io
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_refbench
 from PIL import Image
 from toy_helpers import config_for
 
@@ -159,36 +157,28 @@ def test_another_vae_is_loaded_from_model_vae(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path):
+def test_an_effective_batch_that_does_not_divide_is_one_line(tmp_path, monkeypatch, capsys):
     """--effective-batch 6 with --batch-size 4: 6 is not a multiple of 4, refused before loading
-    anything, in one line."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "train",
-            "--effective-batch",
-            "6",
-            "--batch-size",
-            "4",
-            "--db",
-            str(tmp_path / "db.duckdb"),
-            "--out",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    anything, in one line (the real entry point, in this process)."""
+    code, _, err = run_refbench(
+        monkeypatch,
+        capsys,
+        "train",
+        "--effective-batch",
+        "6",
+        "--batch-size",
+        "4",
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
     )
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: training.effective_batch: must be a multiple of training.batch_size (4); got 6"
-    )
+    assert code == 2
+    assert err == "error: training.effective_batch: must be a multiple of training.batch_size (4); got 6"
 
 
 @pytest.mark.slow
-def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_path, monkeypatch):
+def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_path, monkeypatch, capsys):
     """`--data digits/train.parquet` (a typo of a local path, shaped like a hub id): one line that
     says no such file exists and that the name failed as a hub data set too; the same for a
     reward model's source and for --model."""
@@ -219,33 +209,24 @@ def test_a_path_that_is_not_there_says_so_and_that_it_was_tried_on_the_hub(tmp_p
     from refbench.toy.pairs import build_pairs, write_pairs
 
     data = write_pairs(build_pairs(4, "train", seed=0), tmp_path / "pairs.parquet")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "train",
-            "--preset",
-            "sd15",
-            "--model",
-            "models/sd15",
-            "--data",
-            str(data),
-            "--db",
-            str(tmp_path / "db.duckdb"),
-            "--out",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith(
-            "error: model.pretrained: cannot load models/sd15: no file or folder of that name exists, and as a hub id:"
-        )
+    monkeypatch.undo()  # datasets.load_dataset as installed for the command (the folder is left too)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_refbench(
+        monkeypatch,
+        capsys,
+        "train",
+        "--preset",
+        "sd15",
+        "--model",
+        "models/sd15",
+        "--data",
+        data,
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
+    )  # the real entry point, in this process, from tmp_path
+    assert code == 2
+    assert err.splitlines()[-1].startswith(
+        "error: model.pretrained: cannot load models/sd15: no file or folder of that name exists, and as a hub id:"
     )

@@ -138,7 +138,8 @@ def shared_db(toy_world, tmp_path_factory):
     launched twice (a sweep started twice), and `generate` (slowed, batches of 2; SIGKILL after its
     first committed batch); meanwhile this process writes rows and lists the runs.
     Wave 2: `train killed --resume` runs while this process reruns generate, then `score` (slowed)
-    is killed after its first committed batch and rerun here. Then the same training uninterrupted."""
+    is killed after its first committed batch and rerun here. Then the same training uninterrupted.
+    The tests that read it run on one pytest-xdist worker (conftest.SAME_WORKER), so it is built once."""
     from refbench.evaluation.generate import generate
     from refbench.evaluation.score import score
 

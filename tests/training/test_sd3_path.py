@@ -3,17 +3,18 @@
 Same classes as SD3 (SD3Transformer2DModel, the 16-channel AutoencoderKL with its shift and
 scaling factors, two CLIP encoders with projections, optionally T5, FlowMatchEulerDiscreteScheduler
 with shift 3), loaded through the same code; nothing is downloaded. Real SD3 weights and
-Pick-a-Pic were not run here (no GPU, no hub).
+Pick-a-Pic were not run here (no GPU, no hub). The commands run in this process through the real
+entry point (``cli_helpers.run_refbench``); only `accelerate launch` starts processes.
 """
 
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_refbench
 from launch_helpers import accelerate_launch
 from safetensors.torch import load_file
 
@@ -33,15 +34,16 @@ def tiny(tmp_path_factory):
     return root
 
 
-def refbench(*args, env=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "refbench", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+@pytest.fixture
+def refbench(monkeypatch, capsys):
+    """`refbench ARGS` in this process, which must succeed; its stdout."""
+
+    def call(*args):
+        code, out, err = run_refbench(monkeypatch, capsys, *args)
+        assert code == 0, err[-3000:]
+        return out
+
+    return call
 
 
 def train_args(tiny, tmp_path, preset, folder, lora, steps=3):
@@ -75,7 +77,7 @@ def train_args(tiny, tmp_path, preset, folder, lora, steps=3):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, folder, lora", [("sd35", "sd35-t5", 0), ("sd3", "sd3", 4)])
-def test_train_generate_and_load_with_plain_diffusers(tiny, tmp_path, preset, folder, lora):
+def test_train_generate_and_load_with_plain_diffusers(tiny, tmp_path, refbench, preset, folder, lora):
     """`refbench train --preset sd35|sd3 --model DIR --data FILE --max-steps 3`, full (SD3.5 with T5)
     and LoRA (SD3 without T5); the policy samples through StableDiffusion3Pipeline, and plain
     diffusers loads the output (the transformer folder, or load_lora_weights) and makes the same
@@ -206,7 +208,7 @@ def test_the_trainer_noises_on_the_shifted_grid(tiny):
 
 
 @pytest.mark.slow
-def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
+def test_resume_and_two_processes_on_sd3(tiny, tmp_path, refbench):
     """LoRA on tiny SD3: stopped at step 2 and resumed to 4 ends with the weights of 4 straight steps
     (within 1e-6); `accelerate launch` with 2 gloo processes ends with the same weights and reference
     events on both."""
@@ -240,7 +242,7 @@ def test_resume_and_two_processes_on_sd3(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_latent_cache_on_sd3(tiny, tmp_path):
+def test_latent_cache_on_sd3(tiny, tmp_path, refbench):
     """`refbench cache-latents --preset sd3` stores the 16-channel latents and SD3's pooled projections
     (an added conditioning key); a run from the cache sees the first step's inputs of a run that
     encodes its images and captions: the same denoising errors, to float rounding."""

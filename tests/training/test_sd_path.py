@@ -3,15 +3,13 @@
 The pipelines use the same classes as Stable Diffusion (UNet2DConditionModel, AutoencoderKL,
 CLIP text encoders, CLIPTokenizer, DDPMScheduler) and are loaded through the same code;
 nothing is downloaded. Real SD weights and Pick-a-Pic were not run here (no GPU, no hub).
+The commands run in this process through the real entry point (``cli_helpers.run_refbench``).
 """
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_refbench
 
 from refbench.store import Store
 
@@ -30,7 +28,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, lora", [("sd15", 0), ("sd15", 4), ("sdxl", 0), ("sdxl", 4)])
-def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
+def test_train_cli_on_tiny_pipelines(tiny, tmp_path, monkeypatch, capsys, kind, lora):
     """`refbench train --preset sd15|sdxl --model DIR --data FILE --max-steps 3` runs through the CLI."""
     db = tmp_path / "db.duckdb"
     args = [
@@ -59,42 +57,32 @@ def test_train_cli_on_tiny_pipelines(tiny, tmp_path, kind, lora):
         str(tmp_path / "runs"),
         "--no-progress",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "refbench", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    code, _, err = run_refbench(monkeypatch, capsys, *args)
+    assert code == 0, err[-2000:]
     store = Store(db)
     assert store.query("select count(*) as n from train_metrics where run = 'refdpo'")["n"][0] == 3
     assert store.query("select count(*) as n from ref_events where kind = 'sync'")["n"][0] == 3
     final = tmp_path / "runs" / "refdpo" / "final"
     assert (final / ("pytorch_lora_weights.safetensors" if lora else "unet/config.json")).is_file()
     # The trained policy samples through the diffusers pipeline, noise fixed by (prompt, seed).
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "generate",
-            "refdpo",
-            "--prompts",
-            "toy-test",
-            "--num-prompts",
-            "2",
-            "--steps",
-            "2",
-            "--db",
-            str(db),
-            "--out",
-            str(tmp_path / "runs"),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
+    code, _, err = run_refbench(
+        monkeypatch,
+        capsys,
+        "generate",
+        "refdpo",
+        "--prompts",
+        "toy-test",
+        "--num-prompts",
+        "2",
+        "--steps",
+        "2",
+        "--db",
+        db,
+        "--out",
+        tmp_path / "runs",
+        "--no-progress",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert code == 0, err[-2000:]
     samples = store.query("select image_path, guidance_scale from samples where run = 'refdpo'")
     assert len(samples) == 2 and samples["guidance_scale"].tolist() == [7.5 if kind == "sd15" else 5.0] * 2
     from PIL import Image
@@ -176,28 +164,23 @@ def test_sdxl_conditioning(tiny):
 
 
 @pytest.mark.slow
-def test_missing_model_folder_is_one_sentence(tmp_path):
+def test_missing_model_folder_is_one_sentence(tmp_path, monkeypatch, capsys):
     """The preset's default data (Pick-a-Pic v2, withdrawn) is said first, so a local --data is given:
     the model is then checked before the data is read."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refbench",
-            "train",
-            "--preset",
-            "sd15",
-            "--model",
-            str(tmp_path / "nope"),
-            "--data",
-            str(tmp_path),
-            "--db",
-            str(tmp_path / "db.duckdb"),
-            "--out",
-            str(tmp_path / "runs"),
-        ],
-        capture_output=True,
-        text=True,
+    code, _, err = run_refbench(
+        monkeypatch,
+        capsys,
+        "train",
+        "--preset",
+        "sd15",
+        "--model",
+        tmp_path / "nope",
+        "--data",
+        tmp_path,
+        "--db",
+        tmp_path / "db.duckdb",
+        "--out",
+        tmp_path / "runs",
     )
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert code == 2
+    assert "does not exist" in err and "Traceback" not in err

@@ -205,17 +205,24 @@ def test_two_processes_take_identical_decisions(toy_world, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
+def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path, monkeypatch, capsys):
     """SIGINT during training: the run stops after the current step, saves a checkpoint at that
     step, and says on a line of its own (no "error:", exit code 130, as a shell's Ctrl-C) how to
     continue. That command, pasted as printed (it carries the non-default --db and --out; here with
-    a lower --max-steps to stay short, which a resume may change), continues the run from there."""
+    a lower --max-steps to stay short, which a resume may change), continues the run from there.
+    The SIGINT goes once the progress bar shows a finished step (the loop is running); the pasted
+    command runs in this process through the real entry point, from another folder."""
     import json
+    import os
+    import re
     import shlex
     import signal
     import subprocess
     import sys
+    import threading
     import time
+
+    from cli_helpers import run_refbench
 
     args = [
         sys.executable,
@@ -235,18 +242,26 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
         "--out",
         str(tmp_path / "runs"),
     ]  # with the progress bar: the message must still start a line
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    chunks: list[bytes] = []
+
+    def read_stderr():
+        while chunk := os.read(process.stderr.fileno(), 65536):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     run_dir = tmp_path / "runs" / "refdpo"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # until the loop has logged steps (rows are flushed every 10 s)
-        time.sleep(0.5)
-        if (tmp_path / "db.duckdb").exists() and Store(tmp_path / "db.duckdb").query(
-            "select count(*) as n from train_metrics"
-        )["n"][0] > 0:
+    while time.monotonic() < deadline and process.poll() is None:  # until the bar shows a step done
+        time.sleep(0.2)
+        if re.search(rb"\b[1-9][0-9]*/400\b", b"".join(chunks)):
             break
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    process.wait(timeout=120)
+    reader.join(timeout=30)
+    stderr = b"".join(chunks).decode().replace("\r\n", "\n").replace("\r", "\n")  # as text=True reads it
+    assert process.returncode == 130, stderr[-2000:]
     last = stderr.rstrip("\n").split("\n")[-1]  # lines end at "\n" only: the bar redraws with "\r"
     assert last.startswith("interrupted at step") and "error" not in last
     assert "checkpoint saved" in stderr and "Traceback" not in stderr
@@ -255,12 +270,8 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(toy_world, tmp_path):
     assert Store(tmp_path / "db.duckdb").get_run("refdpo")["status"] == "interrupted"
     hint = shlex.split(last.split("Continue with: ", 1)[1])
     assert hint[:2] == ["refbench", "train"] and "--db" in hint and "--out" in hint
-    resumed = subprocess.run(
-        [sys.executable, "-m", "refbench", *hint[1:], "--max-steps", str(step + 2), "--no-progress"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )  # another folder: the hint must not rely on it
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming refdpo from step {step}" in resumed.stdout
+    monkeypatch.chdir(tmp_path)  # another folder: the hint must not rely on it
+    code, out, err = run_refbench(monkeypatch, capsys, *hint[1:], "--max-steps", step + 2, "--no-progress")
+    assert code == 0, err[-2000:]
+    assert f"resuming refdpo from step {step}" in out
     assert Store(tmp_path / "db.duckdb").query("select max(step) as s from train_metrics")["s"][0] == step + 2
