@@ -77,9 +77,13 @@ def pytest_xdist_make_scheduler(config, log):
 # evidence that it is under way (a checkpoint on disk, a step on the progress bar), so running them
 # while the machine is busiest does not let a run finish first.
 LONGEST_FIRST = (
+    "tests/training/test_fsdp.py::test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_kill",
     "tests/experiments/test_paper_regime.py::test_paper_regime_tunes_then_trains_with_the_choice",
     "tests/experiments/test_plan_workers.py::test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it",
     "tests/experiments/test_plan_workers.py::test_ctrl_c_stops_the_workers_with_a_checkpoint",
+    "tests/training/test_fsdp.py::test_diff_dpo_on_sd15_fsdp_and_data_parallel_agree",
+    "tests/training/test_fsdp.py::test_refdpo_lora_on_sd3_fsdp_and_data_parallel_agree_and_load_in_diffusers",
+    "tests/training/test_fsdp.py::test_diff_dpo_on_sd3_fsdp_and_data_parallel_agree",
     "tests/evaluation/test_generate_score.py::test_two_processes_split_generation",
     "tests/training/test_sd3_path.py::test_resume_and_two_processes_on_sd3",
     "tests/analysis/test_analysis.py::test_flow_report_and_the_verdicts_side_by_side",
