@@ -77,7 +77,7 @@ def pytest_xdist_make_scheduler(config, log):
 # evidence that it is under way (a checkpoint on disk, a step on the progress bar), so running them
 # while the machine is busiest does not let a run finish first.
 LONGEST_FIRST = (
-    "tests/training/test_fsdp.py::test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_kill",
+    "tests/training/test_fsdp.py::test_refdpo_on_sd15_killed_and_resumed_under_fsdp_agrees_with_data_parallel",
     "tests/experiments/test_paper_regime.py::test_paper_regime_tunes_then_trains_with_the_choice",
     "tests/experiments/test_plan_workers.py::test_a_killed_worker_fails_its_run_only_and_the_rerun_resumes_it",
     "tests/experiments/test_plan_workers.py::test_ctrl_c_stops_the_workers_with_a_checkpoint",

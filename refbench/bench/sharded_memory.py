@@ -20,6 +20,8 @@ N = 1 is data parallelism: every rank holds everything.
 
 from __future__ import annotations
 
+import functools
+
 GB = 1e9
 
 # The released denoisers' configurations (diffusers config.json of each model's denoiser folder).
@@ -88,10 +90,16 @@ def fsdp_units(module) -> tuple[int, int, int]:
     return total, max(units, default=0), root
 
 
+@functools.cache
+def model_units(model: str) -> tuple[int, int, int]:
+    """``fsdp_units`` of a released denoiser (counted once a process)."""
+    return fsdp_units(_empty_denoiser(model))
+
+
 def memory_rows(models=MODELS, ranks=(1, 2, 4, 8), offload_frozen: bool = False) -> list[dict]:
     rows = []
     for model in models:
-        total, unit, root = fsdp_units(_empty_denoiser(model))
+        total, unit, root = model_units(model)
         working = (2 * 2 * unit + 4 * unit + 2 * root) / GB
         for method, copies in METHODS.items():
             for n in ranks:

@@ -15,7 +15,7 @@ either side. Hence, after 3 steps at lr 1e-3 (x 8, the scaled rate):
 A run that did not average gradients over the ranks, updated a reference that was not synced, or
 read other data would differ in most weights. (The tiny UNet has 8 GroupNorm groups here: with one
 channel a group, three tensors have an exact gradient of zero, whose rounding AdamW amplifies.)
-A run killed and resumed under FSDP ends with the uninterrupted run's weights within 1e-6.
+A run killed and resumed under FSDP is held to the same rule.
 """
 
 import contextlib
@@ -115,10 +115,12 @@ def assert_same_update(fsdp: dict, dp: dict, initial: dict) -> None:
 
 
 def assert_same_events(fsdp: Path, dp: Path) -> None:
+    """The same events (over the steps both ran) and, under FSDP, the same gathered weights on each rank."""
     a, b = (json.loads((run / "processes.json").read_text()) for run in (fsdp, dp))
     assert [p["process"] for p in a] == [0, 1]
-    assert a[0]["policy_checksum"] == a[1]["policy_checksum"]  # gathered: the same whole weights on each rank
-    events_a, events_b = a[0]["events"], b[0]["events"]
+    assert a[0]["policy_checksum"] == a[1]["policy_checksum"]
+    last = min(len(losses(fsdp)), len(losses(dp)))
+    events_a, events_b = ([e for e in p[0]["events"] if e["step"] <= last] for p in (a, b))
     assert [(e["step"], e["kind"]) for e in events_a] == [(e["step"], e["kind"]) for e in events_b]
     assert [e["divergence"] for e in events_a] == pytest.approx([e["divergence"] for e in events_b], rel=1e-3, abs=1e-9)
 
@@ -134,11 +136,12 @@ def assert_sharded_checkpoint(run: Path, reference: bool) -> None:
 
 
 def compare_on_sd15(tiny: Path, fsdp: Path, dp: Path, method: str, weights: str = "final") -> None:
+    """``weights``: the FSDP run's folder to compare with the data-parallel run's final output."""
     from diffusers import UNet2DConditionModel
 
     assert_sharded_checkpoint(fsdp, reference=method == "refdpo")
     initial = load_file(str(tiny / "sd15" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert_same_update(final_weights(fsdp, "unet", weights), final_weights(dp, "unet", weights), initial)
+    assert_same_update(final_weights(fsdp, "unet", weights), final_weights(dp, "unet"), initial)
     assert_same_events(fsdp, dp)
     assert losses(fsdp)[0] == pytest.approx(losses(dp)[0], rel=1e-6)
     assert losses(fsdp)[:STEPS] == pytest.approx(losses(dp)[:STEPS], abs=1e-3)
@@ -155,32 +158,20 @@ def test_diff_dpo_on_sd15_fsdp_and_data_parallel_agree(tiny, tmp_path):
     compare_on_sd15(tiny, fsdp, dp, "diff-dpo")
 
 
-def test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_kill(tiny, tmp_path):
-    """refdpo on tiny SD1.5 (soft syncs, alpha 0.5, then a freeze), 6 steps with a sharded checkpoint every 2
-    and a snapshot after step 3 (gathered like the final output): the snapshots of FSDP and data
-    parallel agree by the rule above; timestep-analysis reads the sharded checkpoint. Then the FSDP run again, SIGKILLed (every process) once a
-    checkpoint exists, and `--resume`d under FSDP: its final weights equal the uninterrupted run's
-    within 1e-6. (Resuming a sharded checkpoint without FSDP or with another number of ranks is
-    refused in one line: tests/training/test_sharding.py.)"""
+def test_refdpo_on_sd15_killed_and_resumed_under_fsdp_agrees_with_data_parallel(tiny, tmp_path):
+    """refdpo on tiny SD1.5 (soft syncs, alpha 0.5, then a freeze) under FSDP, 6 steps with a
+    sharded checkpoint every 2 and a snapshot after step 3 (gathered like the final output),
+    SIGKILLed (every process) once its first checkpoint exists and `--resume`d under FSDP: its
+    step-3 snapshot, written after the resume, agrees with 3 steps of data parallel by the rule
+    above (resume is exact within that tolerance: optimizer moments or a reference lost on resume
+    would move most weights), and so do its events and losses. timestep-analysis reads the sharded
+    checkpoint: the policy is the final output, the frozen reference agrees with data parallel's.
+    (Resuming a sharded checkpoint without FSDP or with another number of ranks is refused in one
+    line: tests/training/test_sharding.py.)"""
     steps = 6
     every = [*SOFT, "--set", "training.checkpoint_every=2", "--set", f"training.snapshot_steps=[{STEPS}]"]
-    straight = train("fsdp", tiny, tmp_path / "straight", "sd15", "refdpo", 0, steps, *every)
-    dp = train("dp", tiny, tmp_path / "dp", "sd15", "refdpo", 0, steps, *every)
-    compare_on_sd15(tiny, straight, dp, "refdpo", weights=f"snapshots/step-{STEPS}/final")
-    # timestep-analysis reads the sharded checkpoint whole: the policy is the final output, the
-    # (frozen) reference agrees with data parallel's by the rule.
-    from refbench.experiments.timestep_analysis import _checkpoint_weights, analyse_run
-
-    policy, reference = _checkpoint_weights(straight / "checkpoint", True, lora=False)
-    final = final_weights(straight, "unet")
-    assert policy.keys() == final.keys() and all(torch.equal(policy[k], final[k]) for k in final)
-    initial = load_file(str(tiny / "sd15" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert_same_update(reference, load_file(str(dp / "checkpoint" / "reference.safetensors")), initial)
-    db = straight.parents[1] / "db.duckdb"
-    rows = analyse_run("refdpo", db=db, num_pairs=2, intervals=2, data=str(tiny / "pairs.parquet"), progress=False)
-    assert len(rows) == 2
-
-    out = tmp_path / "killed"
+    dp = train("dp", tiny, tmp_path / "dp", "sd15", "refdpo", 0, STEPS, *SOFT)
+    out = tmp_path / "fsdp"
     process = subprocess.Popen(
         command("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every),
         env=ENV,
@@ -195,14 +186,23 @@ def test_refdpo_on_sd15_agrees_with_data_parallel_and_resumes_exactly_after_a_ki
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait()
-    killed_at = json.loads(state.read_text())["step"]
-    assert killed_at < steps, "the run finished before the kill"
-    assert not (out / "runs" / "refdpo" / "final").exists()
+    assert json.loads(state.read_text())["step"] == 2, "not killed right after the first checkpoint"
+    assert not (out / "runs" / "refdpo" / "snapshots").exists()  # step 3 comes after the resume
 
-    resumed = train("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every, "--resume")
-    a, b = final_weights(straight, "unet"), final_weights(resumed, "unet")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
-    assert losses(resumed) == pytest.approx(losses(straight), abs=1e-6)
+    fsdp = train("fsdp", tiny, out, "sd15", "refdpo", 0, steps, *every, "--resume")
+    compare_on_sd15(tiny, fsdp, dp, "refdpo", weights=f"snapshots/step-{STEPS}/final")
+    assert len(losses(fsdp)) == steps
+
+    from refbench.experiments.timestep_analysis import _checkpoint_weights, analyse_run
+
+    policy, reference = _checkpoint_weights(fsdp / "checkpoint", True, lora=False)
+    final = final_weights(fsdp, "unet")
+    assert policy.keys() == final.keys() and all(torch.equal(policy[k], final[k]) for k in final)
+    initial = load_file(str(tiny / "sd15" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert_same_update(reference, load_file(str(dp / "checkpoint" / "reference.safetensors")), initial)
+    db = fsdp.parents[1] / "db.duckdb"
+    rows = analyse_run("refdpo", db=db, num_pairs=2, intervals=2, data=str(tiny / "pairs.parquet"), progress=False)
+    assert len(rows) == 2
 
 
 def descendants(pid: int) -> list[int]:

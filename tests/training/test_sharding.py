@@ -70,9 +70,9 @@ def test_memory_per_rank_for_sd35_large_at_8_ranks():
       gathered (2*2 + 4) x 212,999,680 + 2 x 39,554,112 = 1.783 GB; in all 25.95 GB.
     diff-dpo: one frozen copy, 4.028 GB: 21.92 GB. With the frozen copies offloaded: 17.90 GB.
     One rank (data parallel): 16 + 8 = 24 bytes a parameter, 193.36 GB, nothing gathered."""
-    from refbench.bench.sharded_memory import _empty_denoiser, fsdp_units, memory_rows
+    from refbench.bench.sharded_memory import memory_rows, model_units
 
-    assert fsdp_units(_empty_denoiser("sd35-large")) == (8_056_627_520, 212_999_680, 39_554_112)
+    assert model_units("sd35-large") == (8_056_627_520, 212_999_680, 39_554_112)
     rows = {(r["method"], r["ranks"]): r for r in memory_rows(models=("sd35-large",))}
     assert rows["refdpo", 8]["per_rank_gb"] == pytest.approx(25.95, abs=0.01)
     assert rows["diff-dpo", 8]["per_rank_gb"] == pytest.approx(21.92, abs=0.01)
