@@ -61,6 +61,12 @@ def save_checkpoint(
         )
     torch.save({"optimizer": optimizer, "lr_scheduler": lr_scheduler}, partial / "optimizer.pt")
     (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
+    _into_place(partial, folder)
+
+
+def _into_place(partial: Path, folder: Path) -> None:
+    """``partial`` becomes ``folder``; the old one is kept aside until then (``has_checkpoint`` puts
+    it back after a kill between the two renames)."""
     previous = folder.with_name(folder.name + ".previous")
     shutil.rmtree(previous, ignore_errors=True)
     if folder.exists():
@@ -100,12 +106,7 @@ def save_sharded_checkpoint(
     if main:
         torch.save({"lr_scheduler": lr_scheduler}, partial / "lr_scheduler.pt")
         (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
-        previous = folder.with_name(folder.name + ".previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        if folder.exists():
-            folder.rename(previous)
-        partial.rename(folder)
-        shutil.rmtree(previous, ignore_errors=True)
+        _into_place(partial, folder)
     accelerator.wait_for_everyone()
 
 

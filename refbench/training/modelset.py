@@ -64,7 +64,7 @@ class FullModelSet:
             prepare_frozen(_frozen(copy.deepcopy(denoiser))) if reference_mode == "sync" else self.initial_module
         )
 
-    def after_prepare(self, policy_forward: torch.nn.Module) -> None:
+    def after_prepare(self) -> None:
         """Nothing to find again: the modules' parameters are read from the modules."""
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -140,9 +140,9 @@ class LoraModelSet:
                     denoiser.add_adapter(config, adapter_name=REFERENCE)
         self.policy_module = denoiser.train()
         self.reference_mode = reference_mode
-        self.after_prepare(denoiser)
+        self.after_prepare()
 
-    def after_prepare(self, policy_forward: torch.nn.Module) -> None:
+    def after_prepare(self) -> None:
         """The adapters' parameters, found (again) by name: FSDP replaces them with sharded ones."""
         named = dict(self.policy_module.named_parameters())
         self._policy_params = {n: p for n, p in named.items() if f".{POLICY}." in n}

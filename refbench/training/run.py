@@ -18,6 +18,7 @@ from pathlib import Path
 from ..config import RunConfig, config_from_dict
 from ..errors import CheckpointError, ConfigError, RefbenchError, RunInterrupted
 from ..store import Store
+from .processes import from_main_process
 from .run_folder import locate_run, refuse_overwrite, resume_command, run_lock
 
 
@@ -140,17 +141,6 @@ def _end_process_group() -> None:
     if state.num_processes > 1:
         state.wait_for_everyone()
         state.destroy_process_group()
-
-
-def from_main_process(*values) -> tuple:
-    """The main process's values, on every process (with one process, the values themselves)."""
-    from accelerate import PartialState
-
-    if PartialState().num_processes == 1:
-        return values
-    from accelerate.utils import broadcast_object_list
-
-    return tuple(broadcast_object_list(list(values), from_process=0))
 
 
 def start_trackers(accelerator, config: RunConfig) -> None:

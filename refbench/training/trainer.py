@@ -41,6 +41,7 @@ from .latent_cache import LatentCache
 from .modelset import POLICY, REFERENCE, build_model_set
 from .monitor import DivergenceMonitor
 from .optimizers import make_optimizer
+from .processes import from_main_process
 from .run_log import RunLog
 from .seeding import step_generator
 from .sharding import check_resume_layout, full_tensor, is_sharded, make_accelerator, reshard, shard_frozen
@@ -116,7 +117,7 @@ class Trainer:
         # Only the policy is prepared (DDP across processes, or sharded by FSDP2 with its optimizer);
         # the frozen models run locally (or were sharded above).
         self.policy_forward, self.optimizer = acc.prepare(self.models.policy_module, optimizer)
-        self.models.after_prepare(self.policy_forward)
+        self.models.after_prepare()
         self.batches = BatchSource(
             pairs,
             self.backend,
@@ -313,15 +314,16 @@ class Trainer:
             "updater": self.updater.state_dict(),
         }
         if self.sharded:  # every rank writes its shards: the main process's word decides for all
-            (committed,) = _from_main(acc, committed)
+            (committed,) = from_main_process(committed)
             if committed:
                 full_reference = syncs and not self.models.lora  # a LoRA reference is in the policy's module
-                reshard(self.policy_forward, self.models.reference_module if full_reference else self.policy_forward)
+                reference = self.models.reference_module if full_reference else None
+                reshard(self.policy_forward, *([reference] if reference else []))
                 save_sharded_checkpoint(
                     self._checkpoint_dir(),
                     acc,
                     policy=self.policy_forward,
-                    reference=self.models.reference_module if full_reference else None,
+                    reference=reference,
                     optimizer=self.optimizer,
                     lr_scheduler=self.lr_scheduler.state_dict(),
                     state={**state, "sharded": {"processes": acc.num_processes, "reference": full_reference}},
@@ -348,13 +350,13 @@ class Trainer:
         check_resume_layout(saved, sharded=self.sharded, num_processes=self.accelerator.num_processes)
         try:
             if self.sharded:
-                full_reference = saved["state"]["sharded"]["reference"]
-                reshard(self.policy_forward, self.models.reference_module if full_reference else self.policy_forward)
+                reference = self.models.reference_module if saved["state"]["sharded"]["reference"] else None
+                reshard(self.policy_forward, *([reference] if reference else []))
                 load_sharded_into(
                     saved["folder"],
                     self.accelerator,
                     policy=self.policy_forward,
-                    reference=self.models.reference_module if full_reference else None,
+                    reference=reference,
                     optimizer=self.optimizer,
                 )
                 self.models.reference_version += 1
@@ -466,12 +468,3 @@ class Trainer:
             self.save()
         if stop:
             raise TrainingInterrupted(step)
-
-
-def _from_main(accelerator, *values) -> tuple:
-    """The main process's values on every process."""
-    if accelerator.num_processes == 1:
-        return values
-    from accelerate.utils import broadcast_object_list
-
-    return tuple(broadcast_object_list(list(values), from_process=0))
