@@ -401,21 +401,14 @@ def _save_final(trainer, folder: Path) -> None:
             if main:
                 denoiser.save_pretrained(str(folder / backend.denoiser_folder))
             return
-        from huggingface_hub import save_torch_state_dict
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         from .sharding import reshard
 
         reshard(denoiser)
         whole = get_model_state_dict(denoiser, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if main:  # the files diffusers' save_pretrained writes: its config and its safetensors (+ index)
-            _write_denoiser_config(denoiser, folder / backend.denoiser_folder)
-            save_torch_state_dict(
-                whole,
-                folder / backend.denoiser_folder,
-                filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
-                max_shard_size="10GB",
-            )
+        if main:
+            write_denoiser_folder(denoiser, whole, folder / backend.denoiser_folder)
         return
     from peft.utils import get_peft_model_state_dict
 
@@ -427,9 +420,11 @@ def _save_final(trainer, folder: Path) -> None:
         backend.save_lora(layers, folder)
 
 
-def _write_denoiser_config(denoiser, folder: Path) -> None:
-    """``config.json`` as diffusers writes it, naming the model's own class (FSDP2 subclasses the
-    module's class as ``FSDP<name>``, which diffusers would write)."""
+def write_denoiser_folder(denoiser, state: dict, folder: Path) -> None:
+    """The files diffusers' ``save_pretrained`` writes, from a gathered state dict: ``config.json``
+    naming the model's own class (FSDP2 subclasses it as ``FSDP<name>``, which diffusers would
+    write) and the safetensors (split with an index past 10 GB)."""
+    from huggingface_hub import save_torch_state_dict
     from torch.distributed.fsdp import FSDPModule
 
     original = next(c for c in type(denoiser).__mro__ if not issubclass(c, FSDPModule))
@@ -437,6 +432,13 @@ def _write_denoiser_config(denoiser, folder: Path) -> None:
     config["_class_name"] = original.__name__
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # A gathered tensor can be a view into a larger buffer, which safetensors refuses to save: own copies.
+    for name, tensor in state.items():
+        if tensor.untyped_storage().nbytes() != tensor.nbytes:
+            state[name] = tensor.clone()
+    save_torch_state_dict(
+        state, folder, filename_pattern="diffusion_pytorch_model{suffix}.safetensors", max_shard_size="10GB"
+    )
 
 
 __all__ = ["run_training", "resolve_resumed_config"]

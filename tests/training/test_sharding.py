@@ -1,6 +1,8 @@
 """Sharding without processes: the resume-layout rule, the accelerate-config checks, and the memory
 table's arithmetic (numbers worked by hand in the docstrings)."""
 
+import json
+
 import pytest
 import torch
 
@@ -102,3 +104,33 @@ def test_offloading_frozen_copies_without_fsdp_is_one_line(tmp_path):
     config = load_config(overrides={"model": {"offload_frozen": True}, "training": {"max_steps": 1}})
     with pytest.raises(ConfigError, match="model.offload_frozen .* needs an FSDP launch"):
         Trainer(config, None, tmp_path / "run", None, progress=False)
+
+
+def test_a_gathered_state_with_views_is_written_as_diffusers_writes_it(tmp_path):
+    """FSDP pads a parameter whose first dimension does not divide by the ranks, and the gathered
+    tensor is then a view into the padded buffer (the toy UNet's conv_out under 2 ranks): safetensors
+    refuses such a tensor. The folder written from such a state loads in plain diffusers with the
+    same weights, and its config names UNet2DConditionModel."""
+    from diffusers import UNet2DConditionModel
+
+    from refbench.training.run import write_denoiser_folder
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    padded = torch.zeros((state["conv_out.weight"].shape[0] + 1, *state["conv_out.weight"].shape[1:]))
+    padded[:-1] = state["conv_out.weight"]
+    state["conv_out.weight"] = padded[:-1]  # a view that does not cover its storage
+    write_denoiser_folder(unet, state, tmp_path / "unet")
+    loaded = UNet2DConditionModel.from_pretrained(str(tmp_path / "unet"))
+    assert json.loads((tmp_path / "unet" / "config.json").read_text())["_class_name"] == "UNet2DConditionModel"
+    assert all(torch.equal(v, unet.state_dict()[k]) for k, v in loaded.state_dict().items())
