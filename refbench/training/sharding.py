@@ -67,6 +67,11 @@ def make_accelerator(**kwargs):
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+    if fsdp_requested() and os.environ.get("FSDP_VERSION", "1") != "2":  # before accelerate builds an FSDP1 plugin
+        raise ConfigError(
+            f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; refbench shards "
+            "with FSDP2 only: set fsdp_version: 2 in fsdp_config"
+        )
     accelerator = Accelerator(**kwargs)
     if not fsdp_requested():
         return accelerator

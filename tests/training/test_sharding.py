@@ -134,3 +134,14 @@ def test_a_gathered_state_with_views_is_written_as_diffusers_writes_it(tmp_path)
     loaded = UNet2DConditionModel.from_pretrained(str(tmp_path / "unet"))
     assert json.loads((tmp_path / "unet" / "config.json").read_text())["_class_name"] == "UNet2DConditionModel"
     assert all(torch.equal(v, unet.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_an_fsdp1_launch_is_refused_before_accelerate_starts(monkeypatch):
+    """What `accelerate launch` with fsdp_version 1 sets: refused in one line before accelerate builds
+    its FSDP1 plugin (which on a CPU fails with an error of its own)."""
+    from refbench.training.sharding import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ConfigError, match="FSDP version 1; refbench shards with FSDP2 only"):
+        make_accelerator(cpu=True)
