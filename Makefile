@@ -22,8 +22,8 @@ demo: install
 	$(BIN)/refbench train --start-or-resume
 	$(BIN)/refbench runs
 
-# Two pytest-xdist workers on 2 cores: about 7.5 minutes (7:32 measured in a fresh clone with the
-# FSDP tests, 670 tests; 5:38 before them; when the suite took 9:15, a third worker measured
+# Two pytest-xdist workers on 2 cores: about 7.5 minutes (7:28 measured in a fresh clone with the
+# FSDP tests, 672 tests; 5:38 before them; when the suite took 9:15, a third worker measured
 # slower, 9:35). TEST_WORKERS=0 runs them in this one process. The tests
 # that share an expensive fixture run on one worker (tests/conftest.py's SAME_WORKER), so it is
 # built once.
